@@ -1,1 +1,26 @@
-//! placeholder: being written
+//! PHB4 (IODA3): encodings, the DMA driver interface and its two back ends, PE ownership,
+//! FDT discovery, BAR assignment, and QEMU's `edu` device.
+//!
+//! - [`regs`]: register offsets and encodings (TVE, IODA_ADDR, TCE_KILL, RTT_BAR).
+//! - [`hw`]: the traits the kernel implements ([`hw::PhbMmio`], [`hw::PhysMemory`],
+//!   [`hw::PciConfig`], [`hw::OpalPci`]) and the one the TCE tables implement
+//!   ([`hw::DmaWindowTable`]).
+//! - [`dma`]: the driver interface [`dma::PhbDma`] and the argument rules its back ends share;
+//!   [`opal`] and [`direct`] are the back ends.
+//! - [`pe`]: PE groups and ownership (kernel default window, owner tables, release).
+//! - [`fdt`]: `pciex@` nodes and their PCI functions.
+//! - [`bars`]: enumeration behind the root port, BAR sizing and assignment, bridge window.
+//! - [`edu`]: QEMU's `edu` device, to generate DMA.
+
+pub mod bars;
+pub mod direct;
+pub mod dma;
+pub mod edu;
+pub mod fdt;
+pub mod hw;
+pub mod opal;
+pub mod pe;
+pub mod regs;
+
+pub use dma::{Kill, PhbDma, PhbError};
+pub use hw::{Bdfn, DmaWindowTable};
