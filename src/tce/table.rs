@@ -641,3 +641,7 @@ impl<M: TceMemory, B: LockedMemoryBudget> Drop for TceTable<M, B> {
         self.budget.refund(self.charged);
     }
 }
+
+#[cfg(test)]
+#[path = "table_tests.rs"]
+mod tests;

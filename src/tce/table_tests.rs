@@ -1,0 +1,453 @@
+//! Host tests of `TceTable` over the counting `HeapMemory`.
+
+use super::*;
+use crate::tce::{HeapMemory, LockedVm, TceGeometry};
+
+const RW: TcePerm = TcePerm::READ.union(TcePerm::WRITE);
+
+fn geo(page_shift: u32, window: u64, levels: u32) -> TceGeometry {
+    TceGeometry::new(0, page_shift, window, levels).unwrap()
+}
+
+/// 4K pages, 3 levels of 4 KiB (9 bits each): 2^27 entries.
+fn three_level() -> TceGeometry {
+    geo(12, 1 << 39, 3)
+}
+
+type Table<'a> = TceTable<&'a HeapMemory, &'a LockedVm>;
+
+fn table<'a>(g: TceGeometry, mem: &'a HeapMemory, budget: &'a LockedVm) -> Table<'a> {
+    TceTable::new(g, 0, mem, budget).unwrap()
+}
+
+/// Raw host-order value stored at `index` of the hardware view, read through memory.
+fn raw_leaf(t: &Table<'_>, index: u64) -> Option<u64> {
+    let g = *t.geometry();
+    let mut level = t.top_level_phys();
+    for d in 0..g.levels() - 1 {
+        // SAFETY: `level` is a live level of `t`, the slot is in range.
+        let e = u64::from_be(unsafe { t.memory().load(level + g.slot(index, d) * 8) });
+        if e == 0 {
+            return None;
+        }
+        assert_eq!(e & 0xfff, 0x3, "indirect entry = next level | 0x3");
+        level = e & !0xfff;
+        assert_eq!(level % g.level_size(), 0, "level naturally aligned");
+    }
+    // SAFETY: as above.
+    Some(u64::from_be(unsafe {
+        t.memory().load(level + g.slot(index, g.levels() - 1) * 8)
+    }))
+}
+
+#[test]
+fn creation_allocates_only_the_top_levels_and_charges_everything() {
+    let mem = HeapMemory::new();
+    let budget = LockedVm::new(u64::MAX);
+    let g = three_level();
+    let t = table(g, &mem, &budget);
+    assert_eq!(mem.outstanding_levels(), 2);
+    assert_eq!(mem.outstanding_bytes(), 2 * 4096);
+    assert_eq!(
+        t.allocated_bytes(),
+        ViewBytes {
+            hardware: 4096,
+            owner: 4096
+        }
+    );
+    // 1 top + 2^9 middle + 2^18 leaves, 4 KiB each, two views.
+    let full = (1 + (1 << 9) + (1 << 18)) * 4096;
+    assert_eq!(t.charged_bytes(), 2 * full);
+    assert_eq!(budget.used(), 2 * full);
+    assert_eq!(t.top_level_phys() % 4096, 0);
+    assert_ne!(t.top_level_phys(), t.owner_top_level_phys());
+    assert_eq!(
+        (t.entries(), t.levels(), t.level_size()),
+        (1 << 27, 3, 4096)
+    );
+    t.free();
+    assert_eq!(budget.used(), 0);
+    assert_eq!(mem.outstanding_bytes(), 0);
+}
+
+#[test]
+fn creation_over_budget_is_refused_without_allocating() {
+    let mem = HeapMemory::new();
+    let g = three_level();
+    let budget = LockedVm::new(2 * g.full_view_bytes() - 1);
+    let r = TceTable::new(g, 0, &mem, &budget);
+    assert_eq!(r.err(), Some(TceError::OverBudget));
+    assert_eq!((mem.allocations(), budget.used()), (0, 0));
+    // Exactly enough is fine.
+    let budget = LockedVm::new(2 * g.full_view_bytes());
+    TceTable::new(g, 0, &mem, &budget).unwrap().free();
+}
+
+#[test]
+fn creation_alloc_failure_refunds_and_leaks_nothing() {
+    let budget = LockedVm::new(u64::MAX);
+    for ok_allocs in 0..2 {
+        let mem = HeapMemory::new();
+        mem.fail_after(ok_allocs);
+        let r = TceTable::new(three_level(), 0, &mem, &budget);
+        assert_eq!(r.err(), Some(TceError::AllocFailed));
+        assert_eq!(mem.outstanding_bytes(), 0);
+        assert_eq!(budget.used(), 0);
+    }
+}
+
+#[test]
+fn entries_are_stored_big_endian_as_the_phb_reads_them() {
+    let mem = HeapMemory::new();
+    let budget = LockedVm::new(u64::MAX);
+    let t = table(three_level(), &mem, &budget);
+    let idx = (3 << 18) | (5 << 9) | 7;
+    t.exchange(idx, Tce::new(0x1234_5000, TcePerm::WRITE), MayAlloc::Yes)
+        .unwrap();
+    assert_eq!(raw_leaf(&t, idx), Some(0x1234_5002));
+    // Byte image: most significant byte first.
+    let g = *t.geometry();
+    let mut level = t.top_level_phys();
+    for d in 0..2 {
+        // SAFETY: live level of `t`, slot in range.
+        level = u64::from_be(unsafe { mem.load(level + g.slot(idx, d) * 8) }) & !0xfff;
+    }
+    // SAFETY: live leaf of `t`, slot 7 in range.
+    let raw = unsafe { mem.load(level + 7 * 8) };
+    assert_eq!(raw.to_ne_bytes(), [0, 0, 0, 0, 0x12, 0x34, 0x50, 0x02]);
+}
+
+#[test]
+fn set_without_permission_reports_would_allocate_and_changes_nothing() {
+    let mem = HeapMemory::new();
+    let budget = LockedVm::new(u64::MAX);
+    let t = table(three_level(), &mem, &budget);
+    let before = t.allocated_bytes();
+    assert_eq!(
+        t.set(10..20, 0x10_0000, RW, MayAlloc::No),
+        Err(TceError::WouldAllocate)
+    );
+    assert_eq!(t.allocated_bytes(), before);
+    assert_eq!(mem.allocations(), 2);
+    assert_eq!(t.get(10).unwrap(), Tce::NONE);
+    // With permission: one middle and one leaf level, hardware view only.
+    t.set(10..20, 0x10_0000, RW, MayAlloc::Yes).unwrap();
+    assert_eq!(t.allocated_bytes().hardware, 3 * 4096);
+    assert_eq!(t.allocated_bytes().owner, 4096);
+    for i in 10..20 {
+        assert_eq!(t.get(i).unwrap(), Tce::new(0x10_0000 + (i - 10) * 4096, RW));
+    }
+    assert_eq!(t.get(9).unwrap(), Tce::NONE);
+    assert_eq!(t.get(20).unwrap(), Tce::NONE);
+    // Now the levels exist: no permission needed.
+    t.set(0..10, 0x40_0000, TcePerm::READ, MayAlloc::No)
+        .unwrap();
+    assert_eq!(
+        t.get(9).unwrap(),
+        Tce::new(0x40_0000 + 9 * 4096, TcePerm::READ)
+    );
+    // A range that needs one more leaf, without permission: nothing written, even in the
+    // part whose leaf exists.
+    assert_eq!(
+        t.set(500..600, 0x80_0000, RW, MayAlloc::No),
+        Err(TceError::WouldAllocate)
+    );
+    assert_eq!(t.get(500).unwrap(), Tce::NONE);
+    t.set(500..600, 0x80_0000, RW, MayAlloc::Yes).unwrap();
+    assert_eq!(t.get(599).unwrap(), Tce::new(0x80_0000 + 99 * 4096, RW));
+    assert_eq!(t.allocated_bytes().hardware, 4 * 4096);
+}
+
+#[test]
+fn set_checks_arguments() {
+    let mem = HeapMemory::new();
+    let budget = LockedVm::new(u64::MAX);
+    let t = table(geo(16, 1 << 30, 2), &mem, &budget);
+    let n = t.entries();
+    assert_eq!(
+        t.set(0..1, 0x1000, RW, MayAlloc::Yes),
+        Err(TceError::Misaligned)
+    );
+    assert_eq!(
+        t.set(n - 1..n + 1, 0, RW, MayAlloc::Yes),
+        Err(TceError::OutOfWindow)
+    );
+    #[allow(clippy::reversed_empty_ranges)]
+    let reversed = 5..4;
+    assert_eq!(
+        t.set(reversed, 0, RW, MayAlloc::Yes),
+        Err(TceError::OutOfWindow)
+    );
+    assert_eq!(
+        t.set(0..2, u64::MAX & !0xffff, RW, MayAlloc::Yes),
+        Err(TceError::AddressOverflow)
+    );
+    assert_eq!(t.get(n), Err(TceError::OutOfWindow));
+    assert_eq!(t.owner_get(n), Err(TceError::OutOfWindow));
+    assert_eq!(
+        t.exchange(0, Tce::new(0x1000, RW), MayAlloc::Yes),
+        Err(TceError::Misaligned)
+    );
+    // Nothing of the above allocated anything.
+    assert_eq!(mem.allocations(), 2);
+    // An empty range is a no-op, the last entry is reachable.
+    t.set(3..3, 0, RW, MayAlloc::No).unwrap();
+    t.set(n - 1..n, 0x30000, RW, MayAlloc::Yes).unwrap();
+    assert_eq!(t.get(n - 1).unwrap().hpa(), 0x30000);
+}
+
+#[test]
+fn exchange_returns_the_old_entry() {
+    let mem = HeapMemory::new();
+    let budget = LockedVm::new(u64::MAX);
+    let t = table(three_level(), &mem, &budget);
+    let a = Tce::new(0xa000, RW);
+    let b = Tce::new(0xb000, TcePerm::READ);
+    assert_eq!(
+        t.exchange(77, a, MayAlloc::No),
+        Err(TceError::WouldAllocate)
+    );
+    assert_eq!(mem.allocations(), 2);
+    assert_eq!(t.exchange(77, a, MayAlloc::Yes), Ok(Tce::NONE));
+    assert_eq!(t.exchange(77, b, MayAlloc::No), Ok(a));
+    assert_eq!(t.get(77), Ok(b));
+    assert_eq!(t.exchange(77, Tce::NONE, MayAlloc::No), Ok(b));
+    assert_eq!(t.get(77), Ok(Tce::NONE));
+}
+
+#[test]
+fn clearing_a_missing_path_never_allocates() {
+    let mem = HeapMemory::new();
+    let budget = LockedVm::new(u64::MAX);
+    let t = table(three_level(), &mem, &budget);
+    mem.fail_always();
+    assert_eq!(t.exchange(1 << 20, Tce::NONE, MayAlloc::Yes), Ok(Tce::NONE));
+    assert_eq!(t.owner_exchange(1 << 20, 0, MayAlloc::Yes), Ok(0));
+    t.set(0..1 << 20, 0, TcePerm::empty(), MayAlloc::Yes)
+        .unwrap();
+    t.owner_set(0..1 << 20, 0, MayAlloc::Yes).unwrap();
+    t.clear(0..t.entries()).unwrap();
+    t.owner_clear(0..t.entries()).unwrap();
+    assert_eq!(mem.allocations(), 2);
+    assert_eq!(t.allocated_bytes().hardware, 4096);
+}
+
+#[test]
+fn clear_skips_missing_levels_and_clears_across_leaves() {
+    let mem = HeapMemory::new();
+    let budget = LockedVm::new(u64::MAX);
+    let t = table(three_level(), &mem, &budget);
+    // Two islands, in different middle levels, each crossing a leaf boundary.
+    let islands = [(500u64, 30u64), ((7 << 18) + 1000, 40)];
+    for &(s, n) in &islands {
+        t.set(s..s + n, 0x100_0000, RW, MayAlloc::Yes).unwrap();
+        t.owner_set(s..s + n, 0x7000_0000, MayAlloc::Yes).unwrap();
+    }
+    let hw_before = t.allocated_bytes().hardware;
+    assert_eq!(hw_before, (1 + 2 + 4) * 4096);
+    mem.fail_always();
+    // Clear the middle of the first island and all of the second via one big range.
+    t.clear(510..(8 << 18)).unwrap();
+    for i in 500..510 {
+        assert!(
+            !t.get(i).unwrap().is_none(),
+            "entry {i} before the range kept"
+        );
+    }
+    for i in (510..530).chain((7 << 18) + 1000..(7 << 18) + 1040) {
+        assert!(t.get(i).unwrap().is_none(), "entry {i} cleared");
+        assert_ne!(t.owner_get(i).unwrap(), 0, "owner view untouched");
+    }
+    // Levels stay (clear never frees a level: a concurrent walker may be inside it).
+    assert_eq!(t.allocated_bytes().hardware, hw_before);
+    t.owner_clear(0..t.entries()).unwrap();
+    assert_eq!(t.owner_get(500).unwrap(), 0);
+}
+
+#[test]
+fn owner_view_is_independent_with_the_same_geometry() {
+    let mem = HeapMemory::new();
+    let budget = LockedVm::new(u64::MAX);
+    let t = table(three_level(), &mem, &budget);
+    assert_eq!(
+        t.owner_exchange(9, 0xdead_0000, MayAlloc::No),
+        Err(TceError::WouldAllocate)
+    );
+    assert_eq!(t.owner_exchange(9, 0xdead_0000, MayAlloc::Yes), Ok(0));
+    assert_eq!(t.owner_get(9), Ok(0xdead_0000));
+    assert_eq!(t.get(9), Ok(Tce::NONE));
+    assert_eq!(t.allocated_bytes().owner, 3 * 4096);
+    assert_eq!(t.allocated_bytes().hardware, 4096);
+    t.owner_set(100..103, 0x7fff_1230, MayAlloc::No).unwrap();
+    assert_eq!(t.owner_get(102), Ok(0x7fff_1230 + 2 * 4096));
+    assert_eq!(
+        t.owner_exchange(102, 0, MayAlloc::No),
+        Ok(0x7fff_1230 + 2 * 4096)
+    );
+}
+
+#[test]
+fn prepare_covers_both_views_then_exchange_cannot_need_a_level() {
+    let mem = HeapMemory::new();
+    let budget = LockedVm::new(u64::MAX);
+    let t = table(three_level(), &mem, &budget);
+    // Hardware path exists, owner path does not: prepare(No) must still refuse.
+    t.exchange(5, Tce::new(0x5000, RW), MayAlloc::Yes).unwrap();
+    let before = t.allocated_bytes();
+    assert_eq!(t.prepare(0..8, MayAlloc::No), Err(TceError::WouldAllocate));
+    assert_eq!(t.allocated_bytes(), before);
+    t.prepare(0..8, MayAlloc::Yes).unwrap();
+    assert_eq!(t.prepare(0..8, MayAlloc::No), Ok(()));
+    mem.fail_always();
+    assert_eq!(
+        t.exchange(6, Tce::new(0x6000, RW), MayAlloc::No),
+        Ok(Tce::NONE)
+    );
+    assert_eq!(t.owner_exchange(6, 0x1_6000, MayAlloc::No), Ok(0));
+    assert_eq!(t.allocated_bytes().owner, 3 * 4096);
+}
+
+#[test]
+fn alloc_failure_mid_range_changes_nothing_and_leaks_nothing() {
+    let mem = HeapMemory::new();
+    let budget = LockedVm::new(u64::MAX);
+    let t = table(three_level(), &mem, &budget);
+    t.set(0..4, 0x1000, RW, MayAlloc::Yes).unwrap();
+    let before = (t.allocated_bytes(), mem.outstanding_bytes());
+    // Needs middles 1 and 2 (middle 0 exists) and 1024 more leaves.
+    let range = 0..(2 << 18) + 1;
+    for ok_allocs in [0, 1, 5, 600] {
+        mem.fail_after(ok_allocs);
+        assert_eq!(
+            t.set(range.clone(), 0x1000_0000, RW, MayAlloc::Yes),
+            Err(TceError::AllocFailed)
+        );
+        assert_eq!((t.allocated_bytes(), mem.outstanding_bytes()), before);
+        assert_eq!(t.get(0).unwrap().hpa(), 0x1000, "existing entry untouched");
+        assert_eq!(t.get(1 << 18).unwrap(), Tce::NONE);
+        mem.fail_after(ok_allocs);
+        assert_eq!(
+            t.prepare(range.clone(), MayAlloc::Yes),
+            Err(TceError::AllocFailed)
+        );
+        assert_eq!((t.allocated_bytes(), mem.outstanding_bytes()), before);
+    }
+    mem.never_fail();
+    t.set(range.clone(), 0x1000_0000, RW, MayAlloc::Yes)
+        .unwrap();
+    // Middles 0 (existing), 1, 2 and leaves: 512 + 512 + 1.
+    assert_eq!(t.allocated_bytes().hardware, (1 + 3 + 1025) * 4096);
+    assert_eq!(t.get(2 << 18).unwrap().hpa(), 0x1000_0000 + (2 << 30));
+}
+
+#[test]
+fn free_releases_every_level_of_both_views() {
+    let mem = HeapMemory::new();
+    let budget = LockedVm::new(u64::MAX);
+    {
+        let t = table(three_level(), &mem, &budget);
+        t.set(0..3000, 0, RW, MayAlloc::Yes).unwrap();
+        t.prepare((5 << 18)..(5 << 18) + 1, MayAlloc::Yes).unwrap();
+        t.owner_set((100 << 18)..(100 << 18) + 2, 0x9000, MayAlloc::Yes)
+            .unwrap();
+        let a = t.allocated_bytes();
+        assert_eq!(mem.outstanding_bytes(), a.hardware + a.owner);
+        assert!(mem.outstanding_levels() > 10);
+        // Dropped here without calling free.
+    }
+    assert_eq!(mem.outstanding_bytes(), 0);
+    assert_eq!(budget.used(), 0);
+}
+
+#[test]
+fn one_level_table_never_allocates() {
+    let mem = HeapMemory::new();
+    let budget = LockedVm::new(u64::MAX);
+    let g = geo(12, 1 << 30, 1);
+    let t = table(g, &mem, &budget);
+    assert_eq!(t.level_size(), 2 << 20);
+    assert_eq!(t.charged_bytes(), 2 * (2 << 20));
+    mem.fail_always();
+    t.set(0..t.entries(), 0, RW, MayAlloc::No).unwrap();
+    t.prepare(0..t.entries(), MayAlloc::No).unwrap();
+    let last = t.entries() - 1;
+    assert_eq!(t.get(last).unwrap().hpa(), last << 12);
+    assert_eq!(raw_leaf(&t, last), Some((last << 12) | 3));
+    t.free();
+    assert_eq!(mem.outstanding_bytes(), 0);
+}
+
+#[test]
+fn five_level_table_walks_all_levels() {
+    let mem = HeapMemory::new();
+    let budget = LockedVm::new(u64::MAX);
+    // 64K pages, 2^59 window: 43 bits over 5 levels = 9 bits (4 KiB) each.
+    let g = geo(16, 1 << 59, 5);
+    assert_eq!(g.level_size(), 4096);
+    let t = table(g, &mem, &budget);
+    let last = t.entries() - 1;
+    let tce = Tce::new(0x7_0000, RW);
+    assert_eq!(
+        t.exchange(last, tce, MayAlloc::No),
+        Err(TceError::WouldAllocate)
+    );
+    t.exchange(last, tce, MayAlloc::Yes).unwrap();
+    assert_eq!(t.allocated_bytes().hardware, 5 * 4096);
+    assert_eq!(t.get(last), Ok(tce));
+    assert_eq!(raw_leaf(&t, last), Some(0x7_0003));
+    assert_eq!(t.get(last - 1), Ok(Tce::NONE));
+    assert_eq!(t.get(0), Ok(Tce::NONE));
+    t.exchange(0, tce, MayAlloc::Yes).unwrap();
+    assert_eq!(t.allocated_bytes().hardware, 9 * 4096);
+    t.free();
+    assert_eq!(mem.outstanding_bytes(), 0);
+}
+
+#[test]
+fn smallest_window_is_one_page() {
+    let mem = HeapMemory::new();
+    let budget = LockedVm::new(u64::MAX);
+    let t = table(geo(30, 1 << 30, 2), &mem, &budget);
+    assert_eq!(t.entries(), 1);
+    t.exchange(0, Tce::new(1 << 30, RW), MayAlloc::Yes).unwrap();
+    assert_eq!(t.get(0).unwrap().hpa(), 1 << 30);
+    assert_eq!(
+        t.exchange(1, Tce::NONE, MayAlloc::Yes),
+        Err(TceError::OutOfWindow)
+    );
+}
+
+#[test]
+fn concurrent_installs_keep_one_level_and_free_the_rest() {
+    use std::sync::Arc;
+    let mem = Arc::new(HeapMemory::new());
+    let budget = Arc::new(LockedVm::new(u64::MAX));
+    let t = Arc::new(TceTable::new(three_level(), 0, mem.clone(), budget.clone()).unwrap());
+    let threads: std::vec::Vec<_> = (0..4u64)
+        .map(|n| {
+            let t = t.clone();
+            std::thread::spawn(move || {
+                for i in 0..64u64 {
+                    let idx = (i << 12) | n;
+                    t.exchange(idx, Tce::new(idx << 12, RW), MayAlloc::Yes)
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for th in threads {
+        th.join().unwrap();
+    }
+    for i in 0..64u64 {
+        for n in 0..4 {
+            let idx = (i << 12) | n;
+            assert_eq!(t.get(idx).unwrap().hpa(), idx << 12);
+        }
+    }
+    // Index bits 12.. spread over 8 leaves per middle: 1 middle, 64 leaves.
+    assert_eq!(t.allocated_bytes().hardware, (1 + 1 + 64) * 4096);
+    assert_eq!(mem.outstanding_bytes(), (1 + 1 + 64 + 1) * 4096);
+    drop(t);
+    assert_eq!(mem.outstanding_bytes(), 0);
+    assert_eq!(budget.used(), 0);
+}
