@@ -1,0 +1,60 @@
+//! [`HwTable`] for the `tce` module's [`TceTable`]: the hypercalls' view of a hardware table.
+//!
+//! The hypercalls need "read both views" and "exchange both views" per entry; `TceTable` offers
+//! them per view, so this adapter pairs them. Indices are table entry indices.
+
+use super::window::{HwError, HwTable};
+use crate::tce::{LockedMemoryBudget, MayAlloc, Tce, TceError, TceMemory, TceTable};
+
+fn hw_err(e: TceError) -> HwError {
+    match e {
+        TceError::WouldAllocate => HwError::WouldAllocate,
+        TceError::AllocFailed | TceError::OverBudget => HwError::NoMem,
+        _ => HwError::Refused,
+    }
+}
+
+impl<M, B> HwTable for TceTable<M, B>
+where
+    M: TceMemory + Send + Sync,
+    B: LockedMemoryBudget + Send + Sync,
+{
+    fn page_shift(&self) -> u32 {
+        TceTable::page_shift(self)
+    }
+
+    fn bus_offset(&self) -> u64 {
+        TceTable::bus_offset(self)
+    }
+
+    fn entries(&self) -> u64 {
+        TceTable::entries(self)
+    }
+
+    fn prepare(&self, first: u64, count: u64, alloc: bool) -> Result<(), HwError> {
+        let end = first.checked_add(count).ok_or(HwError::Refused)?;
+        let alloc = if alloc { MayAlloc::Yes } else { MayAlloc::No };
+        TceTable::prepare(self, first..end, alloc).map_err(hw_err)
+    }
+
+    fn read(&self, index: u64) -> (u64, u64) {
+        let tce = self.get(index).map_or(0, Tce::bits);
+        let owner = self.owner_get(index).unwrap_or(0);
+        (tce, owner)
+    }
+
+    fn exchange(&self, index: u64, tce: u64, owner: u64) -> Result<(u64, u64), HwError> {
+        // Owner first: whoever sees the hardware entry can find what it maps from.
+        let old_owner = self
+            .owner_exchange(index, owner, MayAlloc::No)
+            .map_err(hw_err)?;
+        match TceTable::exchange(self, index, Tce::from_bits(tce), MayAlloc::No) {
+            Ok(old) => Ok((old.bits(), old_owner)),
+            Err(e) => {
+                // Put the owner view back so both views stay paired.
+                let _ = self.owner_exchange(index, old_owner, MayAlloc::No);
+                Err(hw_err(e))
+            }
+        }
+    }
+}

@@ -1,0 +1,483 @@
+//! The four TCE hypercalls, one body each, run in real or virtual mode.
+//!
+//! Both modes share every check, in the same order, so they return the same code whenever real
+//! mode finishes; real mode only adds exits with H_TOO_HARD, each taken before anything changed.
+//! A batch goes through fixed phases:
+//! 1. find the window, check ioba/npages, read each TCE once (the indirect list into a local
+//!    array), validate and translate every TCE;
+//! 2. take the window lock (real mode: try only);
+//! 3. make the guest-view pages and hardware levels exist (real mode: check only);
+//! 4. real mode: check that each replaced entry's reference can be dropped without the MMU;
+//! 5. take the new references (real mode: get-unless-zero, undone on failure);
+//! 6. exchange the hardware entries, drop the old references (dirty if writable), update the
+//!    guest view; invalidate each table's TCE cache once.
+
+use super::window::{HwError, Window};
+use super::{Env, Guest, HcallResult, Mode};
+use crate::mm::guest::TranslateError;
+use crate::mm::{Backing, PageDesc, PreregRegion, PAGE_SHIFT};
+use crate::tce::TcePerm;
+use core::sync::atomic::Ordering;
+
+/// Most TCEs one H_PUT_TCE_INDIRECT may carry (one 4 KiB page of them).
+pub const MAX_INDIRECT: u64 = 512;
+/// The permission bits a guest TCE may carry.
+const PERM_BITS: u64 = TcePerm::READ.bits() | TcePerm::WRITE.bits();
+
+/// Where a validated guest TCE points.
+#[derive(Debug, Clone, Copy)]
+struct Target {
+    ua: u64,
+    hpa: u64,
+    /// Index in `GuestMemory::regions()`; `usize::MAX` when the window has no hardware table.
+    region: usize,
+    perm: u64,
+}
+
+fn find_window(g: &Guest, liobn: u64) -> Result<&Window, HcallResult> {
+    g.window(liobn).ok_or(HcallResult::Parameter)
+}
+
+/// The window index of `ioba`, checked for alignment and that `npages` entries fit.
+fn check_ioba(w: &Window, ioba: u64, npages: u64) -> Result<u64, HcallResult> {
+    let mask = (1u64 << w.page_shift()) - 1;
+    if ioba & mask != 0 || ioba < w.bus_offset() {
+        return Err(HcallResult::Parameter);
+    }
+    let idx = (ioba - w.bus_offset()) >> w.page_shift();
+    if idx >= w.entries() || npages > w.entries() - idx {
+        return Err(HcallResult::Parameter);
+    }
+    Ok(idx)
+}
+
+/// Only R/W below the window page; a mapping TCE must point at guest memory that, when the
+/// window feeds hardware, is preregistered and pinned with pages at least as large.
+fn check_tce(g: &Guest, mode: Mode, w: &Window, tce: u64) -> Result<Option<Target>, HcallResult> {
+    let page_mask = (1u64 << w.page_shift()) - 1;
+    if tce & page_mask & !PERM_BITS != 0 {
+        return Err(HcallResult::Parameter);
+    }
+    let perm = tce & PERM_BITS;
+    if perm == 0 {
+        return Ok(None);
+    }
+    let gpa = tce & !page_mask;
+    let ua = g
+        .mem
+        .gpa_to_ua(gpa, page_mask + 1)
+        .ok_or(HcallResult::Parameter)?;
+    if w.tables.is_empty() {
+        return Ok(Some(Target {
+            ua,
+            hpa: 0,
+            region: usize::MAX,
+            perm,
+        }));
+    }
+    match g.mem.ua_to_hpa(ua, w.page_shift()) {
+        Ok((r, hp)) => {
+            let region = region_index(g, r);
+            Ok(Some(Target {
+                ua,
+                hpa: hp.hpa,
+                region,
+                perm,
+            }))
+        }
+        Err(TranslateError::NotPreregistered) if mode == Mode::Real => Err(HcallResult::TooHard),
+        Err(_) => Err(HcallResult::Parameter),
+    }
+}
+
+fn region_index(g: &Guest, r: &PreregRegion) -> usize {
+    g.mem
+        .regions()
+        .iter()
+        .position(|x| core::ptr::eq(x, r))
+        .unwrap_or(usize::MAX)
+}
+
+/// First hardware index and hardware entries per guest TCE for window index `first`.
+fn hw_span(w: &Window, tshift: u32, tbus: u64, first: u64) -> (u64, u64) {
+    let ioba = w.bus_offset() + (first << w.page_shift());
+    ((ioba - tbus) >> tshift, 1u64 << (w.page_shift() - tshift))
+}
+
+fn region_has_desc(r: &PreregRegion) -> bool {
+    matches!(r.backing(), Backing::Pages(_))
+}
+
+fn desc<'e>(env: &Env<'e>, mode: Mode, hpa: u64) -> Option<&'e PageDesc> {
+    match mode {
+        Mode::Real => env.pages.rm_page(hpa >> PAGE_SHIFT),
+        Mode::Virtual => env.pages.page(hpa >> PAGE_SHIFT),
+    }
+}
+
+/// Whether real mode can drop the reference an existing hardware entry holds.
+fn rm_can_release(g: &Guest, env: &Env<'_>, tshift: u32, old: u64, owner: u64) -> bool {
+    let Some(r) = g.mem.region_for(owner, 1u64 << tshift) else {
+        return false;
+    };
+    if !region_has_desc(r) {
+        return true;
+    }
+    desc(env, Mode::Real, old & !((1u64 << tshift) - 1))
+        .is_some_and(|d| !d.is_compound() && d.count() > 1)
+}
+
+/// Drops what an old hardware entry held: the region's `mapped` count and the page reference,
+/// marking the page dirty if the device could write it.
+fn release(g: &Guest, env: &Env<'_>, mode: Mode, tshift: u32, old: u64, owner: u64) {
+    let Some(r) = g.mem.region_for(owner, 1u64 << tshift) else {
+        debug_assert!(false, "mapped hardware entry outside preregistered memory");
+        return;
+    };
+    r.mapped_dec();
+    if !region_has_desc(r) {
+        return;
+    }
+    if let Some(d) = desc(env, mode, old & !((1u64 << tshift) - 1)) {
+        if old & TcePerm::WRITE.bits() != 0 {
+            d.set_dirty();
+        }
+        match mode {
+            Mode::Virtual => {
+                d.put();
+            }
+            Mode::Real => {
+                // Checked by `rm_can_release` under the window lock: the pin keeps count > 1.
+                let r = d.rm_put();
+                debug_assert!(r.is_ok(), "real-mode put failed after its check");
+            }
+        }
+    }
+}
+
+/// Takes what a new hardware entry holds; `Err` leaves nothing taken.
+fn acquire(g: &Guest, env: &Env<'_>, mode: Mode, t: &Target, hpa: u64) -> Result<(), HcallResult> {
+    let r = &g.mem.regions()[t.region];
+    if region_has_desc(r) {
+        let d = desc(env, mode, hpa).ok_or(match mode {
+            Mode::Real => HcallResult::TooHard,
+            Mode::Virtual => HcallResult::Hardware,
+        })?;
+        match mode {
+            Mode::Real => d.rm_get().map_err(|_| HcallResult::TooHard)?,
+            Mode::Virtual => d.get(),
+        }
+    }
+    r.mapped_inc();
+    Ok(())
+}
+
+/// Undoes `acquire` (references we just took: the pin keeps the count above one).
+fn unacquire(g: &Guest, env: &Env<'_>, mode: Mode, t: &Target, hpa: u64) {
+    let r = &g.mem.regions()[t.region];
+    r.mapped_dec();
+    if region_has_desc(r) {
+        if let Some(d) = desc(env, mode, hpa) {
+            match mode {
+                Mode::Virtual => {
+                    d.put();
+                }
+                Mode::Real => {
+                    let r = d.rm_put();
+                    debug_assert!(r.is_ok(), "undoing a real-mode get failed");
+                }
+            }
+        }
+    }
+}
+
+/// The TCEs of a batch: the same value `n` times (H_PUT_TCE, H_STUFF_TCE) or a list read once.
+#[derive(Clone, Copy)]
+enum Tces<'a> {
+    Same(u64),
+    List(&'a [u64]),
+}
+
+impl Tces<'_> {
+    fn at(&self, i: u64) -> u64 {
+        match self {
+            Tces::Same(v) => *v,
+            Tces::List(l) => l[i as usize],
+        }
+    }
+}
+
+/// Validates then applies a batch of `n` TCEs from window index `first`.
+fn update(
+    g: &Guest,
+    env: &Env<'_>,
+    mode: Mode,
+    w: &Window,
+    first: u64,
+    n: u64,
+    tces: Tces<'_>,
+) -> HcallResult {
+    // 1. Validate every TCE before anything changes; translations are kept in a fixed array.
+    let mut targets: [Option<Target>; MAX_INDIRECT as usize] = [None; MAX_INDIRECT as usize];
+    let single;
+    let targets: &[Option<Target>] = match tces {
+        Tces::Same(v) => {
+            single = match check_tce(g, mode, w, v) {
+                Ok(t) => t,
+                Err(e) => return e,
+            };
+            core::slice::from_ref(&single)
+        }
+        Tces::List(l) => {
+            for (i, &v) in l.iter().enumerate() {
+                targets[i] = match check_tce(g, mode, w, v) {
+                    Ok(t) => t,
+                    Err(e) => return e,
+                };
+            }
+            &targets[..l.len()]
+        }
+    };
+    let target = |i: u64| match tces {
+        Tces::Same(_) => targets[0],
+        Tces::List(_) => targets[i as usize],
+    };
+    if n == 0 {
+        return HcallResult::Success;
+    }
+    let maps = targets.iter().any(Option::is_some);
+
+    // 2. The window lock: real mode never waits.
+    let _guard = match mode {
+        Mode::Real => match w.lock.try_lock() {
+            Some(guard) => guard,
+            None => return HcallResult::TooHard,
+        },
+        Mode::Virtual => w.lock.lock(),
+    };
+
+    // 3. Guest-view pages and hardware levels.
+    for i in 0..n {
+        if tces.at(i) != 0 && !w.view.present(first + i) {
+            match mode {
+                Mode::Real => return HcallResult::TooHard,
+                Mode::Virtual => w.view.ensure(first + i),
+            }
+        }
+    }
+    if maps {
+        for a in w.tables.iter() {
+            let t = &a.table;
+            let (hfirst, sub) = hw_span(w, t.page_shift(), t.bus_offset(), first);
+            match t.prepare(hfirst, n * sub, mode == Mode::Virtual) {
+                Ok(()) => {}
+                Err(HwError::WouldAllocate) if mode == Mode::Real => return HcallResult::TooHard,
+                Err(HwError::WouldAllocate) | Err(HwError::Refused) => {
+                    return HcallResult::Hardware
+                }
+                Err(HwError::NoMem) => return HcallResult::NoMem,
+            }
+        }
+    }
+
+    // 4. Real mode: every reference to drop must be droppable without the MMU.
+    if mode == Mode::Real {
+        for a in w.tables.iter() {
+            let t = &a.table;
+            let tshift = t.page_shift();
+            let (hfirst, sub) = hw_span(w, tshift, t.bus_offset(), first);
+            for h in hfirst..hfirst + n * sub {
+                let (old, owner) = t.read(h);
+                if old & PERM_BITS != 0 && !rm_can_release(g, env, tshift, old, owner) {
+                    return HcallResult::TooHard;
+                }
+            }
+        }
+    }
+
+    // 5. New references, all or nothing.
+    let each_new = |f: &mut dyn FnMut(&Target, u64) -> Result<(), HcallResult>| {
+        for a in w.tables.iter() {
+            let tshift = a.table.page_shift();
+            let sub = 1u64 << (w.page_shift() - tshift);
+            for i in 0..n {
+                if let Some(t) = target(i) {
+                    for k in 0..sub {
+                        f(&t, t.hpa + (k << tshift))?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    };
+    let mut taken = 0u64;
+    let got = each_new(&mut |t, hpa| {
+        acquire(g, env, mode, t, hpa)?;
+        taken += 1;
+        Ok(())
+    });
+    if let Err(e) = got {
+        let mut left = taken;
+        let _ = each_new(&mut |t, hpa| {
+            if left == 0 {
+                return Err(HcallResult::Success);
+            }
+            unacquire(g, env, mode, t, hpa);
+            left -= 1;
+            Ok(())
+        });
+        return e;
+    }
+
+    // 6. Commit.
+    let mut result = HcallResult::Success;
+    for a in w.tables.iter() {
+        let t = &a.table;
+        let tshift = t.page_shift();
+        let (hfirst, sub) = hw_span(w, tshift, t.bus_offset(), first);
+        for i in 0..n {
+            let tgt = target(i);
+            for k in 0..sub {
+                let h = hfirst + i * sub + k;
+                let (new, owner) = match tgt {
+                    Some(x) => ((x.hpa + (k << tshift)) | x.perm, x.ua + (k << tshift)),
+                    None => (0, 0),
+                };
+                if new == 0 && t.read(h).0 & PERM_BITS == 0 {
+                    continue;
+                }
+                match t.exchange(h, new, owner) {
+                    Ok((old, old_owner)) => {
+                        if new != 0 {
+                            w.hw_mapped.fetch_add(1, Ordering::AcqRel);
+                        }
+                        if old & PERM_BITS != 0 {
+                            w.hw_mapped.fetch_sub(1, Ordering::AcqRel);
+                            release(g, env, mode, tshift, old, old_owner);
+                        }
+                    }
+                    Err(_) => {
+                        // The table broke its promise after `prepare`: give back this entry's
+                        // new reference and report; entries already exchanged stay.
+                        if let Some(x) = tgt {
+                            unacquire(g, env, mode, &x, x.hpa + (k << tshift));
+                        }
+                        result = HcallResult::Hardware;
+                    }
+                }
+            }
+        }
+        a.kill.invalidate(a.cookie, hfirst, n * sub);
+    }
+    for i in 0..n {
+        let stored = w.view.set(first + i, tces.at(i));
+        debug_assert!(stored, "guest view page vanished under the window lock");
+    }
+    result
+}
+
+/// H_PUT_TCE(liobn, ioba, tce): one guest TCE.
+pub fn h_put_tce(
+    g: &Guest,
+    env: &Env<'_>,
+    mode: Mode,
+    liobn: u64,
+    ioba: u64,
+    tce: u64,
+) -> HcallResult {
+    let w = match find_window(g, liobn) {
+        Ok(w) => w,
+        Err(e) => return e,
+    };
+    match check_ioba(w, ioba, 1) {
+        Ok(idx) => update(g, env, mode, w, idx, 1, Tces::Same(tce)),
+        Err(e) => e,
+    }
+}
+
+/// H_GET_TCE(liobn, ioba): the guest TCE, in r4.
+pub fn h_get_tce(g: &Guest, liobn: u64, ioba: u64) -> (HcallResult, u64) {
+    let w = match find_window(g, liobn) {
+        Ok(w) => w,
+        Err(e) => return (e, 0),
+    };
+    match check_ioba(w, ioba, 1) {
+        Ok(idx) => (HcallResult::Success, w.view.get(idx)),
+        Err(e) => (e, 0),
+    }
+}
+
+/// H_STUFF_TCE(liobn, ioba, tce_value, npages): clears `npages` entries; the value may carry
+/// no permission (H_STUFF_TCE never maps) and no bits below the window page.
+pub fn h_stuff_tce(
+    g: &Guest,
+    env: &Env<'_>,
+    mode: Mode,
+    liobn: u64,
+    ioba: u64,
+    tce_value: u64,
+    npages: u64,
+) -> HcallResult {
+    let w = match find_window(g, liobn) {
+        Ok(w) => w,
+        Err(e) => return e,
+    };
+    let first = match check_ioba(w, ioba, npages) {
+        Ok(i) => i,
+        Err(e) => return e,
+    };
+    if tce_value & PERM_BITS != 0 {
+        return HcallResult::Parameter;
+    }
+    update(g, env, mode, w, first, npages, Tces::Same(tce_value))
+}
+
+/// H_PUT_TCE_INDIRECT(liobn, ioba, tce_list, npages): up to 512 TCEs read from a 4 KiB-aligned
+/// guest page. Real mode reads the list through preregistered memory when that page is covered
+/// and returns H_TOO_HARD when it is not, whatever other memory is preregistered.
+pub fn h_put_tce_indirect(
+    g: &Guest,
+    env: &Env<'_>,
+    mode: Mode,
+    liobn: u64,
+    ioba: u64,
+    tce_list: u64,
+    npages: u64,
+) -> HcallResult {
+    let w = match find_window(g, liobn) {
+        Ok(w) => w,
+        Err(e) => return e,
+    };
+    if npages > MAX_INDIRECT || tce_list & 0xfff != 0 {
+        return HcallResult::Parameter;
+    }
+    let first = match check_ioba(w, ioba, npages) {
+        Ok(i) => i,
+        Err(e) => return e,
+    };
+    let Some(ua) = g.mem.gpa_to_ua(tce_list, 0x1000) else {
+        return HcallResult::Parameter;
+    };
+    // Each entry is read exactly once, into this array; validation and commit use the copy.
+    let mut list = [0u64; MAX_INDIRECT as usize];
+    let list = &mut list[..npages as usize];
+    match mode {
+        Mode::Real => {
+            let Ok((_, hp)) = g.mem.ua_to_hpa(ua, 12) else {
+                return HcallResult::TooHard;
+            };
+            for (i, e) in list.iter_mut().enumerate() {
+                *e = env.mem.phys_read_be64(hp.hpa + 8 * i as u64).to_cpu();
+            }
+        }
+        Mode::Virtual => {
+            for (i, e) in list.iter_mut().enumerate() {
+                match env.mem.ua_read_be64(ua + 8 * i as u64) {
+                    Some(v) => *e = v.to_cpu(),
+                    None => return HcallResult::Parameter,
+                }
+            }
+        }
+    }
+    update(g, env, mode, w, first, npages, Tces::List(list))
+}

@@ -1,0 +1,78 @@
+//! Per-hypercall counters: real-mode completions, H_TOO_HARD fallbacks, virtual-mode
+//! completions, errors by code. Atomics only: real mode updates them too.
+
+use super::{HcallResult, Mode, H_GET_TCE, H_PUT_TCE, H_PUT_TCE_INDIRECT, H_STUFF_TCE};
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// The error codes counted, in [`CallStats::errors`] order.
+pub const COUNTED_ERRORS: [HcallResult; 4] = [
+    HcallResult::Hardware,
+    HcallResult::Function,
+    HcallResult::Parameter,
+    HcallResult::NoMem,
+];
+
+/// Counters of one hypercall.
+#[derive(Debug, Default)]
+pub struct CallStats {
+    /// Finished in real mode with H_SUCCESS.
+    pub rm_done: AtomicU64,
+    /// Real mode returned H_TOO_HARD.
+    pub rm_too_hard: AtomicU64,
+    /// Finished in virtual mode with H_SUCCESS.
+    pub vm_done: AtomicU64,
+    /// Errors returned to the guest, by [`COUNTED_ERRORS`] order, either mode.
+    pub errors: [AtomicU64; 4],
+}
+
+impl CallStats {
+    /// Errors returned with `code`.
+    pub fn errors_of(&self, code: HcallResult) -> u64 {
+        COUNTED_ERRORS
+            .iter()
+            .position(|c| *c == code)
+            .map_or(0, |i| self.errors[i].load(Ordering::Relaxed))
+    }
+}
+
+/// Counters of the four TCE hypercalls and of unknown numbers.
+#[derive(Debug, Default)]
+pub struct HcallStats {
+    /// H_PUT_TCE.
+    pub put: CallStats,
+    /// H_GET_TCE.
+    pub get: CallStats,
+    /// H_STUFF_TCE.
+    pub stuff: CallStats,
+    /// H_PUT_TCE_INDIRECT.
+    pub indirect: CallStats,
+    /// Any other number (H_FUNCTION).
+    pub other: CallStats,
+}
+
+impl HcallStats {
+    /// The counters of hypercall `nr`.
+    pub fn of(&self, nr: u64) -> &CallStats {
+        match nr {
+            H_PUT_TCE => &self.put,
+            H_GET_TCE => &self.get,
+            H_STUFF_TCE => &self.stuff,
+            H_PUT_TCE_INDIRECT => &self.indirect,
+            _ => &self.other,
+        }
+    }
+
+    pub(crate) fn record(&self, nr: u64, mode: Mode, r: HcallResult) {
+        let s = self.of(nr);
+        let c = match (r, mode) {
+            (HcallResult::Success, Mode::Real) => &s.rm_done,
+            (HcallResult::Success, Mode::Virtual) => &s.vm_done,
+            (HcallResult::TooHard, _) => &s.rm_too_hard,
+            (e, _) => match COUNTED_ERRORS.iter().position(|c| *c == e) {
+                Some(i) => &s.errors[i],
+                None => return,
+            },
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}

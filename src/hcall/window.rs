@@ -1,0 +1,354 @@
+//! Guest TCE windows (one per LIOBN), their guest-visible TCE table, and the hardware tables
+//! attached to them.
+
+use crate::mm::GuestMemory;
+use crate::tce::Be64;
+use alloc::boxed::Box;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+
+/// Most windows a guest may have.
+pub const MAX_WINDOWS: usize = 16;
+/// Most hardware tables one window may be attached to.
+pub const MAX_TABLES: usize = 4;
+/// Guest TCEs per guest-view page (4 KiB of 8-byte entries).
+pub const VIEW_PAGE_ENTRIES: usize = 512;
+
+/// Why a hardware table refused an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HwError {
+    /// A level is missing and the caller did not allow allocating it (real mode).
+    WouldAllocate,
+    /// A level could not be allocated.
+    NoMem,
+    /// The table refused (index out of range, inconsistent table).
+    Refused,
+}
+
+/// What the hypercalls need from a hardware TCE table (the `tce` module's `TceTable`
+/// implements it; see `adapter`). Indices are entry indices within the table.
+pub trait HwTable: Send + Sync {
+    /// log2 of the table's IOMMU page size.
+    fn page_shift(&self) -> u32;
+    /// Bus address of entry 0.
+    fn bus_offset(&self) -> u64;
+    /// Number of entries.
+    fn entries(&self) -> u64;
+    /// Makes sure the levels holding `[first, first + count)` exist in both views; with
+    /// `alloc == false` nothing is allocated and [`HwError::WouldAllocate`] reports a gap.
+    fn prepare(&self, first: u64, count: u64, alloc: bool) -> Result<(), HwError>;
+    /// The hardware TCE (host order, `hpa | perm`) and owner value (ua) at `index`; 0s where
+    /// the level is missing. Never allocates.
+    fn read(&self, index: u64) -> (u64, u64);
+    /// Installs `tce` and `owner` at `index` (levels prepared), returning the old pair.
+    fn exchange(&self, index: u64, tce: u64, owner: u64) -> Result<(u64, u64), HwError>;
+}
+
+/// Invalidates the PHB's TCE cache for entries of a table. Implemented by the PHB code; must be
+/// callable in real mode (no allocation, no blocking lock).
+pub trait TceInvalidate: Send + Sync {
+    /// Entries `[first, first + count)` of the table attached with `cookie` changed.
+    fn invalidate(&self, cookie: u64, first: u64, count: u64);
+}
+
+/// A hardware table attached to a window, with whom to tell about its changes.
+#[derive(Clone)]
+pub struct Attached {
+    /// The table.
+    pub table: Arc<dyn HwTable>,
+    /// Its PHB's TCE kill.
+    pub kill: Arc<dyn TceInvalidate>,
+    /// Passed back to `kill` (e.g. PHB and PE numbers).
+    pub cookie: u64,
+}
+
+impl core::fmt::Debug for Attached {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Attached")
+            .field("cookie", &self.cookie)
+            .finish_non_exhaustive()
+    }
+}
+
+type ViewPage = [AtomicU64; VIEW_PAGE_ENTRIES];
+
+/// The guest's view of a window: the TCEs as the guest wrote them (big-endian), what H_GET_TCE
+/// returns. Pages are allocated on first non-zero store (virtual mode) and installed by
+/// compare-and-swap; a missing page reads as zeroes.
+#[derive(Debug)]
+pub struct GuestView {
+    pages: Box<[AtomicPtr<ViewPage>]>,
+}
+
+impl GuestView {
+    fn new(entries: u64) -> Self {
+        let n = entries.div_ceil(VIEW_PAGE_ENTRIES as u64) as usize;
+        let pages: Vec<AtomicPtr<ViewPage>> = (0..n)
+            .map(|_| AtomicPtr::new(core::ptr::null_mut()))
+            .collect();
+        GuestView {
+            pages: pages.into_boxed_slice(),
+        }
+    }
+
+    fn page(&self, index: u64) -> Option<&ViewPage> {
+        let p = self.pages[index as usize / VIEW_PAGE_ENTRIES].load(Ordering::Acquire);
+        // SAFETY: non-null pointers in `pages` come from `Box::into_raw` in `ensure` and are
+        // freed only in `Drop`, which `&self` excludes.
+        (!p.is_null()).then(|| unsafe { &*p })
+    }
+
+    /// The guest TCE at `index` (0 where no page exists).
+    pub fn get(&self, index: u64) -> u64 {
+        self.page(index).map_or(0, |p| {
+            Be64::from_raw(p[index as usize % VIEW_PAGE_ENTRIES].load(Ordering::Acquire)).to_cpu()
+        })
+    }
+
+    /// Whether storing at `index` needs no allocation.
+    pub fn present(&self, index: u64) -> bool {
+        self.page(index).is_some()
+    }
+
+    /// Allocates the page holding `index` if missing (virtual mode only).
+    pub fn ensure(&self, index: u64) {
+        let slot = &self.pages[index as usize / VIEW_PAGE_ENTRIES];
+        if !slot.load(Ordering::Acquire).is_null() {
+            return;
+        }
+        let fresh = Box::into_raw(Box::new(core::array::from_fn::<_, VIEW_PAGE_ENTRIES, _>(
+            |_| AtomicU64::new(0),
+        )));
+        if slot
+            .compare_exchange(
+                core::ptr::null_mut(),
+                fresh,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_err()
+        {
+            // SAFETY: `fresh` came from `Box::into_raw` just above and was never published.
+            drop(unsafe { Box::from_raw(fresh) });
+        }
+    }
+
+    /// Stores the guest TCE at `index`. A zero needs no page; anything else needs
+    /// [`GuestView::present`] (returns false, storing nothing, if the page is missing).
+    pub fn set(&self, index: u64, tce: u64) -> bool {
+        match self.page(index) {
+            Some(p) => {
+                p[index as usize % VIEW_PAGE_ENTRIES]
+                    .store(Be64::from_cpu(tce).raw(), Ordering::Release);
+                true
+            }
+            None => tce == 0,
+        }
+    }
+
+    /// Pages allocated so far.
+    pub fn allocated_pages(&self) -> usize {
+        self.pages
+            .iter()
+            .filter(|p| !p.load(Ordering::Acquire).is_null())
+            .count()
+    }
+}
+
+impl Drop for GuestView {
+    fn drop(&mut self) {
+        for slot in self.pages.iter() {
+            let p = slot.swap(core::ptr::null_mut(), Ordering::AcqRel);
+            if !p.is_null() {
+                // SAFETY: `p` came from `Box::into_raw` in `ensure`; the swap unpublished it.
+                drop(unsafe { Box::from_raw(p) });
+            }
+        }
+    }
+}
+
+/// A guest DMA window, found by its LIOBN.
+#[derive(Debug)]
+pub struct Window {
+    liobn: u64,
+    bus_offset: u64,
+    page_shift: u32,
+    entries: u64,
+    pub(crate) view: GuestView,
+    pub(crate) tables: heapless::Vec<Attached, MAX_TABLES>,
+    /// Serializes updates of this window's tables; real mode only tries it.
+    pub(crate) lock: spin::Mutex<()>,
+    /// Hardware entries currently mapped through this window, over all its tables.
+    pub(crate) hw_mapped: AtomicU64,
+}
+
+impl Window {
+    /// LIOBN.
+    pub fn liobn(&self) -> u64 {
+        self.liobn
+    }
+    /// Bus address of the first byte.
+    pub fn bus_offset(&self) -> u64 {
+        self.bus_offset
+    }
+    /// log2 of the guest's IOMMU page size.
+    pub fn page_shift(&self) -> u32 {
+        self.page_shift
+    }
+    /// Number of guest TCEs.
+    pub fn entries(&self) -> u64 {
+        self.entries
+    }
+    /// Size in bytes.
+    pub fn size(&self) -> u64 {
+        self.entries << self.page_shift
+    }
+    /// The guest view.
+    pub fn view(&self) -> &GuestView {
+        &self.view
+    }
+    /// Hardware entries mapped through this window, over all its tables.
+    pub fn hw_mapped(&self) -> u64 {
+        self.hw_mapped.load(Ordering::Acquire)
+    }
+    /// The attached hardware tables.
+    pub fn tables(&self) -> &[Attached] {
+        &self.tables
+    }
+}
+
+/// Why a window configuration change was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowError {
+    /// LIOBN taken.
+    Exists,
+    /// No such LIOBN.
+    NotFound,
+    /// No room for another window or table.
+    Full,
+    /// Bad geometry: page shift outside 12..=40, zero size, misaligned offset, wrapping range.
+    Invalid,
+    /// The table's page is larger than the window's, or it does not cover the window.
+    Incompatible,
+    /// Hardware TCEs are still mapped through the table (clear the window first).
+    Busy,
+}
+
+/// One guest's TCE state: memory, windows, and per-hypercall counters. Configuration takes
+/// `&mut self` (vCPUs stopped); the hypercall handlers take `&self` and may run on any CPU.
+#[derive(Debug, Default)]
+pub struct Guest {
+    /// Memslots and preregistered memory.
+    pub mem: GuestMemory,
+    pub(crate) windows: heapless::Vec<Window, MAX_WINDOWS>,
+    /// Counters.
+    pub stats: super::HcallStats,
+}
+
+impl Guest {
+    /// A guest with no memory and no windows.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Creates the window `liobn` covering `[bus_offset, bus_offset + size)` with guest IOMMU
+    /// pages of `1 << page_shift` bytes.
+    pub fn create_window(
+        &mut self,
+        liobn: u64,
+        bus_offset: u64,
+        page_shift: u32,
+        size: u64,
+    ) -> Result<(), WindowError> {
+        if self.window(liobn).is_some() {
+            return Err(WindowError::Exists);
+        }
+        if !(12..=40).contains(&page_shift)
+            || size == 0
+            || (size | bus_offset) & ((1u64 << page_shift) - 1) != 0
+            || bus_offset.checked_add(size).is_none()
+            || size >> page_shift > 1 << 40
+        {
+            return Err(WindowError::Invalid);
+        }
+        if self.windows.is_full() {
+            return Err(WindowError::Full);
+        }
+        let entries = size >> page_shift;
+        let w = Window {
+            liobn,
+            bus_offset,
+            page_shift,
+            entries,
+            view: GuestView::new(entries),
+            tables: heapless::Vec::new(),
+            lock: spin::Mutex::new(()),
+            hw_mapped: AtomicU64::new(0),
+        };
+        self.windows.push(w).map_err(|_| WindowError::Full)
+    }
+
+    /// Removes a window; refused while a hardware entry is mapped through it.
+    pub fn remove_window(&mut self, liobn: u64) -> Result<(), WindowError> {
+        let i = self
+            .windows
+            .iter()
+            .position(|w| w.liobn == liobn)
+            .ok_or(WindowError::NotFound)?;
+        if self.windows[i].hw_mapped() != 0 {
+            return Err(WindowError::Busy);
+        }
+        self.windows.swap_remove(i);
+        Ok(())
+    }
+
+    /// Attaches a hardware table to a window. Its page may be smaller than the window's (one
+    /// guest TCE then fills several hardware entries), never larger; it must cover the window.
+    /// Entries the guest mapped before are not replayed: attach before the guest maps.
+    pub fn attach_table(&mut self, liobn: u64, att: Attached) -> Result<(), WindowError> {
+        let w = self
+            .windows
+            .iter_mut()
+            .find(|w| w.liobn == liobn)
+            .ok_or(WindowError::NotFound)?;
+        let t = &att.table;
+        let tshift = t.page_shift();
+        let tend = t.bus_offset() as u128 + ((t.entries() as u128) << tshift);
+        if tshift > w.page_shift
+            || w.bus_offset < t.bus_offset()
+            || w.bus_offset as u128 + w.size() as u128 > tend
+        {
+            return Err(WindowError::Incompatible);
+        }
+        w.tables.push(att).map_err(|_| WindowError::Full)
+    }
+
+    /// Detaches the table attached with `cookie`; refused while the window holds hardware mappings.
+    pub fn detach_table(&mut self, liobn: u64, cookie: u64) -> Result<Attached, WindowError> {
+        let w = self
+            .windows
+            .iter_mut()
+            .find(|w| w.liobn == liobn)
+            .ok_or(WindowError::NotFound)?;
+        let i = w
+            .tables
+            .iter()
+            .position(|a| a.cookie == cookie)
+            .ok_or(WindowError::NotFound)?;
+        if w.hw_mapped() != 0 {
+            return Err(WindowError::Busy);
+        }
+        Ok(w.tables.swap_remove(i))
+    }
+
+    /// The window with this LIOBN. Lock-free and allocation-free (real mode).
+    pub fn window(&self, liobn: u64) -> Option<&Window> {
+        self.windows.iter().find(|w| w.liobn == liobn)
+    }
+
+    /// All windows.
+    pub fn windows(&self) -> &[Window] {
+        &self.windows
+    }
+}
