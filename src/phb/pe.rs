@@ -1,1 +1,276 @@
-//! wip
+//! PE groups and their ownership, as VFIO does it on powernv.
+//!
+//! A [`PeGroup`] is the unit of ownership: one or more PEs and the PCI functions in them.
+//! By default the kernel owns it and every PE has a default 32-bit DMA window (window 0)
+//! over a table created on the PHB's NUMA node; each device records the table its 32-bit
+//! DMA goes through (Linux's `set_iommu_table_base`). Taking ownership tears the default
+//! window down and clears those records; the owner then attaches its own tables, which
+//! may be shared between groups (`Arc`). Releasing unmaps the owner's windows, creates a
+//! fresh default table, maps it, and updates the recorded table of EVERY device in the
+//! group: the 2017 Linux bug (ioda2 "Update iommu table base on ownership change") left the
+//! devices pointing at the table freed at take time, so their 32-bit DMA broke.
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+
+use super::dma::{check_window, kill_in_pes, Kill, PhbDma, PhbError};
+use super::hw::{Bdfn, DmaWindowTable};
+
+/// Geometry of the kernel's default 32-bit DMA window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DefaultWindow {
+    /// First bus address (0 for the 32-bit window).
+    pub bus_offset: u64,
+    /// Bytes of bus address space.
+    pub window_size: u64,
+    /// IO page shift.
+    pub page_shift: u32,
+    /// Number of table levels.
+    pub levels: u32,
+}
+
+/// Creates TCE tables for default windows.
+pub trait TableFactory {
+    /// The table type.
+    type Table: DmaWindowTable;
+    /// Why creation failed (typically out of memory on that node).
+    type Error;
+    /// Creates an empty table for `window`, its memory on NUMA node `node`.
+    fn create(&self, node: u32, window: &DefaultWindow) -> Result<Self::Table, Self::Error>;
+}
+
+/// Why a PE group operation failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeError<E> {
+    /// The PHB refused.
+    Phb(PhbError),
+    /// The default table could not be created.
+    Table(E),
+    /// The operation needs the other owner (kernel vs. external).
+    WrongOwner,
+    /// A group needs at least one device.
+    Empty,
+}
+
+impl<E> From<PhbError> for PeError<E> {
+    fn from(e: PhbError) -> Self {
+        PeError::Phb(e)
+    }
+}
+
+/// Who owns a group's DMA windows.
+#[derive(Debug)]
+enum Owner<T> {
+    /// The kernel, with its default table in window 0 of every PE.
+    Kernel { default: Arc<T> },
+    /// An external owner (a guest through VFIO-like ownership), with its attached tables.
+    External { windows: [Option<Arc<T>>; 2] },
+}
+
+/// One PCI function of a group.
+#[derive(Debug)]
+struct Member<T> {
+    bdfn: Bdfn,
+    pe: u32,
+    /// The table the device's 32-bit DMA goes through; `None` while externally owned.
+    table: Option<Arc<T>>,
+}
+
+/// A group of PEs owned as one, and the PCI functions in them.
+#[derive(Debug)]
+pub struct PeGroup<T> {
+    pes: Vec<u32>,
+    members: Vec<Member<T>>,
+    node: u32,
+    default_window: DefaultWindow,
+    owner: Owner<T>,
+}
+
+impl<T: DmaWindowTable> PeGroup<T> {
+    /// Builds a kernel-owned group: maps each `(function, PE)` of `devices` on the PHB,
+    /// creates the default table on `node` and maps it as window 0 of every PE, and records
+    /// it as every device's table.
+    pub fn new<F: TableFactory<Table = T>>(
+        phb: &dyn PhbDma,
+        node: u32,
+        default_window: DefaultWindow,
+        factory: &F,
+        devices: &[(Bdfn, u32)],
+    ) -> Result<Self, PeError<F::Error>> {
+        if devices.is_empty() {
+            return Err(PeError::Empty);
+        }
+        let mut pes: Vec<u32> = devices.iter().map(|&(_, pe)| pe).collect();
+        pes.sort_unstable();
+        pes.dedup();
+        for &(bdfn, pe) in devices {
+            phb.set_pe(bdfn, pe)?;
+        }
+        let members = devices.iter().map(|&(bdfn, pe)| Member { bdfn, pe, table: None }).collect();
+        let mut group = PeGroup {
+            pes,
+            members,
+            node,
+            default_window,
+            owner: Owner::External { windows: [None, None] },
+        };
+        group.install_default(phb, factory)?;
+        Ok(group)
+    }
+
+    /// The group's PE numbers, ascending.
+    pub fn pes(&self) -> &[u32] {
+        &self.pes
+    }
+
+    /// The group's functions.
+    pub fn devices(&self) -> impl Iterator<Item = Bdfn> + '_ {
+        self.members.iter().map(|m| m.bdfn)
+    }
+
+    /// The PE of `bdfn`, if it is in the group.
+    pub fn pe_of(&self, bdfn: Bdfn) -> Option<u32> {
+        self.members.iter().find(|m| m.bdfn == bdfn).map(|m| m.pe)
+    }
+
+    /// NUMA node the group's default tables are created on (the PHB's).
+    pub fn node(&self) -> u32 {
+        self.node
+    }
+
+    /// Whether the kernel owns the group.
+    pub fn is_kernel_owned(&self) -> bool {
+        matches!(self.owner, Owner::Kernel { .. })
+    }
+
+    /// The kernel's default table, while the kernel owns the group.
+    pub fn default_table(&self) -> Option<&Arc<T>> {
+        match &self.owner {
+            Owner::Kernel { default } => Some(default),
+            Owner::External { .. } => None,
+        }
+    }
+
+    /// The table in `window` (the default table in window 0 while kernel-owned).
+    pub fn window_table(&self, window: u8) -> Option<&Arc<T>> {
+        match (&self.owner, window) {
+            (Owner::Kernel { default }, 0) => Some(default),
+            (Owner::Kernel { .. }, _) => None,
+            (Owner::External { windows }, w) => windows.get(usize::from(w))?.as_ref(),
+        }
+    }
+
+    /// The table `bdfn`'s 32-bit DMA goes through (what a driver maps its IOVAs in).
+    /// `None` if the device is not in the group or the group is externally owned.
+    pub fn device_table(&self, bdfn: Bdfn) -> Option<&Arc<T>> {
+        self.members.iter().find(|m| m.bdfn == bdfn)?.table.as_ref()
+    }
+
+    /// Gives the group to an external owner: unmaps the default window of every PE, drops
+    /// the default table and clears every device's recorded table.
+    pub fn take_ownership<E>(&mut self, phb: &dyn PhbDma) -> Result<(), PeError<E>> {
+        if !self.is_kernel_owned() {
+            return Err(PeError::WrongOwner);
+        }
+        for &pe in &self.pes {
+            phb.unmap_window(pe, 0)?;
+        }
+        for m in &mut self.members {
+            m.table = None;
+        }
+        self.owner = Owner::External { windows: [None, None] };
+        Ok(())
+    }
+
+    /// Attaches an owner's table as `window` of every PE (replacing what was there). On
+    /// failure the window is left unmapped on every PE.
+    pub fn attach_table<E>(
+        &mut self,
+        phb: &dyn PhbDma,
+        window: u8,
+        table: Arc<T>,
+    ) -> Result<(), PeError<E>> {
+        check_window(window)?;
+        let Owner::External { windows } = &mut self.owner else {
+            return Err(PeError::WrongOwner);
+        };
+        let slot = &mut windows[usize::from(window)];
+        *slot = None;
+        for &pe in &self.pes {
+            if let Err(e) = phb.map_window(pe, window, &*table) {
+                for &done in &self.pes {
+                    // Best effort: the caller learns of the first error.
+                    let _ = phb.unmap_window(done, window);
+                }
+                return Err(e.into());
+            }
+        }
+        *slot = Some(table);
+        Ok(())
+    }
+
+    /// Detaches the owner's table from `window` of every PE and returns it.
+    pub fn detach_table<E>(
+        &mut self,
+        phb: &dyn PhbDma,
+        window: u8,
+    ) -> Result<Option<Arc<T>>, PeError<E>> {
+        check_window(window)?;
+        let Owner::External { windows } = &mut self.owner else {
+            return Err(PeError::WrongOwner);
+        };
+        if windows[usize::from(window)].is_none() {
+            return Ok(None);
+        }
+        for &pe in &self.pes {
+            phb.unmap_window(pe, window)?;
+        }
+        Ok(windows[usize::from(window)].take())
+    }
+
+    /// Returns the group to the kernel: unmaps the owner's windows, creates a fresh default
+    /// table on the group's node, maps it as window 0 of every PE, and updates the recorded
+    /// table of every device. If the table cannot be created the group stays externally
+    /// owned with no windows, and the call can be retried.
+    pub fn release_ownership<F: TableFactory<Table = T>>(
+        &mut self,
+        phb: &dyn PhbDma,
+        factory: &F,
+    ) -> Result<(), PeError<F::Error>> {
+        if self.is_kernel_owned() {
+            return Err(PeError::WrongOwner);
+        }
+        for window in 0..2u8 {
+            self.detach_table(phb, window)?;
+        }
+        self.install_default(phb, factory)
+    }
+
+    /// Invalidates `kill` in every PE of the group (a table shared by the PEs must be
+    /// killed in all of them). Does not allocate.
+    pub fn kill(&self, phb: &dyn PhbDma, kill: Kill) -> Result<(), PhbError> {
+        kill_in_pes(phb, &self.pes, kill)
+    }
+
+    fn install_default<F: TableFactory<Table = T>>(
+        &mut self,
+        phb: &dyn PhbDma,
+        factory: &F,
+    ) -> Result<(), PeError<F::Error>> {
+        let table = Arc::new(factory.create(self.node, &self.default_window).map_err(PeError::Table)?);
+        for &pe in &self.pes {
+            if let Err(e) = phb.map_window(pe, 0, &*table) {
+                for &done in &self.pes {
+                    let _ = phb.unmap_window(done, 0);
+                }
+                return Err(e.into());
+            }
+        }
+        // Every device, not only the ones added now: this is the seed's fix.
+        for m in &mut self.members {
+            m.table = Some(table.clone());
+        }
+        self.owner = Owner::Kernel { default: table };
+        Ok(())
+    }
+}
