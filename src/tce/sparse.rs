@@ -109,3 +109,38 @@ fn indirect_levels_on_paths(geo: &TceGeometry, ranges: &[(u64, u64)]) -> u64 {
         .sum();
     top + below_top
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tce::HeapMemory;
+
+    #[test]
+    fn seed_sparse_case_allocates_only_touched_paths() {
+        let mem = HeapMemory::new();
+        let f = sparse_demo(&mem).unwrap();
+        // The window reaching 0x246000000000 is 2^46; 64K pages, 3 levels of 8 KiB.
+        assert_eq!(f.window_size, 1 << 46);
+        assert_eq!(f.level_size, 8192);
+        // Bound: 2 x 16 GiB / 64K entries x 8 + top + the two middles on the paths.
+        assert_eq!(f.touched_bytes, 2 * (16 << 30 >> 16) * 8 + 3 * 8192);
+        for view in [f.allocated_bytes, f.owner_allocated_bytes] {
+            assert!(
+                view * 100 <= f.touched_bytes * 105,
+                "{view} vs {}",
+                f.touched_bytes
+            );
+            assert!(view >= 4 << 20);
+        }
+        // The counting allocator saw the same: both views, nothing left after free.
+        assert_eq!(
+            mem.allocated_bytes(),
+            f.allocated_bytes + f.owner_allocated_bytes
+        );
+        assert_eq!(mem.outstanding_bytes(), 0);
+        // The seed's flat table: 4656 MiB (its text says 4556MB).
+        assert_eq!(f.flat_bytes, 4656 << 20);
+        assert_eq!(f.flat_window_bytes, 8 << 30);
+        assert!(f.charged_bytes >= 2 * f.flat_window_bytes);
+    }
+}
