@@ -179,7 +179,7 @@ fn set_checks_arguments() {
         Err(TceError::OutOfWindow)
     );
     assert_eq!(
-        t.set(0..2, u64::MAX & !0xffff, RW, MayAlloc::Yes),
+        t.set(0..2, !0xffff, RW, MayAlloc::Yes),
         Err(TceError::AddressOverflow)
     );
     assert_eq!(t.get(n), Err(TceError::OutOfWindow));
@@ -450,4 +450,201 @@ fn concurrent_installs_keep_one_level_and_free_the_rest() {
     drop(t);
     assert_eq!(mem.outstanding_bytes(), 0);
     assert_eq!(budget.used(), 0);
+}
+
+mod model {
+    //! Random operation sequences against a plain model: same results, and an error never
+    //! changes an entry or installs a level.
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    /// 4K pages, 2^33 window, 3 levels of 9 bits: 8 middles of 512 leaves.
+    const ENTRIES: u64 = 1 << 21;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Set(u64, u64, bool, bool),
+        OwnerSet(u64, u64, bool),
+        Exchange(u64, bool, bool),
+        OwnerExchange(u64, bool, bool),
+        Clear(u64, u64, bool),
+        Prepare(u64, u64, bool),
+        Get(u64),
+    }
+
+    fn index() -> impl Strategy<Value = u64> {
+        // Clustered near level boundaries so ranges cross leaves and middles.
+        (0..8u64, 0..4u64, 0..1100u64)
+            .prop_map(|(m, l, o)| ((m << 18) + (l << 9) + o).min(ENTRIES - 1))
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (index(), 0..1200u64, any::<bool>(), any::<bool>())
+                .prop_map(|(i, n, a, f)| Op::Set(i, n, a, f)),
+            (index(), 0..700u64, any::<bool>()).prop_map(|(i, n, a)| Op::OwnerSet(i, n, a)),
+            (index(), any::<bool>(), any::<bool>()).prop_map(|(i, a, e)| Op::Exchange(i, a, e)),
+            (index(), any::<bool>(), any::<bool>())
+                .prop_map(|(i, a, e)| Op::OwnerExchange(i, a, e)),
+            (index(), 0..1200u64, any::<bool>()).prop_map(|(i, n, o)| Op::Clear(i, n, o)),
+            (index(), 0..1200u64, any::<bool>()).prop_map(|(i, n, a)| Op::Prepare(i, n, a)),
+            index().prop_map(Op::Get),
+        ]
+    }
+
+    #[derive(Default)]
+    struct ModelView {
+        entries: BTreeMap<u64, u64>,
+        middles: BTreeSet<u64>,
+        leaves: BTreeSet<u64>,
+    }
+
+    impl ModelView {
+        fn missing(&self, lo: u64, hi: u64) -> bool {
+            lo < hi
+                && ((lo >> 18..=(hi - 1) >> 18).any(|m| !self.middles.contains(&m))
+                    || (lo >> 9..=(hi - 1) >> 9).any(|l| !self.leaves.contains(&l)))
+        }
+        fn install(&mut self, lo: u64, hi: u64) {
+            if lo < hi {
+                self.middles.extend(lo >> 18..=(hi - 1) >> 18);
+                self.leaves.extend(lo >> 9..=(hi - 1) >> 9);
+            }
+        }
+        fn bytes(&self) -> u64 {
+            (1 + self.middles.len() + self.leaves.len()) as u64 * 4096
+        }
+    }
+
+    fn may(a: bool) -> MayAlloc {
+        if a {
+            MayAlloc::Yes
+        } else {
+            MayAlloc::No
+        }
+    }
+
+    /// What a permitted or refused allocation does to the model.
+    fn ensure(
+        views: &mut [&mut ModelView],
+        lo: u64,
+        hi: u64,
+        a: bool,
+        fail: bool,
+    ) -> Result<(), TceError> {
+        if !views.iter().any(|v| v.missing(lo, hi)) {
+            return Ok(());
+        }
+        if !a {
+            return Err(TceError::WouldAllocate);
+        }
+        if fail {
+            return Err(TceError::AllocFailed);
+        }
+        for v in views.iter_mut() {
+            v.install(lo, hi);
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn table_matches_model(ops in proptest::collection::vec(op(), 1..40)) {
+            let mem = HeapMemory::new();
+            let budget = LockedVm::new(u64::MAX);
+            let t = table(geo(12, 1 << 33, 3), &mem, &budget);
+            let (mut hw, mut ow) = (ModelView::default(), ModelView::default());
+            let mut touched = BTreeSet::new();
+            for (k, op) in ops.into_iter().enumerate() {
+                let page = |i: u64| (k as u64 + 1) << 24 | i << 12;
+                match op {
+                    Op::Set(i, n, a, fail) => {
+                        let hi = (i + n).min(ENTRIES);
+                        if fail { mem.fail_always() }
+                        let want = ensure(&mut [&mut hw], i, hi, a, fail);
+                        prop_assert_eq!(t.set(i..hi, page(0), RW, may(a)), want);
+                        mem.never_fail();
+                        if want.is_ok() {
+                            for j in i..hi { hw.entries.insert(j, page(j - i) | 3); }
+                        }
+                    }
+                    Op::OwnerSet(i, n, a) => {
+                        let hi = (i + n).min(ENTRIES);
+                        let want = ensure(&mut [&mut ow], i, hi, a, false);
+                        prop_assert_eq!(t.owner_set(i..hi, page(0) + 5, may(a)), want);
+                        if want.is_ok() {
+                            for j in i..hi { ow.entries.insert(j, page(j - i) + 5); }
+                        }
+                    }
+                    Op::Exchange(i, a, empty) => {
+                        let new = if empty { Tce::NONE } else { Tce::new(page(0), TcePerm::READ) };
+                        let want = if empty { Ok(()) } else { ensure(&mut [&mut hw], i, i + 1, a, false) };
+                        let old = hw.entries.get(&i).copied().unwrap_or(0);
+                        let got = t.exchange(i, new, may(a));
+                        match want {
+                            Ok(()) => {
+                                prop_assert_eq!(got, Ok(Tce::from_bits(old)));
+                                hw.entries.insert(i, new.bits());
+                            }
+                            Err(e) => prop_assert_eq!(got, Err(e)),
+                        }
+                    }
+                    Op::OwnerExchange(i, a, empty) => {
+                        let new = if empty { 0 } else { page(0) + 9 };
+                        let want = if empty { Ok(()) } else { ensure(&mut [&mut ow], i, i + 1, a, false) };
+                        let old = ow.entries.get(&i).copied().unwrap_or(0);
+                        let got = t.owner_exchange(i, new, may(a));
+                        match want {
+                            Ok(()) => {
+                                prop_assert_eq!(got, Ok(old));
+                                ow.entries.insert(i, new);
+                            }
+                            Err(e) => prop_assert_eq!(got, Err(e)),
+                        }
+                    }
+                    Op::Clear(i, n, owner) => {
+                        let hi = (i + n).min(ENTRIES);
+                        mem.fail_always();
+                        if owner {
+                            prop_assert_eq!(t.owner_clear(i..hi), Ok(()));
+                            for j in i..hi { ow.entries.remove(&j); }
+                        } else {
+                            prop_assert_eq!(t.clear(i..hi), Ok(()));
+                            for j in i..hi { hw.entries.remove(&j); }
+                        }
+                        mem.never_fail();
+                    }
+                    Op::Prepare(i, n, a) => {
+                        let hi = (i + n).min(ENTRIES);
+                        let want = ensure(&mut [&mut hw, &mut ow], i, hi, a, false);
+                        prop_assert_eq!(t.prepare(i..hi, may(a)), want);
+                    }
+                    Op::Get(i) => {
+                        let hw_want = hw.entries.get(&i).copied().unwrap_or(0);
+                        prop_assert_eq!(t.get(i), Ok(Tce::from_bits(hw_want)));
+                        let ow_want = ow.entries.get(&i).copied().unwrap_or(0);
+                        prop_assert_eq!(t.owner_get(i), Ok(ow_want));
+                    }
+                }
+                touched.extend(hw.entries.keys().chain(ow.entries.keys()).copied());
+                prop_assert_eq!(
+                    t.allocated_bytes(),
+                    ViewBytes { hardware: hw.bytes(), owner: ow.bytes() }
+                );
+                prop_assert_eq!(mem.outstanding_bytes(), hw.bytes() + ow.bytes());
+            }
+            // Every index ever written (cleared ones included) reads as the model says.
+            for &i in &touched {
+                let hw_want = hw.entries.get(&i).copied().unwrap_or(0);
+                prop_assert_eq!(t.get(i).unwrap().bits(), hw_want);
+                let ow_want = ow.entries.get(&i).copied().unwrap_or(0);
+                prop_assert_eq!(t.owner_get(i).unwrap(), ow_want);
+            }
+            drop(t);
+            prop_assert_eq!(mem.outstanding_bytes(), 0);
+            prop_assert_eq!(budget.used(), 0);
+        }
+    }
 }
