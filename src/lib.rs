@@ -11,7 +11,8 @@
 //!   allocation guard.
 //! - [`hcall`]: the sPAPR TCE hypercalls, real-mode and virtual-mode handlers.
 //! - [`phb`]: PHB4/IODA3 encodings, PE ownership, the PHB driver interface.
-//! - [`harness`]: the kernel's command line, test registry and console report format.
+//! - [`bootinfo`]: boot facts from the device tree (OPAL, memory, reservations, command line).
+//! - [`harness`]: the kernel's command line and console report format.
 //!
 //! Target-only (compiled for `target_os = "none"` on `powerpc64` only):
 //! - `arch::ppc64`: the only home of `asm!`, SPRs, OPAL calls, exception vectors and
@@ -27,6 +28,7 @@
 
 extern crate alloc;
 
+pub mod bootinfo;
 pub mod harness;
 pub mod hcall;
 pub mod mm;

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Build the kernel and boot it on QEMU's powernv9 machine (POWER9 under skiboot), console on stdio.
+#
+#   ./qemu-run.sh [options] [demo | test [FILTER] | bench [FILTER]]
+#
+# Options:
+#   --smp N         hardware threads (default 1)
+#   --mem SIZE      RAM, as QEMU's -m takes it (default 2G)
+#   --edu N         attach N QEMU edu devices, one per PHB starting at PHB 0 (default 2; 0 for none)
+#   --gdb           wait for gdb on localhost:1234 (target remote :1234); disables the timeout
+#   --trace         log guest errors (-d guest_errors: TCE faults, invalid TVEs...) to stderr
+#   --timeout S     kill QEMU after S seconds of wall time (default 120)
+#   --quiet         do not stream the console; on failure show its last lines
+#   --no-build      boot the kernel already built
+#   -h, --help      this text
+#
+# Exit status: 0 only when the kernel reported success on its console (`p9iommu: exit 0`);
+# QEMU's own status carries no pass/fail. 1 when the kernel reported failure or never finished,
+# 2 for a usage or set-up error.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+cd "$root"
+
+smp=1 mem=2G edu=2 gdb=0 trace=0 timeout_s=120 quiet=0 build=1
+args=()
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --smp) smp=${2:?--smp needs a number}; shift 2 ;;
+    --mem) mem=${2:?--mem needs a size}; shift 2 ;;
+    --edu) edu=${2:?--edu needs a number}; shift 2 ;;
+    --gdb) gdb=1; shift ;;
+    --trace) trace=1; shift ;;
+    --timeout) timeout_s=${2:?--timeout needs seconds}; shift 2 ;;
+    --quiet) quiet=1; shift ;;
+    --no-build) build=0; shift ;;
+    -h|--help) usage; exit 0 ;;
+    -*) echo "qemu-run: unknown option $1 (see --help)" >&2; exit 2 ;;
+    *) args+=("$1"); shift ;;
+  esac
+done
+case "${args[0]:-demo}" in
+  demo|test|bench) ;;
+  *) echo "qemu-run: unknown mode '${args[0]}': expected demo, test [FILTER] or bench [FILTER]" >&2; exit 2 ;;
+esac
+if [ "${#args[@]}" -gt 2 ]; then echo "qemu-run: too many arguments: ${args[*]}" >&2; exit 2; fi
+
+say() { echo "qemu-run: $*" >&2; }
+
+# --- set-up: the pinned toolchain with rust-src, and QEMU -------------------------------------
+need_root_or_print() { # $1 = command a user must run
+  say "missing dependency; run: $1"
+  exit 2
+}
+if ! command -v rustup >/dev/null 2>&1; then
+  need_root_or_print "curl https://sh.rustup.rs -sSf | sh   (then re-run this script)"
+fi
+sysroot=$(rustc --print sysroot 2>/dev/null || true)
+if [ -z "$sysroot" ] || [ ! -d "$sysroot/lib/rustlib/src/rust/library" ]; then
+  say "installing the pinned toolchain and rust-src (rust-toolchain.toml)..."
+  rustup toolchain install >&2 || need_root_or_print "rustup toolchain install   (in $root)"
+fi
+if ! command -v qemu-system-ppc64 >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing qemu-system-ppc (Debian package)..."
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-system-ppc; } >&2 \
+      || need_root_or_print "apt-get install qemu-system-ppc"
+  else
+    need_root_or_print "sudo apt-get install qemu-system-ppc"
+  fi
+fi
+
+# --- build ------------------------------------------------------------------------------------
+kernel="$root/target/ppc64le-kernel/release/kernel"
+if [ "$build" = 1 ]; then
+  say "building the kernel (cargo kernel)..."
+  cargo kernel --quiet >&2
+fi
+[ -f "$kernel" ] || { say "no kernel at $kernel (drop --no-build)"; exit 2; }
+
+# --- boot -------------------------------------------------------------------------------------
+qemu=(qemu-system-ppc64 -M powernv9 -smp "$smp" -m "$mem"
+      -display none -serial stdio -monitor none
+      -kernel "$kernel" -append "${args[*]:-demo}")
+for ((i = 0; i < edu; i++)); do qemu+=(-device "edu,bus=pcie.$i,dma_mask=0xffffffffffffffff"); done
+[ "$trace" = 1 ] && qemu+=(-d guest_errors)
+if [ "$gdb" = 1 ]; then
+  qemu+=(-s -S)
+  say "waiting for gdb: gdb -ex 'target remote :1234' $kernel"
+  timeout_s=0
+fi
+
+log=$(mktemp "${TMPDIR:-/tmp}/qemu-run.XXXXXX.log")
+trap 'rm -f "$log"' EXIT
+say "booting: ${qemu[*]}"
+set +e
+if [ "$quiet" = 1 ]; then
+  timeout --kill-after=5 "$timeout_s" "${qemu[@]}" </dev/null >"$log" 2>&1
+  rc=$?
+else
+  timeout --kill-after=5 "$timeout_s" "${qemu[@]}" </dev/null 2>&1 | tee "$log"
+  rc=${PIPESTATUS[0]}
+fi
+set -e
+
+show_tail() { echo "---- last console lines ----" >&2; tail -n 40 "$log" | tr -d '\r' >&2; }
+if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+  say "TIMEOUT: QEMU killed after ${timeout_s}s"
+  show_tail
+  exit 1
+fi
+status=$(tr -d '\r' <"$log" | sed -n 's/^p9iommu: exit \([0-9]*\)$/\1/p' | tail -n 1)
+if [ "$status" = 0 ]; then
+  exit 0
+fi
+if [ -z "$status" ]; then
+  say "the kernel never reported its exit status (QEMU exit code $rc)"
+else
+  say "the kernel reported failure (exit $status)"
+fi
+[ "$quiet" = 1 ] && show_tail
+exit 1

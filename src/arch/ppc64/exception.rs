@@ -1,0 +1,167 @@
+//! Exceptions: the per-CPU area the vector block saves into, installation of the vectors at real
+//! address 0, and the report for any interrupt this kernel does not expect (today: all of them).
+use core::cell::UnsafeCell;
+use core::mem::offset_of;
+
+use super::spr::{self, mtspr};
+
+/// The state the vector block saves (layout shared with boot/vectors.S).
+#[repr(C)]
+pub struct TrapFrame {
+    pub gpr: [u64; 32],
+    pub srr0: u64,
+    pub srr1: u64,
+    pub hsrr0: u64,
+    pub hsrr1: u64,
+    pub dar: u64,
+    pub dsisr: u64,
+    pub lr: u64,
+    pub ctr: u64,
+    pub cr: u64,
+    pub xer: u64,
+    pub vector: u64,
+}
+
+/// One CPU's area, found through HSPRG0 by the vector block.
+#[repr(C)]
+pub struct PerCpu {
+    pub frame: TrapFrame,
+    /// Spill slot for r12 in the first instructions of a vector.
+    scratch: u64,
+    /// Top of the stack the handler runs on (never the interrupted stack: it may be the fault).
+    exception_stack_top: u64,
+    /// Address of the Rust handler (`extern "C" fn(&mut PerCpu)`).
+    handler: u64,
+}
+
+// The offsets boot/vectors.S uses.
+const _: () = {
+    assert!(offset_of!(PerCpu, frame) == 0);
+    assert!(offset_of!(TrapFrame, srr0) == 256);
+    assert!(offset_of!(TrapFrame, srr1) == 264);
+    assert!(offset_of!(TrapFrame, hsrr0) == 272);
+    assert!(offset_of!(TrapFrame, hsrr1) == 280);
+    assert!(offset_of!(TrapFrame, dar) == 288);
+    assert!(offset_of!(TrapFrame, dsisr) == 296);
+    assert!(offset_of!(TrapFrame, lr) == 304);
+    assert!(offset_of!(TrapFrame, ctr) == 312);
+    assert!(offset_of!(TrapFrame, cr) == 320);
+    assert!(offset_of!(TrapFrame, xer) == 328);
+    assert!(offset_of!(TrapFrame, vector) == 336);
+    assert!(offset_of!(PerCpu, scratch) == 344);
+    assert!(offset_of!(PerCpu, exception_stack_top) == 352);
+    assert!(offset_of!(PerCpu, handler) == 360);
+};
+
+const EXCEPTION_STACK_SIZE: usize = 64 * 1024;
+
+#[repr(C, align(4096))]
+struct BootCpu {
+    percpu: UnsafeCell<PerCpu>,
+    stack: UnsafeCell<[u8; EXCEPTION_STACK_SIZE]>,
+}
+
+// SAFETY: the boot CPU's area is written only by that CPU (the vector block and its handler).
+unsafe impl Sync for BootCpu {}
+
+static BOOT_CPU: BootCpu = BootCpu {
+    percpu: UnsafeCell::new(PerCpu {
+        frame: TrapFrame {
+            gpr: [0; 32],
+            srr0: 0,
+            srr1: 0,
+            hsrr0: 0,
+            hsrr1: 0,
+            dar: 0,
+            dsisr: 0,
+            lr: 0,
+            ctr: 0,
+            cr: 0,
+            xer: 0,
+            vector: 0,
+        },
+        scratch: 0,
+        exception_stack_top: 0,
+        handler: 0,
+    }),
+    stack: UnsafeCell::new([0; EXCEPTION_STACK_SIZE]),
+};
+
+extern "C" {
+    static __vectors_start: u8;
+    static __vectors_end: u8;
+}
+
+/// Copy the vector block to real address 0 and point HSPRG0 at the boot CPU's area.
+///
+/// # Safety
+/// Call once, on the boot CPU, in real mode, before anything may interrupt; real addresses
+/// 0..size of the vector block must be free RAM (skiboot leaves low memory to the OS).
+pub unsafe fn install(handler: extern "C" fn(&mut PerCpu) -> !) {
+    let pc = BOOT_CPU.percpu.get();
+    // SAFETY: nothing else touches the boot CPU's area before vectors are live.
+    unsafe {
+        (*pc).exception_stack_top = (BOOT_CPU.stack.get() as u64 + EXCEPTION_STACK_SIZE as u64) & !0xf;
+        (*pc).handler = handler as usize as u64;
+        mtspr::<{ spr::HSPRG0 }>(pc as u64);
+    }
+    // SAFETY: linker-provided symbols bracket the vector block.
+    let (start, end) = unsafe { (&__vectors_start as *const u8, &__vectors_end as *const u8) };
+    let len = end as usize - start as usize;
+    // SAFETY: the caller guarantees 0..len is free RAM we own (real mode: address 0 is RAM).
+    unsafe {
+        copy_to_real_zero(start, len);
+        super::flush_icache_range(0, len);
+    }
+}
+
+/// Copy `len` bytes to real address 0. Written as an explicit loop on addresses: Rust forbids
+/// dereferencing a null pointer, yet real address 0 is where the architecture wants the vectors.
+///
+/// # Safety
+/// As for [`install`].
+unsafe fn copy_to_real_zero(src: *const u8, len: usize) {
+    let mut off = 0;
+    while off < len {
+        // SAFETY: src is readable for len bytes; the store goes through asm so address 0 is an
+        // ordinary real address, not a Rust null pointer.
+        unsafe {
+            let v = core::ptr::read_unaligned(src.add(off) as *const u64);
+            core::arch::asm!("stdx {0}, 0, {1}", in(reg) v, in(reg) off, options(nostack, preserves_flags));
+        }
+        off += 8;
+    }
+}
+
+/// A human name for a vector.
+pub fn vector_name(v: u64) -> &'static str {
+    match v {
+        0x100 => "system reset",
+        0x200 => "machine check",
+        0x300 => "data storage",
+        0x380 => "data segment",
+        0x400 => "instruction storage",
+        0x480 => "instruction segment",
+        0x500 => "external",
+        0x600 => "alignment",
+        0x700 => "program",
+        0x800 => "floating-point unavailable",
+        0x900 => "decrementer",
+        0x980 => "hypervisor decrementer",
+        0xa00 => "directed privileged doorbell",
+        0xc00 => "system call",
+        0xd00 => "trace",
+        0xe00 => "hypervisor data storage",
+        0xe20 => "hypervisor instruction storage",
+        0xe40 => "hypervisor emulation assistance",
+        0xe60 => "hypervisor maintenance",
+        0xe80 => "directed hypervisor doorbell",
+        0xea0 => "hypervisor virtualization",
+        0xf00 => "performance monitor",
+        0xf20 => "vector unavailable",
+        0xf40 => "VSX unavailable",
+        0xf60 => "facility unavailable",
+        0xf80 => "hypervisor facility unavailable",
+        _ => "unknown",
+    }
+}

@@ -1,0 +1,56 @@
+//! The kernel heap: `linked_list_allocator` over the largest free RAM range the FDT describes,
+//! minus firmware reservations, the kernel image, the vectors and the FDT itself.
+use core::alloc::{GlobalAlloc, Layout};
+use core::ptr::NonNull;
+
+use linked_list_allocator::Heap;
+
+use crate::bootinfo::Range;
+
+pub struct KernelHeap {
+    heap: spin::Mutex<Heap>,
+}
+
+impl KernelHeap {
+    const fn new() -> Self {
+        KernelHeap { heap: spin::Mutex::new(Heap::empty()) }
+    }
+
+    /// Bytes free in the heap.
+    pub fn free(&self) -> usize {
+        self.heap.lock().free()
+    }
+
+    /// Bytes in the heap.
+    pub fn size(&self) -> usize {
+        self.heap.lock().size()
+    }
+}
+
+// SAFETY: allocation is serialized by the spin lock; `Heap` returns blocks of the requested
+// layout or an error, which we turn into null as GlobalAlloc requires.
+unsafe impl GlobalAlloc for KernelHeap {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        self.heap.lock().allocate_first_fit(layout).map_or(core::ptr::null_mut(), |p| p.as_ptr())
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if let Some(p) = NonNull::new(ptr) {
+            // SAFETY: GlobalAlloc's contract: `ptr` came from `alloc` with this layout.
+            unsafe { self.heap.lock().deallocate(p, layout) };
+        }
+    }
+}
+
+#[global_allocator]
+pub static HEAP: KernelHeap = KernelHeap::new();
+
+/// Give the heap its memory.
+///
+/// # Safety
+/// `range` must be RAM that nothing else uses for the rest of the kernel's life; call once.
+pub unsafe fn init(range: Range) {
+    // SAFETY: the caller hands us exclusive use of the range; in real mode its addresses are
+    // its pointers.
+    unsafe { HEAP.heap.lock().init(range.start as *mut u8, range.len() as usize) };
+}

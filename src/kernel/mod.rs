@@ -1,0 +1,187 @@
+//! The kernel: boot flow, console, heap, the exception report, and the in-kernel tests and
+//! benchmarks. Entered from boot/entry.S in hypervisor real mode, little-endian, on the boot CPU.
+pub mod console;
+pub mod heap;
+pub mod testing;
+mod tests;
+
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use crate::arch::ppc64::exception::{self, PerCpu};
+use crate::arch::ppc64::spr::{self, Msr};
+use crate::arch::ppc64::{opal, pmu};
+use crate::bootinfo::{largest_free_range, BootInfo, Range};
+use crate::harness::{parse_cmdline, Mode};
+use crate::kprintln;
+
+extern "C" {
+    static __image_end: u8;
+}
+
+/// Where the kernel image is loaded (see linker.ld).
+const KERNEL_BASE: u64 = 0x2000_0000;
+/// Low memory kept for the vector block (copied to real address 0).
+const VECTORS_END: u64 = 0x1_0000;
+/// The heap stays below 4 GiB: DMA tests hand its addresses to devices with 32-bit windows.
+const HEAP_CEILING: u64 = 1 << 32;
+
+/// Facts the tests check (what the boot found).
+pub struct Boot {
+    pub fdt: fdt::Fdt<'static>,
+    pub heap: Range,
+    pub opal_base: u64,
+}
+
+static BOOT: spin::Once<Boot> = spin::Once::new();
+
+/// What the boot found.
+pub fn boot() -> &'static Boot {
+    BOOT.get().expect("the kernel has booted")
+}
+
+/// The Rust entry point, called by boot/entry.S with the FDT's real address.
+#[no_mangle]
+extern "C" fn kernel_entry(fdt_addr: usize) -> ! {
+    // SAFETY: firmware hands us a valid FDT that stays in place (its range is kept out of the heap).
+    let fdt = match unsafe { fdt::Fdt::from_ptr(fdt_addr as *const u8) } {
+        Ok(f) => f,
+        Err(_) => halt_silently(),
+    };
+    let info = match BootInfo::from_fdt(&fdt) {
+        Ok(i) => i,
+        // Without `/ibm,opal` there is no console to complain on.
+        Err(_) => halt_silently(),
+    };
+    opal::init(info.opal_base, info.opal_entry);
+    kprintln!("p9iommu: booting (FDT at {fdt_addr:#x}, OPAL at {:#x}, command line {:?})", info.opal_base, info.bootargs);
+
+    // Hypervisor interrupts must arrive little-endian before any can be taken.
+    let rc = opal::reinit_cpus(opal::OPAL_REINIT_CPUS_HILE_LE | opal::OPAL_REINIT_CPUS_MMU_RADIX);
+    if rc != opal::OPAL_SUCCESS {
+        kprintln!("p9iommu: OPAL_REINIT_CPUS failed ({rc})");
+        testing::exit(false);
+    }
+    // SAFETY: boot CPU, real mode, no interrupt pending; low memory below VECTORS_END is kept
+    // out of the heap.
+    unsafe { exception::install(report_exception) };
+    // skiboot hands over with MSR[ME] = 0: take machine checks as interrupts from now on.
+    // SAFETY: setting ME only enables machine-check interrupts, whose vector is installed.
+    unsafe { spr::set_msr(spr::msr() | Msr::ME) };
+    pmu::enable();
+
+    // SAFETY: the linker defines __image_end.
+    let image_end = unsafe { &__image_end as *const u8 as u64 };
+    let mut reserved = info.reserved.clone();
+    let own = [
+        Range { start: 0, end: VECTORS_END },
+        Range { start: KERNEL_BASE, end: image_end },
+        Range { start: fdt_addr as u64, end: fdt_addr as u64 + fdt.total_size() as u64 },
+    ];
+    for r in own {
+        if reserved.push(r).is_err() {
+            kprintln!("p9iommu: too many reserved ranges in the FDT");
+            testing::exit(false);
+        }
+    }
+    let Some(heap_range) = largest_free_range(&info.memory, &reserved, 0, HEAP_CEILING) else {
+        kprintln!("p9iommu: no free memory for the heap (memory {:?}, reserved {:?})", info.memory, reserved);
+        testing::exit(false);
+    };
+    // SAFETY: the range is RAM that the FDT lists and nothing reserves; it is ours from now on.
+    unsafe { heap::init(heap_range) };
+    kprintln!(
+        "p9iommu: heap {:#x}..{:#x} ({} MiB), timebase {}",
+        heap_range.start,
+        heap_range.end,
+        heap_range.len() >> 20,
+        spr::timebase()
+    );
+    let bootargs = info.bootargs;
+    BOOT.call_once(|| Boot { fdt, heap: heap_range, opal_base: info.opal_base });
+
+    let ok = match parse_cmdline(bootargs) {
+        Ok(Mode::Demo) => demo(),
+        Ok(Mode::Test(filter)) => testing::run_tests(filter),
+        Ok(Mode::Bench(filter)) => testing::run_benches(filter),
+        Err(e) => {
+            kprintln!("p9iommu: unknown command line word {:?}; expected `demo`, `test [FILTER]` or `bench [FILTER]`", e.word);
+            false
+        }
+    };
+    testing::exit(ok)
+}
+
+/// The demo: what the component does, shown on the console.
+fn demo() -> bool {
+    kprintln!("p9iommu: demo");
+    let b = boot();
+    kprintln!("  heap: {} KiB free of {} KiB", heap::HEAP.free() >> 10, heap::HEAP.size() >> 10);
+    kprintln!("  FDT: {} bytes, OPAL base {:#x}", b.fdt.total_size(), b.opal_base);
+    kprintln!("p9iommu: demo done");
+    true
+}
+
+/// Nothing to print on: stop here. Only reachable when firmware gave no usable FDT.
+fn halt_silently() -> ! {
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+static FAILING: AtomicBool = AtomicBool::new(false);
+
+/// Report a fatal condition (once), naming the running test, then power off with failure.
+fn fail(what: core::fmt::Arguments) -> ! {
+    if FAILING.swap(true, Ordering::SeqCst) {
+        // A fault while reporting a fault: stop without touching anything else.
+        opal::power_down();
+    }
+    if let Some(t) = testing::current_test() {
+        console::print_emergency(format_args!("FAILED\n    {what}\n    (test {t} stopped the kernel)\n"));
+    } else {
+        console::print_emergency(format_args!("p9iommu: {what}\n"));
+    }
+    testing::exit(false)
+}
+
+/// Every interrupt lands here today: none is expected, so each is a report and a failed run.
+extern "C" fn report_exception(pc: &mut PerCpu) -> ! {
+    let f = &pc.frame;
+    let vector = f.vector;
+    let p = console::print_emergency;
+    if FAILING.load(Ordering::SeqCst) {
+        opal::power_down();
+    }
+    if testing::current_test().is_some() {
+        p(format_args!("FAILED\n"));
+    }
+    p(format_args!("    unexpected exception: vector {vector:#x} ({})\n", exception::vector_name(vector)));
+    p(format_args!("    SRR0  {:016x} SRR1  {:016x}\n", f.srr0, f.srr1));
+    p(format_args!("    HSRR0 {:016x} HSRR1 {:016x}\n", f.hsrr0, f.hsrr1));
+    p(format_args!("    DAR   {:016x} DSISR {:016x}\n", f.dar, f.dsisr));
+    p(format_args!("    LR    {:016x} CTR   {:016x} CR {:08x} XER {:08x}\n", f.lr, f.ctr, f.cr, f.xer));
+    for row in 0..8 {
+        let r = row * 4;
+        p(format_args!(
+            "    r{:<2} {:016x} r{:<2} {:016x} r{:<2} {:016x} r{:<2} {:016x}\n",
+            r,
+            f.gpr[r],
+            r + 1,
+            f.gpr[r + 1],
+            r + 2,
+            f.gpr[r + 2],
+            r + 3,
+            f.gpr[r + 3]
+        ));
+    }
+    FAILING.store(true, Ordering::SeqCst);
+    testing::exit(false)
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    match info.location() {
+        Some(l) => fail(format_args!("panicked at {}:{}: {}", l.file(), l.line(), info.message())),
+        None => fail(format_args!("panicked: {}", info.message())),
+    }
+}

@@ -1,0 +1,4 @@
+//! In-kernel tests and benchmarks, grouped by the component they exercise. Each registers
+//! itself with `ktest!`/`kbench!`.
+mod boot;
+mod selftest;
