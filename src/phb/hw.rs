@@ -64,6 +64,24 @@ pub trait PhysMemory {
     fn write(&self, pa: u64, buf: &[u8]);
 }
 
+impl<T: PhbMmio + ?Sized> PhbMmio for &T {
+    fn read(&self, reg: PhbReg) -> u64 {
+        (**self).read(reg)
+    }
+    fn write(&self, reg: PhbReg, value: u64) {
+        (**self).write(reg, value)
+    }
+}
+
+impl<T: PhysMemory + ?Sized> PhysMemory for &T {
+    fn read(&self, pa: u64, buf: &mut [u8]) {
+        (**self).read(pa, buf)
+    }
+    fn write(&self, pa: u64, buf: &[u8]) {
+        (**self).write(pa, buf)
+    }
+}
+
 /// Why a PCI configuration access failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PciConfigError {
@@ -242,6 +260,48 @@ pub trait OpalPci {
         -> i64;
     /// OPAL_PCI_CONFIG_WRITE_WORD (18).
     fn pci_config_write_word(&self, phb_id: u64, bdfn: u64, offset: u64, value: u32) -> i64;
+}
+
+impl<T: OpalPci + ?Sized> OpalPci for &T {
+    fn pci_set_pe(&self, phb: u64, pe: u64, bdfn: u64, b: u8, d: u8, f: u8, action: u8) -> i64 {
+        (**self).pci_set_pe(phb, pe, bdfn, b, d, f, action)
+    }
+    fn pci_map_pe_dma_window(
+        &self,
+        phb: u64,
+        pe: u64,
+        window_id: u16,
+        levels: u16,
+        addr: u64,
+        size: u64,
+        page: u64,
+    ) -> i64 {
+        (**self).pci_map_pe_dma_window(phb, pe, window_id, levels, addr, size, page)
+    }
+    fn pci_map_pe_dma_window_real(&self, phb: u64, pe: u64, w: u16, start: u64, size: u64) -> i64 {
+        (**self).pci_map_pe_dma_window_real(phb, pe, w, start, size)
+    }
+    fn pci_tce_kill(&self, phb: u64, kind: u32, pe: u64, sz: u32, addr: u64, n: u32) -> i64 {
+        (**self).pci_tce_kill(phb, kind, pe, sz, addr, n)
+    }
+    fn pci_config_read_byte(&self, phb: u64, bdfn: u64, off: u64, v: &mut u8) -> i64 {
+        (**self).pci_config_read_byte(phb, bdfn, off, v)
+    }
+    fn pci_config_read_half_word(&self, phb: u64, bdfn: u64, off: u64, v: &mut u16) -> i64 {
+        (**self).pci_config_read_half_word(phb, bdfn, off, v)
+    }
+    fn pci_config_read_word(&self, phb: u64, bdfn: u64, off: u64, v: &mut u32) -> i64 {
+        (**self).pci_config_read_word(phb, bdfn, off, v)
+    }
+    fn pci_config_write_byte(&self, phb: u64, bdfn: u64, off: u64, v: u8) -> i64 {
+        (**self).pci_config_write_byte(phb, bdfn, off, v)
+    }
+    fn pci_config_write_half_word(&self, phb: u64, bdfn: u64, off: u64, v: u16) -> i64 {
+        (**self).pci_config_write_half_word(phb, bdfn, off, v)
+    }
+    fn pci_config_write_word(&self, phb: u64, bdfn: u64, off: u64, v: u32) -> i64 {
+        (**self).pci_config_write_word(phb, bdfn, off, v)
+    }
 }
 
 /// PCI configuration access through OPAL for one PHB.
