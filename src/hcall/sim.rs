@@ -5,10 +5,11 @@
 //! it. Userspace addresses (ua) are a separate, fake range (`UA_BASE + offset`) so a mix-up of
 //! ua and hpa shows. Reads outside the buffer return 0 (as real-mode QEMU does) and are counted.
 
-use super::window::TceInvalidate;
-use super::{Env, MemAccess};
-use crate::mm::{Backing, FlatPageDescriptors, PAGE_SHIFT};
-use crate::tce::Be64;
+use super::window::{Attached, HwTable, TceInvalidate, WindowError};
+use super::{dispatch, hcall, Env, Guest, MemAccess, Mode, H_STUFF_TCE};
+use crate::mm::{Backing, FlatPageDescriptors, MemError, Memslot, Registered, PAGE_SHIFT};
+use crate::tce::{Be64, HeapMemory, LockedVm, TceGeometry};
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::alloc::Layout;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -94,11 +95,11 @@ impl SimHost {
         }
     }
 
-    /// A page array for RAM `[off, off + size)` pinned in pages of `1 << shift` bytes,
-    /// page `i` of the region backed by RAM page `perm(i)` (identity for contiguous).
-    pub fn backing(&self, off: u64, size: u64, shift: u32, perm: impl Fn(u64) -> u64) -> Backing {
+    /// The page array pinning RAM `[off, off + size)` in pages of `1 << shift` bytes (the ua
+    /// of RAM offset `o` is `UA_BASE + o`, so the pages are those of the same offsets).
+    pub fn backing(&self, off: u64, size: u64, shift: u32) -> Backing {
         let n = size >> shift;
-        let hpas: Vec<u64> = (0..n).map(|i| self.hpa(off + (perm(i) << shift))).collect();
+        let hpas: Vec<u64> = (0..n).map(|i| self.hpa(off + (i << shift))).collect();
         Backing::Pages(hpas.into_boxed_slice())
     }
 
@@ -156,5 +157,288 @@ impl KillLog {
     pub fn last(&self) -> (u64, u64, u64) {
         let l = |i: usize| self.last[i].load(Ordering::Relaxed);
         (l(0), l(1), l(2))
+    }
+}
+
+/// A hardware table as the simulation builds it.
+pub type SimTable = crate::tce::TceTable<crate::tce::HeapMemory, crate::tce::LockedVm>;
+
+/// One attached hardware table of a [`World`] window.
+pub struct SimAttached {
+    /// LIOBN of its window.
+    pub liobn: u64,
+    /// The table.
+    pub table: Arc<SimTable>,
+}
+
+/// A guest with memory and windows over a [`SimHost`]: the fixture of the host tests, the
+/// differential property test and the fuzzer.
+pub struct World {
+    /// Host RAM and page descriptors.
+    pub host: SimHost,
+    /// The guest state the handlers use.
+    pub guest: Guest,
+    /// Every TCE kill.
+    pub kill: Arc<KillLog>,
+    /// Attached tables, in attach order (cookie = position).
+    pub tables: Vec<SimAttached>,
+}
+
+/// A comparable image of a world's state: RAM offsets instead of heap addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// (liobn, window index, guest TCE) for every non-zero guest-view entry.
+    pub views: Vec<(u64, u64, u64)>,
+    /// (table, index, RAM offset | perm, owner ua) for every mapped hardware entry.
+    pub hw: Vec<(usize, u64, u64, u64)>,
+    /// `mapped` of each region.
+    pub mapped: Vec<u64>,
+    /// (pfn offset, count, dirty) of every page whose count or flags differ from a fresh page.
+    pub pages: Vec<(u64, u64, bool)>,
+}
+
+impl World {
+    /// A world with `ram` bytes of host RAM and nothing configured.
+    pub fn new(ram: u64) -> Self {
+        World {
+            host: SimHost::new(ram),
+            guest: Guest::new(),
+            kill: Arc::new(KillLog::default()),
+            tables: Vec::new(),
+        }
+    }
+
+    /// Adds a memslot mapping guest `[gpa, gpa + size)` to RAM offset `off`.
+    pub fn memslot(&mut self, gpa: u64, size: u64, off: u64) -> Result<(), MemError> {
+        let ua = self.host.ua(off);
+        self.guest.mem.add_memslot(Memslot { gpa, size, ua })
+    }
+
+    /// Preregisters the ua range of RAM `[off, off + size)` in pages of `1 << shift`.
+    pub fn prereg(&mut self, off: u64, size: u64, shift: u32) -> Result<Registered, MemError> {
+        let backing = self.host.backing(off, size, shift);
+        let ua = self.host.ua(off);
+        self.guest
+            .mem
+            .register(ua, size, shift, backing, &self.host.pages)
+    }
+
+    /// Unregisters the region at RAM offset `off`.
+    pub fn unprereg(&mut self, off: u64, size: u64) -> Result<(), MemError> {
+        let ua = self.host.ua(off);
+        self.guest.mem.unregister(ua, size, &self.host.pages)
+    }
+
+    /// Creates a window; `tables` lists (page shift, levels) of hardware tables to attach.
+    pub fn window(
+        &mut self,
+        liobn: u64,
+        bus_offset: u64,
+        shift: u32,
+        size: u64,
+        tables: &[(u32, u32)],
+    ) -> Result<(), WindowError> {
+        self.guest.create_window(liobn, bus_offset, shift, size)?;
+        for &(tshift, levels) in tables {
+            let geo = TceGeometry::new(bus_offset, tshift, size, levels)
+                .map_err(|_| WindowError::Invalid)?;
+            let t = SimTable::new(geo, 0, HeapMemory::new(), LockedVm::new(u64::MAX))
+                .map_err(|_| WindowError::Invalid)?;
+            let table = Arc::new(t);
+            let att = Attached {
+                table: table.clone(),
+                kill: self.kill.clone(),
+                cookie: self.tables.len() as u64,
+            };
+            self.guest.attach_table(liobn, att)?;
+            self.tables.push(SimAttached { liobn, table });
+        }
+        Ok(())
+    }
+
+    /// Writes a big-endian u64 at guest physical `gpa` (through the memslots); false if no
+    /// memslot backs it.
+    pub fn write_guest(&self, gpa: u64, v: u64) -> bool {
+        match self.guest.mem.gpa_to_ua(gpa, 8) {
+            Some(ua) if ua % 8 == 0 && ua - UA_BASE + 8 <= self.host.size() => {
+                self.host.write_be64(ua - UA_BASE, v);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The handlers' environment.
+    pub fn env(&self) -> Env<'_> {
+        self.host.env()
+    }
+
+    /// One hypercall in `mode` (r3, r4).
+    pub fn call(&self, mode: Mode, nr: u64, args: [u64; 4]) -> (i64, u64) {
+        dispatch(&self.guest, &self.env(), mode, nr, args)
+    }
+
+    /// One hypercall the kernel's way: real mode, virtual mode on H_TOO_HARD.
+    pub fn hcall(&self, nr: u64, args: [u64; 4]) -> (i64, u64) {
+        hcall(&self.guest, &self.env(), nr, args)
+    }
+
+    fn norm_hpa(&self, hpa: u64) -> u64 {
+        self.host.offset_of(hpa).map_or(u64::MAX, |o| o)
+    }
+
+    /// The state, comparable between worlds built the same way.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut views = Vec::new();
+        for w in self.guest.windows() {
+            for i in 0..w.entries() {
+                if w.view().present(i) && w.view().get(i) != 0 {
+                    views.push((w.liobn(), i, w.view().get(i)));
+                }
+            }
+        }
+        let mut hw = Vec::new();
+        for (n, t) in self.tables.iter().enumerate() {
+            for i in 0..t.table.entries() {
+                let (tce, owner) = HwTable::read(&*t.table, i);
+                if tce != 0 || owner != 0 {
+                    hw.push((n, i, self.norm_hpa(tce & !0xfff) | (tce & 0xfff), owner));
+                }
+            }
+        }
+        let mapped = self
+            .guest
+            .mem
+            .regions()
+            .iter()
+            .map(|r| r.mapped())
+            .collect();
+        let base = self.host.pages.base_pfn();
+        let pages = self
+            .host
+            .pages
+            .iter()
+            .filter(|(_, d)| d.count() != 1 || d.flags() != 0)
+            .map(|(pfn, d)| (pfn - base, d.count(), d.is_dirty()))
+            .collect();
+        Snapshot {
+            views,
+            hw,
+            mapped,
+            pages,
+        }
+    }
+
+    /// Checks the invariants every state must keep; returns the first broken one.
+    ///
+    /// - every hardware TCE points inside a pinned page of the preregistered region its owner
+    ///   address lies in, at the same offset;
+    /// - each region's `mapped` equals the hardware entries pointing into it;
+    /// - each page's count is 1 + pins + hardware entries pointing at it.
+    pub fn check(&self) -> Result<(), alloc::string::String> {
+        use alloc::format;
+        let regions = self.guest.mem.regions();
+        let mut mapped = alloc::vec![0u64; regions.len()];
+        let base = self.host.pages.base_pfn();
+        let mut expect = alloc::vec![1u64; self.host.pages.len()];
+        for r in regions {
+            if let Backing::Pages(hpas) = r.backing() {
+                for h in hpas.iter() {
+                    for k in 0..1u64 << (r.page_shift() - PAGE_SHIFT) {
+                        let pfn = (h >> PAGE_SHIFT) + k - base;
+                        expect[pfn as usize] += r.used().min(1);
+                    }
+                }
+            }
+        }
+        for (n, t) in self.tables.iter().enumerate() {
+            let tshift = t.table.page_shift();
+            for i in 0..t.table.entries() {
+                let (tce, owner) = HwTable::read(&*t.table, i);
+                if tce & 3 == 0 {
+                    if owner != 0 {
+                        return Err(format!("table {n} entry {i}: owner {owner:#x} without TCE"));
+                    }
+                    continue;
+                }
+                let hpa = tce & !0xfff;
+                let Some((ri, r)) = regions
+                    .iter()
+                    .enumerate()
+                    .find(|(_, r)| r.translate(owner, tshift).is_ok())
+                else {
+                    return Err(format!(
+                        "table {n} entry {i}: owner {owner:#x} not preregistered"
+                    ));
+                };
+                let want = r.translate(owner, tshift).map(|p| p.hpa);
+                if want != Ok(hpa) {
+                    return Err(format!(
+                        "table {n} entry {i}: TCE {tce:#x} but pinned {want:x?}"
+                    ));
+                }
+                mapped[ri] += 1;
+                if matches!(r.backing(), Backing::Pages(_)) {
+                    let Some(off) = self.host.offset_of(hpa) else {
+                        return Err(format!("table {n} entry {i}: {hpa:#x} outside RAM"));
+                    };
+                    expect[(off >> PAGE_SHIFT) as usize] += 1;
+                }
+            }
+        }
+        for (ri, r) in regions.iter().enumerate() {
+            if r.mapped() != mapped[ri] {
+                return Err(format!(
+                    "region {ri}: mapped {} but {} entries",
+                    r.mapped(),
+                    mapped[ri]
+                ));
+            }
+        }
+        for (pfn, d) in self.host.pages.iter() {
+            let e = expect[(pfn - base) as usize];
+            if d.count() != e {
+                return Err(format!(
+                    "page {:#x}: count {} expected {e}",
+                    pfn - base,
+                    d.count()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Clears every window (virtual mode) and unregisters every region: afterwards every page
+    /// count must be back at 1. Returns the first failure.
+    pub fn teardown(&mut self) -> Result<(), alloc::string::String> {
+        use alloc::format;
+        let windows: Vec<(u64, u64, u64)> = self
+            .guest
+            .windows()
+            .iter()
+            .map(|w| (w.liobn(), w.bus_offset(), w.entries()))
+            .collect();
+        for (liobn, bus, entries) in windows {
+            let r = self.call(Mode::Virtual, H_STUFF_TCE, [liobn, bus, 0, entries]);
+            if r.0 != 0 {
+                return Err(format!("stuff of window {liobn:#x} returned {}", r.0));
+            }
+            if self.guest.window(liobn).map(|w| w.hw_mapped()) != Some(0) {
+                return Err(format!("window {liobn:#x} still maps hardware entries"));
+            }
+        }
+        while let Some(r) = self.guest.mem.regions().first() {
+            let (ua, size, used) = (r.ua(), r.size(), r.used());
+            for _ in 0..used {
+                self.guest
+                    .mem
+                    .unregister(ua, size, &self.host.pages)
+                    .map_err(|e| format!("unregister {ua:#x}: {e:?}"))?;
+            }
+        }
+        if let Some((pfn, d)) = self.host.pages.iter().find(|(_, d)| d.count() != 1) {
+            return Err(format!("page {pfn:#x} count {} after teardown", d.count()));
+        }
+        Ok(())
     }
 }

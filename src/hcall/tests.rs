@@ -1,1 +1,360 @@
+//! Host tests of the handlers. The lib's test binary runs under the allocation guard, so any
+//! allocation inside a real-mode handler aborts it.
 
+use super::sim::World;
+use super::*;
+use crate::mm::page::PG_COMPOUND;
+use crate::mm::{MemError, PageDescriptors};
+use crate::tce::TcePerm;
+
+const P: i64 = HcallResult::Parameter.code();
+const OK: i64 = 0;
+const HARD: i64 = HcallResult::TooHard.code();
+const RW: u64 = 3;
+const W2: u64 = 1 << 31;
+
+/// gpa 0..2M preregistered (64K pages); gpa 256M.. (RAM 2M..3M) only a memslot;
+/// LIOBN 1: 4K window, 4K table; LIOBN 2: 64K window over a 4K table; LIOBN 3: no table.
+fn world() -> World {
+    let mut w = World::new(4 << 20);
+    w.memslot(0, 2 << 20, 0).unwrap();
+    w.memslot(0x1000_0000, 1 << 20, 2 << 20).unwrap();
+    w.prereg(0, 2 << 20, 16).unwrap();
+    w.window(1, 0, 12, 1 << 20, &[(12, 2)]).unwrap();
+    w.window(2, W2, 16, 16 << 20, &[(12, 3)]).unwrap();
+    w.window(3, 0, 12, 1 << 20, &[]).unwrap();
+    w
+}
+
+fn hw(w: &World, t: usize, i: u64) -> (u64, u64) {
+    HwTable::read(&*w.tables[t].table, i)
+}
+
+fn pinned_hpa(w: &World, gpa: u64) -> u64 {
+    let ua = w.guest.mem.gpa_to_ua(gpa, 1).unwrap();
+    w.guest.mem.ua_to_hpa(ua, 12).unwrap().1.hpa
+}
+
+#[test]
+fn put_falls_back_then_completes_in_real_mode() {
+    let w = world();
+    let before = w.snapshot();
+    assert_eq!(
+        w.call(Mode::Real, H_PUT_TCE, [1, 0x3000, 0x5000 | RW, 0]).0,
+        HARD
+    );
+    assert_eq!(w.snapshot(), before, "H_TOO_HARD changed something");
+    assert_eq!(
+        w.call(Mode::Virtual, H_PUT_TCE, [1, 0x3000, 0x5000 | RW, 0])
+            .0,
+        OK
+    );
+    assert_eq!(
+        hw(&w, 0, 3),
+        (pinned_hpa(&w, 0x5000) | RW, w.host.ua(0x5000))
+    );
+    // The levels and view page exist now: the neighbour completes in real mode.
+    assert_eq!(
+        w.call(Mode::Real, H_PUT_TCE, [1, 0x4000, 0x6000 | 1, 0]).0,
+        OK
+    );
+    assert_eq!(hw(&w, 0, 4).0, pinned_hpa(&w, 0x6000) | 1);
+    assert_eq!(
+        w.call(Mode::Real, H_GET_TCE, [1, 0x4000, 0, 0]),
+        (OK, 0x6001)
+    );
+    assert_eq!(w.guest.mem.regions()[0].mapped(), 2);
+    assert_eq!(w.kill.calls(), 2);
+    assert_eq!(w.kill.last(), (0, 4, 1));
+    let s = w.guest.stats.of(H_PUT_TCE);
+    assert_eq!(s.rm_done.load(core::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(s.rm_too_hard.load(core::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(s.vm_done.load(core::sync::atomic::Ordering::Relaxed), 1);
+    w.check().unwrap();
+}
+
+#[test]
+fn every_validation_branch_returns_h_parameter_in_both_modes() {
+    let mut w = world();
+    w.memslot(0x2000_0000, 1 << 20, 3 << 20).unwrap();
+    w.prereg(3 << 20, 1 << 20, 12).unwrap(); // 4K pinned pages
+    let cases: &[(&str, u64, [u64; 4])] = &[
+        ("unknown liobn", H_PUT_TCE, [9, 0, 0x5001, 0]),
+        ("ioba misaligned", H_PUT_TCE, [1, 0x3001, 0x5001, 0]),
+        (
+            "ioba misaligned to 64K",
+            H_PUT_TCE,
+            [2, W2 + 0x1000, 0x10001, 0],
+        ),
+        ("ioba below window", H_PUT_TCE, [2, 0, 0x10001, 0]),
+        ("ioba past window", H_PUT_TCE, [1, 1 << 20, 0x5001, 0]),
+        ("reserved tce bit", H_PUT_TCE, [1, 0, 0x5000 | 4, 0]),
+        ("reserved bit, no perm", H_PUT_TCE, [1, 0, 0x5000 | 8, 0]),
+        ("gpa misaligned for 64K", H_PUT_TCE, [2, W2, 0x1000 | 1, 0]),
+        ("gpa outside memory", H_PUT_TCE, [1, 0, 0x4000_0000 | 1, 0]),
+        (
+            "pinned page smaller than IOMMU page",
+            H_PUT_TCE,
+            [2, W2, 0x2000_0000 | 1, 0],
+        ),
+        ("get: bad ioba", H_GET_TCE, [1, 0x3008, 0, 0]),
+        ("get: unknown liobn", H_GET_TCE, [7, 0, 0, 0]),
+        ("stuff with permission", H_STUFF_TCE, [1, 0, 1, 4]),
+        ("stuff past window", H_STUFF_TCE, [1, 0xff000, 0, 2]),
+        ("stuff npages wraps", H_STUFF_TCE, [1, 0x1000, 0, u64::MAX]),
+        (
+            "indirect npages 513",
+            H_PUT_TCE_INDIRECT,
+            [1, 0, 0x8000, 513],
+        ),
+        (
+            "indirect list misaligned",
+            H_PUT_TCE_INDIRECT,
+            [1, 0, 0x8008, 1],
+        ),
+        (
+            "indirect list outside memory",
+            H_PUT_TCE_INDIRECT,
+            [1, 0, 0x4000_0000, 1],
+        ),
+        (
+            "indirect past window",
+            H_PUT_TCE_INDIRECT,
+            [1, 0xff000, 0x8000, 2],
+        ),
+    ];
+    for (what, nr, args) in cases {
+        for mode in [Mode::Real, Mode::Virtual] {
+            let before = w.snapshot();
+            assert_eq!(w.call(mode, *nr, *args).0, P, "{what} ({mode:?})");
+            assert_eq!(w.snapshot(), before, "{what} changed state");
+        }
+    }
+    assert_eq!(
+        w.call(Mode::Real, 0x999, [0; 4]).0,
+        HcallResult::Function.code()
+    );
+    assert_eq!(
+        w.guest
+            .stats
+            .of(H_PUT_TCE)
+            .errors_of(HcallResult::Parameter),
+        20
+    );
+}
+
+#[test]
+fn not_preregistered_falls_back_and_virtual_mode_refuses_for_hardware() {
+    let w = world();
+    let tce = 0x1000_0000 | RW;
+    assert_eq!(w.call(Mode::Real, H_PUT_TCE, [2, W2, tce, 0]).0, HARD);
+    assert_eq!(w.call(Mode::Virtual, H_PUT_TCE, [2, W2, tce, 0]).0, P);
+    // A window without hardware tables needs no pinning: guest memory is enough.
+    assert_eq!(w.hcall(H_PUT_TCE, [3, 0, tce, 0]).0, OK);
+    assert_eq!(w.hcall(H_GET_TCE, [3, 0, 0, 0]), (OK, tce));
+}
+
+#[test]
+fn large_iommu_page_fills_hardware_entries_and_kills_once() {
+    let w = world();
+    assert_eq!(w.hcall(H_PUT_TCE, [2, W2 + 0x20000, 0x30000 | 1, 0]).0, OK);
+    let base = pinned_hpa(&w, 0x30000);
+    for k in 0..16 {
+        assert_eq!(hw(&w, 1, 32 + k).0, (base + (k << 12)) | 1, "entry {k}");
+    }
+    assert_eq!(hw(&w, 1, 48).0, 0);
+    assert_eq!(w.kill.calls(), 1);
+    assert_eq!(w.kill.last(), (1, 32, 16));
+    assert_eq!(w.guest.mem.regions()[0].mapped(), 16);
+    w.check().unwrap();
+}
+
+#[test]
+fn replace_and_clear_drop_counts_and_mark_dirty() {
+    let w = world();
+    let page = |gpa: u64| w.host.pages.page(pinned_hpa(&w, gpa) >> 12).unwrap();
+    assert_eq!(
+        w.hcall(H_PUT_TCE, [1, 0, 0x5000 | TcePerm::WRITE.bits(), 0])
+            .0,
+        OK
+    );
+    assert_eq!(page(0x5000).count(), 3);
+    // Replace with a read-only mapping of another page: old page loses its ref and is dirty.
+    assert_eq!(w.call(Mode::Real, H_PUT_TCE, [1, 0, 0x7000 | 1, 0]).0, OK);
+    assert_eq!((page(0x5000).count(), page(0x5000).is_dirty()), (2, true));
+    assert_eq!(page(0x7000).count(), 3);
+    assert_eq!(w.call(Mode::Real, H_PUT_TCE, [1, 0, 0, 0]).0, OK);
+    assert_eq!((page(0x7000).count(), page(0x7000).is_dirty()), (2, false));
+    assert_eq!(w.guest.mem.regions()[0].mapped(), 0);
+    assert_eq!(hw(&w, 0, 0), (0, 0));
+    w.check().unwrap();
+}
+
+#[test]
+fn indirect_reads_list_through_prereg_and_falls_back_otherwise() {
+    let w = world();
+    // Warm up the levels and view page.
+    assert_eq!(w.hcall(H_STUFF_TCE, [1, 0, 0x1000, 8]).0, OK);
+    assert_eq!(w.hcall(H_PUT_TCE, [1, 0, 0x1000 | 1, 0]).0, OK);
+    let list_pre = 0x8000; // preregistered
+    let list_emu = 0x1000_0000; // a memslot only, though other memory is preregistered
+    for i in 0..4 {
+        assert!(w.write_guest(list_pre + 8 * i, (0x10000 + (i << 12)) | RW));
+        assert!(w.write_guest(list_emu + 8 * i, (0x20000 + (i << 12)) | 1));
+    }
+    assert_eq!(
+        w.call(Mode::Real, H_PUT_TCE_INDIRECT, [1, 0x1000, list_pre, 4])
+            .0,
+        OK
+    );
+    assert_eq!(hw(&w, 0, 4).0, pinned_hpa(&w, 0x13000) | RW);
+    let before = w.snapshot();
+    assert_eq!(
+        w.call(Mode::Real, H_PUT_TCE_INDIRECT, [1, 0x1000, list_emu, 4])
+            .0,
+        HARD
+    );
+    assert_eq!(w.snapshot(), before);
+    assert_eq!(
+        w.call(Mode::Virtual, H_PUT_TCE_INDIRECT, [1, 0x1000, list_emu, 4])
+            .0,
+        OK
+    );
+    assert_eq!(hw(&w, 0, 2).0, pinned_hpa(&w, 0x21000) | 1);
+    assert_eq!(w.hcall(H_GET_TCE, [1, 0x4000, 0, 0]), (OK, 0x23001));
+    w.check().unwrap();
+}
+
+#[test]
+fn indirect_validates_every_entry_before_changing_anything() {
+    let w = world();
+    assert_eq!(w.hcall(H_STUFF_TCE, [1, 0, 0x1000, 8]).0, OK);
+    assert!(w.write_guest(0x8000, 0x10000 | 1));
+    assert!(w.write_guest(0x8008, 0x11000 | 1));
+    assert!(w.write_guest(0x8010, 0x4000_0000 | 1)); // outside guest memory
+    let before = w.snapshot();
+    for mode in [Mode::Real, Mode::Virtual] {
+        assert_eq!(w.call(mode, H_PUT_TCE_INDIRECT, [1, 0, 0x8000, 3]).0, P);
+        assert_eq!(w.snapshot(), before);
+    }
+}
+
+#[test]
+fn compound_pages_are_left_to_virtual_mode() {
+    let w = world();
+    assert_eq!(w.hcall(H_STUFF_TCE, [1, 0, 0x1000, 4]).0, OK);
+    assert_eq!(w.hcall(H_PUT_TCE, [1, 0x1000, 0x1000 | 1, 0]).0, OK);
+    let d = w.host.pages.page(pinned_hpa(&w, 0x5000) >> 12).unwrap();
+    d.set_flags(PG_COMPOUND);
+    let before = w.snapshot();
+    assert_eq!(w.call(Mode::Real, H_PUT_TCE, [1, 0, 0x5000 | 1, 0]).0, HARD);
+    assert_eq!(w.snapshot(), before);
+    assert_eq!(
+        w.call(Mode::Virtual, H_PUT_TCE, [1, 0, 0x5000 | 1, 0]).0,
+        OK
+    );
+    // Dropping that mapping in real mode would put a compound page: declined too.
+    let before = w.snapshot();
+    assert_eq!(w.call(Mode::Real, H_PUT_TCE, [1, 0, 0, 0]).0, HARD);
+    assert_eq!(w.snapshot(), before);
+    assert_eq!(w.call(Mode::Virtual, H_PUT_TCE, [1, 0, 0, 0]).0, OK);
+    w.check().unwrap();
+}
+
+#[test]
+fn contended_window_lock_falls_back() {
+    let w = world();
+    assert_eq!(w.hcall(H_PUT_TCE, [1, 0x1000, 0x1000 | 1, 0]).0, OK);
+    assert_eq!(w.hcall(H_STUFF_TCE, [1, 0, 0x1000, 1]).0, OK);
+    let win = w.guest.window(1).unwrap();
+    let held = win.lock.lock();
+    assert_eq!(w.call(Mode::Real, H_PUT_TCE, [1, 0, 0x5000 | 1, 0]).0, HARD);
+    drop(held);
+    assert_eq!(w.call(Mode::Real, H_PUT_TCE, [1, 0, 0x5000 | 1, 0]).0, OK);
+}
+
+#[test]
+fn missing_hardware_level_falls_back_and_allocation_failure_is_no_mem() {
+    let w = world();
+    // A view page but no hardware level: H_STUFF_TCE with an address and no permission.
+    assert_eq!(w.hcall(H_STUFF_TCE, [2, W2, 0x10000, 1]).0, OK);
+    let t = &w.tables[1].table;
+    let bytes = t.allocated_bytes();
+    assert_eq!(
+        w.call(Mode::Real, H_PUT_TCE, [2, W2, 0x10000 | 1, 0]).0,
+        HARD
+    );
+    assert_eq!(t.allocated_bytes(), bytes, "real mode allocated a level");
+    t.memory().fail_always();
+    assert_eq!(
+        w.call(Mode::Virtual, H_PUT_TCE, [2, W2, 0x10000 | 1, 0]).0,
+        -9
+    );
+    t.memory().never_fail();
+    assert_eq!(
+        w.call(Mode::Virtual, H_PUT_TCE, [2, W2, 0x10000 | 1, 0]).0,
+        OK
+    );
+    w.check().unwrap();
+}
+
+#[test]
+fn unregister_while_mapped_is_busy_and_teardown_restores_counts() {
+    let mut w = world();
+    assert_eq!(w.hcall(H_PUT_TCE, [2, W2, 0x10000 | RW, 0]).0, OK);
+    assert_eq!(w.unprereg(0, 2 << 20), Err(MemError::Busy));
+    assert_eq!(w.guest.remove_window(2), Err(WindowError::Busy));
+    assert_eq!(w.guest.mem.regions().len(), 1);
+    w.check().unwrap();
+    w.teardown().unwrap();
+    assert!(w.guest.mem.regions().is_empty());
+}
+
+#[test]
+fn device_memory_counts_mapped_without_page_references() {
+    let mut w = world();
+    w.memslot(0x4000_0000, 1 << 20, 3 << 20).unwrap();
+    let ua = w.host.ua(3 << 20);
+    let dev = w.host.hpa(3 << 20);
+    w.guest
+        .mem
+        .register(
+            ua,
+            1 << 20,
+            16,
+            crate::mm::Backing::Device(dev),
+            &w.host.pages,
+        )
+        .unwrap();
+    let before = w.snapshot().pages;
+    assert_eq!(w.hcall(H_PUT_TCE, [2, W2, 0x4001_0000 | RW, 0]).0, OK);
+    assert_eq!(hw(&w, 1, 0).0, (dev + 0x10000) | RW);
+    assert_eq!(w.guest.mem.regions()[1].mapped(), 16);
+    assert_eq!(w.snapshot().pages, before);
+    w.check().unwrap();
+    w.teardown().unwrap();
+}
+
+#[test]
+fn stuff_clears_a_range() {
+    let w = world();
+    assert_eq!(
+        w.hcall(H_STUFF_TCE, [1, 0, 0, 16]).0,
+        OK,
+        "clearing nothing needs nothing"
+    );
+    for i in 0..4u64 {
+        assert_eq!(
+            w.hcall(H_PUT_TCE, [1, i << 12, (0x10000 + (i << 12)) | 1, 0])
+                .0,
+            OK
+        );
+    }
+    let kills = w.kill.calls();
+    assert_eq!(w.call(Mode::Real, H_STUFF_TCE, [1, 0x1000, 0, 2]).0, OK);
+    assert_eq!(w.kill.calls(), kills + 1);
+    assert_eq!((hw(&w, 0, 1).0, hw(&w, 0, 2).0), (0, 0));
+    assert_ne!(hw(&w, 0, 3).0, 0);
+    assert_eq!(w.guest.mem.regions()[0].mapped(), 2);
+    w.check().unwrap();
+}

@@ -64,6 +64,11 @@ impl PageDesc {
         self.flags.fetch_or(PG_DIRTY, Ordering::AcqRel);
     }
 
+    /// Sets flags (e.g. [`PG_COMPOUND`] when the page joins a huge page).
+    pub fn set_flags(&self, flags: u32) {
+        self.flags.fetch_or(flags, Ordering::AcqRel);
+    }
+
     /// Clears the dirty mark (the owner wrote the page back).
     pub fn clear_dirty(&self) {
         self.flags.fetch_and(!PG_DIRTY, Ordering::AcqRel);
