@@ -31,7 +31,10 @@ mod table;
 
 pub use budget::{LockedMemoryBudget, LockedVm, OverBudget};
 pub use entry::{Be64, Tce, TcePerm, TCE_INDIRECT};
-pub use geometry::{GeometryError, TceGeometry, MAX_LEVELS, MIN_LEVEL_SHIFT};
+pub use geometry::{GeometryError, TceGeometry, MAX_LEVELS, MAX_LEVEL_SHIFT, MIN_LEVEL_SHIFT};
 pub use memory::{AllocError, HeapMemory, TceMemory};
-pub use sparse::{sparse_demo, SparseFigures};
+pub use sparse::{
+    sparse_demo, SparseFigures, SPARSE_DEVICE_BUS, SPARSE_DEVICE_BYTES, SPARSE_DEVICE_WINDOW,
+    SPARSE_LEVELS, SPARSE_PAGE_SHIFT, SPARSE_RAM_BYTES,
+};
 pub use table::{MayAlloc, TceError, TceTable, ViewBytes};

@@ -49,6 +49,7 @@ pub struct SparseFigures {
 pub fn sparse_demo<M: TceMemory>(mem: M) -> Result<SparseFigures, TceError> {
     let end = SPARSE_DEVICE_BUS + SPARSE_DEVICE_WINDOW;
     let window_size = end.next_power_of_two();
+    // A constant, valid geometry (tested); were it ever not, report it as not fitting.
     let geo = TceGeometry::new(0, SPARSE_PAGE_SHIFT, window_size, SPARSE_LEVELS)
         .map_err(|_| TceError::OutOfWindow)?;
     let budget = LockedVm::new(geo.full_view_bytes() * 2);
