@@ -1,0 +1,95 @@
+//! The QEMU suite: builds the kernel, boots it on powernv9 through `qemu-run.sh`, and judges the
+//! console with the same report format the kernel prints (`p9iommu::harness`). Each boot takes
+//! about 7 s of wall time; the kernel is built once for all of them.
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use p9iommu::harness::Report;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Build the kernel once per test binary; every boot below uses `--no-build`.
+fn build_kernel() {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let out = Command::new("cargo")
+            .arg("kernel")
+            .current_dir(root())
+            .output()
+            .map_err(|e| format!("cannot run cargo: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!("`cargo kernel` failed:\n{}", String::from_utf8_lossy(&out.stderr)))
+        }
+    });
+    if let Err(e) = built {
+        panic!("{e}");
+    }
+}
+
+/// Boot with a kernel command line; returns (qemu-run.sh succeeded, console, stderr).
+fn boot(cmdline: &[&str]) -> (bool, String, String) {
+    build_kernel();
+    let out = Command::new(root().join("qemu-run.sh"))
+        .args(["--no-build", "--timeout", "90"])
+        .args(cmdline)
+        .current_dir(root())
+        .output()
+        .expect("run qemu-run.sh");
+    let console = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    (out.status.success(), console, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn in_kernel_tests_pass() {
+    let (ok, console, stderr) = boot(&["test"]);
+    let report = Report::parse(&console);
+    if let Some(why) = report.test_run_problem() {
+        panic!("the in-kernel test run failed:\n{why}\n---- console ----\n{console}\n---- qemu-run.sh ----\n{stderr}");
+    }
+    assert!(ok, "qemu-run.sh failed although the report is clean:\n{stderr}");
+    assert_eq!(report.running, report.registered, "an unfiltered run must run every registered test");
+    assert!(report.results.len() >= 4, "suspiciously few tests:\n{console}");
+}
+
+#[test]
+fn demo_boots_and_exits_cleanly() {
+    let (ok, console, stderr) = boot(&[]);
+    assert!(ok, "demo failed:\n{console}\n{stderr}");
+    let report = Report::parse(&console);
+    assert_eq!(report.exit, Some(0), "{console}");
+    assert!(console.contains("p9iommu: demo done"), "{console}");
+}
+
+#[test]
+fn a_failing_test_is_named_with_its_message() {
+    let (ok, console, _) = boot(&["test", "selftest.fails_on_purpose"]);
+    assert!(!ok, "qemu-run.sh must fail when a test fails:\n{console}");
+    let report = Report::parse(&console);
+    let why = report.test_run_problem().expect("a failed test is a problem");
+    assert!(why.contains("test selftest.fails_on_purpose FAILED"), "{why}");
+    assert!(why.contains("left 0x2, right 0x3"), "{why}");
+    assert_eq!(report.closing, Some((0, 1)), "{console}");
+    assert_eq!(report.exit, Some(1), "{console}");
+}
+
+#[test]
+fn an_illegal_instruction_is_reported_with_registers() {
+    let (ok, console, _) = boot(&["test", "selftest.crash.illegal_instruction"]);
+    assert!(!ok, "qemu-run.sh must fail when the kernel takes an exception:\n{console}");
+    let report = Report::parse(&console);
+    // POWER9 in hypervisor state raises an illegal instruction as a hypervisor emulation
+    // assistance interrupt.
+    assert!(console.contains("unexpected exception: vector 0xe40"), "{console}");
+    for reg in ["HSRR0", "HSRR1", "SRR0", "DAR", "DSISR", "r1 ", "r31"] {
+        assert!(console.contains(reg), "no {reg} in the report:\n{console}");
+    }
+    assert_eq!(report.results.len(), 1, "{console}");
+    assert!(!report.results[0].passed, "{console}");
+    assert_eq!(report.closing, None, "the run cannot close normally after a crash:\n{console}");
+    assert_eq!(report.exit, Some(1), "{console}");
+}
