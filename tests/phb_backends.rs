@@ -45,7 +45,15 @@ fn kill_seq(cmd: u64) -> Vec<Op> {
 fn direct_map_window_writes_tve_then_kills_pe() {
     let (phb, mem) = (FakePhb::new(), FakeMem::default());
     let d = direct(&phb, &mem);
-    let t = FakeTable { addr: 0x2002_4000, levels: 1, level: 0x1000, shift: 12, offset: 0, size: 1 << 21, node: 0 };
+    let t = FakeTable {
+        addr: 0x2002_4000,
+        levels: 1,
+        level: 0x1000,
+        shift: 12,
+        offset: 0,
+        size: 1 << 21,
+        node: 0,
+    };
     d.map_window(5, 0, &t).unwrap();
     let mut want = vec![
         Op::W(PhbReg::IODA_ADDR, (9 << 48) | 10),
@@ -56,11 +64,20 @@ fn direct_map_window_writes_tve_then_kills_pe() {
     assert_eq!(phb.tve(10).0, 0x0000_0002_0024_0101);
 
     d.unmap_window(5, 0).unwrap();
-    let mut want = vec![Op::W(PhbReg::IODA_ADDR, (9 << 48) | 10), Op::W(PhbReg::IODA_DATA0, 0)];
+    let mut want = vec![
+        Op::W(PhbReg::IODA_ADDR, (9 << 48) | 10),
+        Op::W(PhbReg::IODA_DATA0, 0),
+    ];
     want.extend(kill_seq((1 << 62) | 5));
     assert_eq!(log(&phb), want);
     assert_eq!(d.read_tve(10), Tve::DISABLED);
-    assert_eq!(log(&phb), vec![Op::W(PhbReg::IODA_ADDR, (9 << 48) | 10), Op::R(PhbReg::IODA_DATA0, 0)]);
+    assert_eq!(
+        log(&phb),
+        vec![
+            Op::W(PhbReg::IODA_ADDR, (9 << 48) | 10),
+            Op::R(PhbReg::IODA_DATA0, 0)
+        ]
+    );
 }
 
 #[test]
@@ -72,7 +89,13 @@ fn direct_kill_variants_and_page_erratum() {
     d.kill(Kill::Pe(511)).unwrap();
     assert_eq!(log(&phb), kill_seq((1 << 62) | 511));
     // HW560152: a page kill becomes a PE kill.
-    d.kill(Kill::Pages { pe: 7, bus_addr: 0x1_0000, page_shift: 16, npages: 3 }).unwrap();
+    d.kill(Kill::Pages {
+        pe: 7,
+        bus_addr: 0x1_0000,
+        page_shift: 16,
+        npages: 3,
+    })
+    .unwrap();
     assert_eq!(log(&phb), kill_seq((1 << 62) | 7));
 }
 
@@ -85,8 +108,14 @@ fn direct_kill_waits_for_a_free_slot() {
     d.kill(Kill::Pe(2)).unwrap();
     let log = phb.take_log();
     // The second kill polled TCE_KILL until the first was queued, then wrote.
-    let second = log.iter().rposition(|op| *op == Op::W(TCE_KILL, (1 << 62) | 2)).unwrap();
-    let busy_polls = log[..second].iter().filter(|op| matches!(op, Op::R(r, v) if *r == TCE_KILL && v & (7 << 61) != 0)).count();
+    let second = log
+        .iter()
+        .rposition(|op| *op == Op::W(TCE_KILL, (1 << 62) | 2))
+        .unwrap();
+    let busy_polls = log[..second]
+        .iter()
+        .filter(|op| matches!(op, Op::R(r, v) if *r == TCE_KILL && v & (7 << 61) != 0))
+        .count();
     assert_eq!(busy_polls, 3);
 }
 
@@ -97,12 +126,19 @@ fn direct_kill_is_bounded() {
         let d = direct(&phb, &mem);
         phb.stuck.set(Some(reg));
         assert_eq!(d.kill(Kill::All), Err(PhbError::Timeout(reg)));
-        let polls = phb.take_log().iter().filter(|op| matches!(op, Op::R(r, _) if *r == reg)).count();
+        let polls = phb
+            .take_log()
+            .iter()
+            .filter(|op| matches!(op, Op::R(r, _) if *r == reg))
+            .count();
         assert_eq!(polls, 100, "{}", reg.name());
     }
     let (phb, mem) = (FakePhb::new(), FakeMem::default());
     phb.fenced.set(true);
-    assert_eq!(direct(&phb, &mem).kill(Kill::All), Err(PhbError::Fenced(TCE_KILL)));
+    assert_eq!(
+        direct(&phb, &mem).kill(Kill::All),
+        Err(PhbError::Fenced(TCE_KILL))
+    );
 }
 
 #[test]
@@ -117,14 +153,23 @@ fn direct_set_pe_writes_big_endian_rte_and_invalidates_rtc() {
     assert_eq!(mem.rte(Bdfn::new(1, 0, 1)), None, "only that function");
     assert_eq!(
         log(&phb),
-        vec![Op::R(PhbReg::RTT_BAR, (1 << 63) | RTT_BASE), Op::W(PhbReg::RTC_INVALIDATE, 1 << 63)]
+        vec![
+            Op::R(PhbReg::RTT_BAR, (1 << 63) | RTT_BASE),
+            Op::W(PhbReg::RTC_INVALIDATE, 1 << 63)
+        ]
     );
     assert_eq!(d.read_rte(edu).unwrap().0, 0x1fe);
     assert_eq!(phb.rtc_invalidates.get(), 1);
 
     phb.rtt_bar.set(RTT_BASE);
     assert_eq!(d.set_pe(edu, 1), Err(PhbError::RttDisabled));
-    assert_eq!(d.set_pe(edu, 512), Err(PhbError::BadPe { pe: 512, num_pes: 512 }));
+    assert_eq!(
+        d.set_pe(edu, 512),
+        Err(PhbError::BadPe {
+            pe: 512,
+            num_pes: 512
+        })
+    );
 }
 
 #[test]
@@ -135,19 +180,80 @@ fn opal_calls_follow_skiboot_rules() {
     o.set_pe(Bdfn::new(1, 0, 0), 4).unwrap();
     o.map_window(4, 1, &t).unwrap();
     o.unmap_window(4, 1).unwrap();
-    o.kill(Kill::Pages { pe: 4, bus_addr: (1 << 59) | 0x2_0000, page_shift: 16, npages: 2 }).unwrap();
+    o.kill(Kill::Pages {
+        pe: 4,
+        bus_addr: (1 << 59) | 0x2_0000,
+        page_shift: 16,
+        npages: 2,
+    })
+    .unwrap();
     o.kill(Kill::All).unwrap();
-    assert_eq!(opal.violations.borrow().len(), 0, "{:?}", opal.violations.borrow());
+    assert_eq!(
+        opal.violations.borrow().len(),
+        0,
+        "{:?}",
+        opal.violations.borrow()
+    );
     assert_eq!(
         *opal.calls.borrow(),
         vec![
-            Call::SetPe { phb: 3, pe: 4, bdfn: 0x100, cmp: (7, 1, 1), action: 1 },
-            Call::MapWindow { phb: 3, pe: 4, window_id: 9, levels: 1, addr: 0x4000_0000, size: 0x1_0000, page: 0x1_0000 },
-            Call::TceKill { phb: 3, kind: 1, pe: 4, tce_size: 0, addr: 0, npages: 0 },
-            Call::MapWindow { phb: 3, pe: 4, window_id: 9, levels: 0, addr: 0, size: 0, page: 0 },
-            Call::TceKill { phb: 3, kind: 1, pe: 4, tce_size: 0, addr: 0, npages: 0 },
-            Call::TceKill { phb: 3, kind: 0, pe: 4, tce_size: 0x1_0000, addr: (1 << 59) | 0x2_0000, npages: 2 },
-            Call::TceKill { phb: 3, kind: 2, pe: 0, tce_size: 0, addr: 0, npages: 0 },
+            Call::SetPe {
+                phb: 3,
+                pe: 4,
+                bdfn: 0x100,
+                cmp: (7, 1, 1),
+                action: 1
+            },
+            Call::MapWindow {
+                phb: 3,
+                pe: 4,
+                window_id: 9,
+                levels: 1,
+                addr: 0x4000_0000,
+                size: 0x1_0000,
+                page: 0x1_0000
+            },
+            Call::TceKill {
+                phb: 3,
+                kind: 1,
+                pe: 4,
+                tce_size: 0,
+                addr: 0,
+                npages: 0
+            },
+            Call::MapWindow {
+                phb: 3,
+                pe: 4,
+                window_id: 9,
+                levels: 0,
+                addr: 0,
+                size: 0,
+                page: 0
+            },
+            Call::TceKill {
+                phb: 3,
+                kind: 1,
+                pe: 4,
+                tce_size: 0,
+                addr: 0,
+                npages: 0
+            },
+            Call::TceKill {
+                phb: 3,
+                kind: 0,
+                pe: 4,
+                tce_size: 0x1_0000,
+                addr: (1 << 59) | 0x2_0000,
+                npages: 2
+            },
+            Call::TceKill {
+                phb: 3,
+                kind: 2,
+                pe: 0,
+                tce_size: 0,
+                addr: 0,
+                npages: 0
+            },
         ]
     );
 }
@@ -157,13 +263,26 @@ fn opal_errors_are_typed_and_bad_arguments_never_reach_opal() {
     let opal = FakeOpal::new(0, 256);
     let o = OpalBackend::new(&opal, 0, 256);
     opal.fail_next.set(Some(-6));
-    assert_eq!(o.kill(Kill::Pe(1)), Err(PhbError::Opal(OpalError::Hardware)));
+    assert_eq!(
+        o.kill(Kill::Pe(1)),
+        Err(PhbError::Opal(OpalError::Hardware))
+    );
     opal.fail_next.set(Some(-1));
-    assert_eq!(o.set_pe(Bdfn(0x100), 1), Err(PhbError::Opal(OpalError::Parameter)));
+    assert_eq!(
+        o.set_pe(Bdfn(0x100), 1),
+        Err(PhbError::Opal(OpalError::Parameter))
+    );
     let n = opal.calls.borrow().len();
     assert!(o.map_window(256, 0, &owner_table(0x4000_0000, 0)).is_err());
     assert!(o.map_window(1, 0, &owner_table(0x4000_0000, 1)).is_err());
-    assert!(o.kill(Kill::Pages { pe: 1, bus_addr: 0x800, page_shift: 12, npages: 1 }).is_err());
+    assert!(o
+        .kill(Kill::Pages {
+            pe: 1,
+            bus_addr: 0x800,
+            page_shift: 12,
+            npages: 1
+        })
+        .is_err());
     assert_eq!(opal.calls.borrow().len(), n);
 }
 
@@ -175,20 +294,62 @@ fn back_ends_agree_on_phb_state() {
     let d = direct(&phb, &mem);
     let o = OpalBackend::new(&opal, 0, 512);
     let tables = [
-        (3, 0, FakeTable { addr: 0x2002_4000, levels: 1, level: 0x1000, shift: 12, offset: 0, size: 1 << 21, node: 0 }),
+        (
+            3,
+            0,
+            FakeTable {
+                addr: 0x2002_4000,
+                levels: 1,
+                level: 0x1000,
+                shift: 12,
+                offset: 0,
+                size: 1 << 21,
+                node: 0,
+            },
+        ),
         (3, 1, owner_table(0x5000_0000, 1)),
-        (200, 0, FakeTable { addr: 0x8000_0000, levels: 3, level: 0x1_0000, shift: 16, offset: 0, size: 1 << 32, node: 0 }),
-        (511, 1, FakeTable { addr: 0x1_0000_0000, levels: 2, level: 0x10_0000, shift: 21, offset: 1 << 59, size: 1 << 40, node: 0 }),
+        (
+            200,
+            0,
+            FakeTable {
+                addr: 0x8000_0000,
+                levels: 3,
+                level: 0x1_0000,
+                shift: 16,
+                offset: 0,
+                size: 1 << 32,
+                node: 0,
+            },
+        ),
+        (
+            511,
+            1,
+            FakeTable {
+                addr: 0x1_0000_0000,
+                levels: 2,
+                level: 0x10_0000,
+                shift: 21,
+                offset: 1 << 59,
+                size: 1 << 40,
+                node: 0,
+            },
+        ),
     ];
     for b in [&d as &dyn PhbDma, &o] {
         b.set_pe(Bdfn::new(1, 0, 0), 3).unwrap();
         b.set_pe(Bdfn::new(1, 2, 1), 200).unwrap();
         for (pe, w, t) in &tables {
-            b.map_window(*pe, *w, t).unwrap_or_else(|e| panic!("pe {pe} w {w}: {e:?}"));
+            b.map_window(*pe, *w, t)
+                .unwrap_or_else(|e| panic!("pe {pe} w {w}: {e:?}"));
         }
         b.unmap_window(3, 1).unwrap();
     }
-    assert_eq!(opal.violations.borrow().len(), 0, "{:?}", opal.violations.borrow());
+    assert_eq!(
+        opal.violations.borrow().len(),
+        0,
+        "{:?}",
+        opal.violations.borrow()
+    );
     for i in 0..1024 {
         assert_eq!(phb.tve(i), opal.tve(i), "TVE {i}");
     }

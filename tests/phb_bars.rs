@@ -14,7 +14,11 @@ use p9iommu::phb::hw::{Bdfn, PciConfig};
 const ROOT: Bdfn = Bdfn::new(0, 0, 0);
 const EDU: Bdfn = Bdfn::new(1, 0, 0);
 const OTHER: Bdfn = Bdfn::new(1, 3, 0);
-const M32: M32Window = M32Window { pci_addr: 0x8000_0000, cpu_addr: 0x6_00c0_0000_0000, size: 0x7fff_0000 };
+const M32: M32Window = M32Window {
+    pci_addr: 0x8000_0000,
+    cpu_addr: 0x6_00c0_0000_0000,
+    size: 0x7fff_0000,
+};
 
 /// Root port (bus 0 -> 1), edu (1 MiB 32-bit BAR0), a device with a 16 KiB 64-bit
 /// prefetchable BAR0/1 and a 4 KiB 32-bit BAR2 and an I/O BAR3.
@@ -45,24 +49,37 @@ fn space() -> FakeConfig {
     masks.insert((OTHER.0, 1), 0xffff_ffff);
     masks.insert((OTHER.0, 2), 0xffff_f000);
     masks.insert((OTHER.0, 3), 0xffff_fffc);
-    FakeConfig { space: RefCell::new(s), bar_masks: masks, writes: RefCell::new(Vec::new()) }
+    FakeConfig {
+        space: RefCell::new(s),
+        bar_masks: masks,
+        writes: RefCell::new(Vec::new()),
+    }
 }
 
 #[test]
 fn sizes_assigns_and_opens_the_bridge() {
     let cfg = space();
     let funcs = assign_bars(&cfg, ROOT, &M32).unwrap();
-    assert_eq!(funcs.iter().map(|f| f.bdfn).collect::<Vec<_>>(), vec![EDU, OTHER]);
+    assert_eq!(
+        funcs.iter().map(|f| f.bdfn).collect::<Vec<_>>(),
+        vec![EDU, OTHER]
+    );
     let edu = &funcs[0];
     assert_eq!((edu.vendor_id, edu.device_id), (0x1234, 0x11e8));
     let bar0 = edu.bar(0).unwrap();
-    assert_eq!((bar0.kind, bar0.size, bar0.pci_addr), (BarKind::Mem32, 1 << 20, 0x8000_0000));
+    assert_eq!(
+        (bar0.kind, bar0.size, bar0.pci_addr),
+        (BarKind::Mem32, 1 << 20, 0x8000_0000)
+    );
     assert_eq!(cfg.read32(EDU, 0x10).unwrap(), 0x8000_0000);
     assert_eq!(M32.pci_to_cpu(bar0.pci_addr), Some(0x6_00c0_0000_0000));
 
     let o = &funcs[1];
     let b64 = o.bar(0).unwrap();
-    assert_eq!((b64.kind, b64.size, b64.prefetchable), (BarKind::Mem64, 0x4000, true));
+    assert_eq!(
+        (b64.kind, b64.size, b64.prefetchable),
+        (BarKind::Mem64, 0x4000, true)
+    );
     let b2 = o.bar(2).unwrap();
     assert_eq!(b2.size, 0x1000);
     assert!(o.bar(3).is_none(), "I/O BAR left alone");
@@ -76,15 +93,26 @@ fn sizes_assigns_and_opens_the_bridge() {
     for w in all.windows(2) {
         assert!(w[0].pci_addr + w[0].size <= w[1].pci_addr);
     }
-    assert_eq!(cfg.read32(OTHER, 0x10).unwrap(), (b64.pci_addr as u32) | 0xc);
+    assert_eq!(
+        cfg.read32(OTHER, 0x10).unwrap(),
+        (b64.pci_addr as u32) | 0xc
+    );
     assert_eq!(cfg.read32(OTHER, 0x14).unwrap(), 0);
 
     // Root port memory window: 0x8000_0000 ..= 0x801f_ffff (1 MiB granules).
     assert_eq!(cfg.read16(ROOT, 0x20).unwrap(), 0x8000);
     assert_eq!(cfg.read16(ROOT, 0x22).unwrap(), 0x8010);
-    assert_eq!(cfg.read32(ROOT, 0x24).unwrap(), 0x0000_fff0, "prefetchable window closed");
+    assert_eq!(
+        cfg.read32(ROOT, 0x24).unwrap(),
+        0x0000_fff0,
+        "prefetchable window closed"
+    );
     for f in [ROOT, EDU, OTHER] {
-        assert_eq!(cfg.read16(f, 0x04).unwrap() & 0x6, 0x6, "{f:?} memory + bus master");
+        assert_eq!(
+            cfg.read16(f, 0x04).unwrap() & 0x6,
+            0x6,
+            "{f:?} memory + bus master"
+        );
     }
 }
 
@@ -93,8 +121,15 @@ fn sizing_restores_bars_and_disables_decode_meanwhile() {
     let cfg = space();
     assign_bars(&cfg, ROOT, &M32).unwrap();
     let w = cfg.writes.borrow();
-    let probe = w.iter().position(|&(b, off, v)| b == EDU && off == 0x10 && v == !0).unwrap();
-    let cmd_before = w[..probe].iter().rev().find(|&&(b, off, _)| b == EDU && off == 0x04).unwrap();
+    let probe = w
+        .iter()
+        .position(|&(b, off, v)| b == EDU && off == 0x10 && v == !0)
+        .unwrap();
+    let cmd_before = w[..probe]
+        .iter()
+        .rev()
+        .find(|&&(b, off, _)| b == EDU && off == 0x04)
+        .unwrap();
     assert_eq!(cmd_before.2 & 0x2, 0, "memory decode off while probing");
     assert_eq!(w[probe + 1], (EDU, 0x10, 0), "original value restored");
 }
@@ -102,7 +137,11 @@ fn sizing_restores_bars_and_disables_decode_meanwhile() {
 #[test]
 fn refuses_what_does_not_fit() {
     let cfg = space();
-    let tiny = M32Window { pci_addr: 0x8000_0000, cpu_addr: 0, size: 0x8_0000 };
+    let tiny = M32Window {
+        pci_addr: 0x8000_0000,
+        cpu_addr: 0,
+        size: 0x8_0000,
+    };
     assert_eq!(assign_bars(&cfg, ROOT, &tiny), Err(BarError::NoSpace));
     assert_eq!(assign_bars(&cfg, EDU, &M32), Err(BarError::NotABridge(EDU)));
 }

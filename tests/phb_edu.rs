@@ -16,7 +16,14 @@ struct FakeEdu {
 
 impl FakeEdu {
     fn new(latency: u32) -> Self {
-        Self { id: reg::ID_VALUE, live: Cell::new(0), regs: RefCell::new([0; 4]), polls_left: Cell::new(0), latency, started: RefCell::new(vec![]) }
+        Self {
+            id: reg::ID_VALUE,
+            live: Cell::new(0),
+            regs: RefCell::new([0; 4]),
+            polls_left: Cell::new(0),
+            latency,
+            started: RefCell::new(vec![]),
+        }
     }
 }
 
@@ -45,7 +52,7 @@ impl EduMmio for FakeEdu {
         r[3]
     }
     fn write64(&self, off: u32, v: u64) {
-        assert!(off >= 0x80 && off % 8 == 0);
+        assert!(off >= 0x80 && off.is_multiple_of(8));
         let i = ((off - 0x80) / 8) as usize;
         self.regs.borrow_mut()[i] = v;
         if off == reg::DMA_CMD {
@@ -59,8 +66,14 @@ impl EduMmio for FakeEdu {
 #[test]
 fn probe_checks_id_and_liveness() {
     assert!(Edu::probe(FakeEdu::new(0), 10).is_ok());
-    let bad = FakeEdu { id: 0x0100_00ee, ..FakeEdu::new(0) };
-    assert_eq!(Edu::probe(bad, 10).err(), Some(EduError::BadId(0x0100_00ee)));
+    let bad = FakeEdu {
+        id: 0x0100_00ee,
+        ..FakeEdu::new(0)
+    };
+    assert_eq!(
+        Edu::probe(bad, 10).err(),
+        Some(EduError::BadId(0x0100_00ee))
+    );
 }
 
 #[test]
@@ -89,7 +102,10 @@ fn transfers_never_reach_the_buffer_end() {
     let edu = Edu::probe(FakeEdu::new(0), 10).unwrap();
     assert!(edu.dma_to_device(0, 0, 4095).is_ok());
     for (off, len) in [(0, 4096), (1, 4095), (4095, 1), (0, 0), (u32::MAX, 2)] {
-        assert_eq!(edu.dma_to_device(0, off, len), Err(EduError::BadRange { offset: off, len }));
+        assert_eq!(
+            edu.dma_to_device(0, off, len),
+            Err(EduError::BadRange { offset: off, len })
+        );
     }
     assert_eq!(edu.mmio().started.borrow().len(), 1);
 }

@@ -1,6 +1,6 @@
 //! Host fakes for the PHB traits, shared by the `phb_*` tests (`#[path]`-included).
 //! Compiled on its own too, where it has no tests.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::new_without_default)]
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -166,9 +166,30 @@ impl PhysMemory for FakeMem {
 /// One OPAL call as made.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Call {
-    SetPe { phb: u64, pe: u64, bdfn: u64, cmp: (u8, u8, u8), action: u8 },
-    MapWindow { phb: u64, pe: u64, window_id: u16, levels: u16, addr: u64, size: u64, page: u64 },
-    TceKill { phb: u64, kind: u32, pe: u64, tce_size: u32, addr: u64, npages: u32 },
+    SetPe {
+        phb: u64,
+        pe: u64,
+        bdfn: u64,
+        cmp: (u8, u8, u8),
+        action: u8,
+    },
+    MapWindow {
+        phb: u64,
+        pe: u64,
+        window_id: u16,
+        levels: u16,
+        addr: u64,
+        size: u64,
+        page: u64,
+    },
+    TceKill {
+        phb: u64,
+        kind: u32,
+        pe: u64,
+        tce_size: u32,
+        addr: u64,
+        npages: u32,
+    },
 }
 
 /// OPAL with skiboot's argument rules for PHB4, keeping a TVT and RTT the way skiboot does.
@@ -212,7 +233,13 @@ impl FakeOpal {
 
 impl OpalPci for FakeOpal {
     fn pci_set_pe(&self, phb: u64, pe: u64, bdfn: u64, b: u8, d: u8, f: u8, action: u8) -> i64 {
-        self.calls.borrow_mut().push(Call::SetPe { phb, pe, bdfn, cmp: (b, d, f), action });
+        self.calls.borrow_mut().push(Call::SetPe {
+            phb,
+            pe,
+            bdfn,
+            cmp: (b, d, f),
+            action,
+        });
         if let Some(rc) = self.forced() {
             return rc;
         }
@@ -236,7 +263,15 @@ impl OpalPci for FakeOpal {
         size: u64,
         page: u64,
     ) -> i64 {
-        self.calls.borrow_mut().push(Call::MapWindow { phb, pe, window_id, levels, addr, size, page });
+        self.calls.borrow_mut().push(Call::MapWindow {
+            phb,
+            pe,
+            window_id,
+            levels,
+            addr,
+            size,
+            page,
+        });
         if let Some(rc) = self.forced() {
             return rc;
         }
@@ -270,8 +305,23 @@ impl OpalPci for FakeOpal {
         self.refuse("map_pe_dma_window_real not expected".into())
     }
 
-    fn pci_tce_kill(&self, phb: u64, kind: u32, pe: u64, tce_size: u32, addr: u64, npages: u32) -> i64 {
-        self.calls.borrow_mut().push(Call::TceKill { phb, kind, pe, tce_size, addr, npages });
+    fn pci_tce_kill(
+        &self,
+        phb: u64,
+        kind: u32,
+        pe: u64,
+        tce_size: u32,
+        addr: u64,
+        npages: u32,
+    ) -> i64 {
+        self.calls.borrow_mut().push(Call::TceKill {
+            phb,
+            kind,
+            pe,
+            tce_size,
+            addr,
+            npages,
+        });
         if let Some(rc) = self.forced() {
             return rc;
         }
@@ -307,7 +357,11 @@ impl OpalPci for FakeOpal {
 
 impl FakeOpal {
     fn word(&self, bdfn: u64, off: u64) -> u32 {
-        *self.config.borrow().get(&(bdfn, off)).unwrap_or(&0xffff_ffff)
+        *self
+            .config
+            .borrow()
+            .get(&(bdfn, off))
+            .unwrap_or(&0xffff_ffff)
     }
 }
 
@@ -353,7 +407,11 @@ pub struct FakeFactory {
 
 impl FakeFactory {
     pub fn new() -> Self {
-        Self { next: Cell::new(0x4000_0000), nodes: RefCell::new(Vec::new()), fail: Cell::new(false) }
+        Self {
+            next: Cell::new(0x4000_0000),
+            nodes: RefCell::new(Vec::new()),
+            fail: Cell::new(false),
+        }
     }
 }
 
@@ -380,8 +438,12 @@ impl TableFactory for FakeFactory {
 }
 
 /// 32-bit default window: 1 GiB of 4K pages in 2 levels of 64 KiB (reach 2^38).
-pub const DEFAULT32: DefaultWindow =
-    DefaultWindow { bus_offset: 0, window_size: 1 << 30, page_shift: 12, levels: 2 };
+pub const DEFAULT32: DefaultWindow = DefaultWindow {
+    bus_offset: 0,
+    window_size: 1 << 30,
+    page_shift: 12,
+    levels: 2,
+};
 
 /// An owner's table: 1 level of 64 KiB, 64K pages (reach 2^29 = 512 MiB).
 pub fn owner_table(addr: u64, window: u8) -> FakeTable {
@@ -407,12 +469,21 @@ pub struct FakeConfig {
 
 impl FakeConfig {
     pub fn word(&self, bdfn: Bdfn, off: u16) -> u32 {
-        *self.space.borrow().get(&(bdfn.0, off & !3)).unwrap_or(&0xffff_ffff)
+        *self
+            .space
+            .borrow()
+            .get(&(bdfn.0, off & !3))
+            .unwrap_or(&0xffff_ffff)
     }
     fn put(&self, bdfn: Bdfn, off: u16, v: u32) {
         let aligned = off & !3;
-        let v = match self.bar_masks.get(&(bdfn.0, ((aligned.wrapping_sub(0x10)) / 4) as u8)) {
-            Some(mask) if (0x10..0x28).contains(&aligned) => (v & mask) | (self.word(bdfn, aligned) & !mask),
+        let v = match self
+            .bar_masks
+            .get(&(bdfn.0, ((aligned.wrapping_sub(0x10)) / 4) as u8))
+        {
+            Some(mask) if (0x10..0x28).contains(&aligned) => {
+                (v & mask) | (self.word(bdfn, aligned) & !mask)
+            }
             _ => v,
         };
         self.space.borrow_mut().insert((bdfn.0, aligned), v);

@@ -20,7 +20,7 @@ fn build(root: &Node) -> Vec<u8> {
         st.extend(1u32.to_be_bytes());
         st.extend(n.name.as_bytes());
         st.push(0);
-        while st.len() % 4 != 0 {
+        while !st.len().is_multiple_of(4) {
             st.push(0);
         }
         for (name, val) in &n.props {
@@ -31,7 +31,7 @@ fn build(root: &Node) -> Vec<u8> {
             st.extend((val.len() as u32).to_be_bytes());
             st.extend(off.to_be_bytes());
             st.extend(val);
-            while st.len() % 4 != 0 {
+            while !st.len().is_multiple_of(4) {
                 st.push(0);
             }
         }
@@ -48,7 +48,18 @@ fn build(root: &Node) -> Vec<u8> {
     let off_str = off_st + st.len() as u32;
     let total = off_str + strings.len() as u32;
     let mut out = Vec::new();
-    for v in [0xd00d_feed, total, off_st, off_str, rsv, 17, 16, 0, strings.len() as u32, st.len() as u32] {
+    for v in [
+        0xd00d_feed,
+        total,
+        off_st,
+        off_str,
+        rsv,
+        17,
+        16,
+        0,
+        strings.len() as u32,
+        st.len() as u32,
+    ] {
         out.extend(u32::to_be_bytes(v));
     }
     out.extend([0u8; 16]);
@@ -77,8 +88,23 @@ fn phb(name: &'static str, index: u32, pes: u32, chip: u32, children: Vec<Node>)
             ("compatible", b"ibm,power9-pciex\0ibm,ioda3-phb\0".to_vec()),
             ("#address-cells", cells(&[3])),
             ("#size-cells", cells(&[2])),
-            ("reg", cells(&[(regbase >> 32) as u32, regbase as u32, 0, 0x1000, 0, 0, 0, 0x1000])),
-            ("ranges", cells(&[0x0200_0000, 0, 0x8000_0000, 0x6_00c0, 0, 0, 0x7fff_0000])),
+            (
+                "reg",
+                cells(&[
+                    (regbase >> 32) as u32,
+                    regbase as u32,
+                    0,
+                    0x1000,
+                    0,
+                    0,
+                    0,
+                    0x1000,
+                ]),
+            ),
+            (
+                "ranges",
+                cells(&[0x0200_0000, 0, 0x8000_0000, 0x6_00c0, 0, 0, 0x7fff_0000]),
+            ),
             ("ibm,opal-phbid", cells(&[0, index])),
             ("ibm,opal-num-pes", cells(&[pes])),
             ("ibm,opal-reserved-pe", cells(&[pes - 1])),
@@ -93,9 +119,16 @@ fn tree() -> Vec<u8> {
     let root_port = pci_fn("pci@0", 0x0000, 0x1014, 0x04c1, vec![edu]);
     build(&Node {
         name: "",
-        props: vec![("#address-cells", cells(&[2])), ("#size-cells", cells(&[2]))],
+        props: vec![
+            ("#address-cells", cells(&[2])),
+            ("#size-cells", cells(&[2])),
+        ],
         children: vec![
-            Node { name: "ibm,opal", props: vec![], children: vec![] },
+            Node {
+                name: "ibm,opal",
+                props: vec![],
+                children: vec![],
+            },
             phb("pciex@600c3c0000000", 0, 512, 0, vec![root_port]),
             phb("pciex@600c3c0100000", 1, 256, 8, vec![]),
         ],
@@ -109,12 +142,38 @@ fn parses_phbs_and_functions() {
     let p0 = &phbs[0];
     assert_eq!(p0.opal_phb_id, 0);
     assert_eq!(p0.reg_base, 0x6_00c3_c000_0000);
-    assert_eq!(p0.m32, M32Window { pci_addr: 0x8000_0000, cpu_addr: 0x6_00c0_0000_0000, size: 0x7fff_0000 });
+    assert_eq!(
+        p0.m32,
+        M32Window {
+            pci_addr: 0x8000_0000,
+            cpu_addr: 0x6_00c0_0000_0000,
+            size: 0x7fff_0000
+        }
+    );
     assert_eq!((p0.num_pes, p0.reserved_pe, p0.node), (512, 511, 0));
-    let f: Vec<_> = p0.functions.iter().map(|f| (f.bdfn, f.vendor_id, f.device_id)).collect();
-    assert_eq!(f, vec![(Bdfn(0), 0x1014, 0x04c1), (Bdfn::new(1, 0, 0), 0x1234, 0x11e8)]);
+    let f: Vec<_> = p0
+        .functions
+        .iter()
+        .map(|f| (f.bdfn, f.vendor_id, f.device_id))
+        .collect();
+    assert_eq!(
+        f,
+        vec![
+            (Bdfn(0), 0x1014, 0x04c1),
+            (Bdfn::new(1, 0, 0), 0x1234, 0x11e8)
+        ]
+    );
     let p1 = &phbs[1];
-    assert_eq!((p1.opal_phb_id, p1.reg_base, p1.num_pes, p1.reserved_pe, p1.node), (1, 0x6_00c3_c010_0000, 256, 255, 8));
+    assert_eq!(
+        (
+            p1.opal_phb_id,
+            p1.reg_base,
+            p1.num_pes,
+            p1.reserved_pe,
+            p1.node
+        ),
+        (1, 0x6_00c3_c010_0000, 256, 255, 8)
+    );
     assert!(p1.functions.is_empty());
 }
 
@@ -122,7 +181,19 @@ fn parses_phbs_and_functions() {
 fn missing_property_is_reported() {
     let mut n = phb("pciex@600c3c0000000", 0, 512, 0, vec![]);
     n.props.retain(|(k, _)| *k != "ibm,opal-num-pes");
-    let blob = build(&Node { name: "", props: vec![("#address-cells", cells(&[2])), ("#size-cells", cells(&[2]))], children: vec![n] });
-    assert_eq!(parse_phbs(&blob), Err(FdtError::BadProperty { name: "ibm,opal-num-pes" }));
+    let blob = build(&Node {
+        name: "",
+        props: vec![
+            ("#address-cells", cells(&[2])),
+            ("#size-cells", cells(&[2])),
+        ],
+        children: vec![n],
+    });
+    assert_eq!(
+        parse_phbs(&blob),
+        Err(FdtError::BadProperty {
+            name: "ibm,opal-num-pes"
+        })
+    );
     assert_eq!(parse_phbs(&[0u8; 8]), Err(FdtError::BadBlob));
 }

@@ -31,7 +31,11 @@ fn run_ownership_cycle(phb: &dyn PhbDma, tve: &dyn Fn(u32) -> Tve) {
     let mut g = PeGroup::new(phb, 1, DEFAULT32, &factory, &[(EDU, 3), (EDU_FN1, 3)]).unwrap();
     assert!(g.is_kernel_owned());
     assert_eq!(g.pes(), &[3]);
-    assert_eq!(*factory.nodes.borrow(), vec![1], "default table on the PHB's node");
+    assert_eq!(
+        *factory.nodes.borrow(),
+        vec![1],
+        "default table on the PHB's node"
+    );
     let first = g.default_table().unwrap().clone();
     assert!(dma32_works(tve(tve_index(3, 0)), &g, EDU));
     assert!(dma32_works(tve(tve_index(3, 0)), &g, EDU_FN1));
@@ -59,7 +63,10 @@ fn run_ownership_cycle(phb: &dyn PhbDma, tve: &dyn Fn(u32) -> Tve) {
     assert_ne!(fresh.top_level_phys(), first.top_level_phys());
     assert_eq!(tve(tve_index(3, 0)).table_addr(), fresh.top_level_phys());
     for dev in [EDU, EDU_FN1] {
-        assert!(Arc::ptr_eq(g.device_table(dev).unwrap(), &fresh), "{dev:?} table base not updated");
+        assert!(
+            Arc::ptr_eq(g.device_table(dev).unwrap(), &fresh),
+            "{dev:?} table base not updated"
+        );
         assert!(dma32_works(tve(tve_index(3, 0)), &g, dev));
     }
     assert_eq!(Arc::strong_count(&t0), 1, "owner table released");
@@ -79,7 +86,11 @@ fn ownership_cycle_opal() {
     let opal = FakeOpal::new(0, 512);
     let o = OpalBackend::new(&opal, 0, 512);
     run_ownership_cycle(&o, &|i| opal.tve(i));
-    assert!(opal.violations.borrow().is_empty(), "{:?}", opal.violations.borrow());
+    assert!(
+        opal.violations.borrow().is_empty(),
+        "{:?}",
+        opal.violations.borrow()
+    );
 }
 
 #[test]
@@ -90,7 +101,10 @@ fn release_failure_leaves_group_retryable() {
     let mut g = PeGroup::new(&o, 0, DEFAULT32, &factory, &[(EDU, 2)]).unwrap();
     g.take_ownership::<()>(&o).unwrap();
     factory.fail.set(true);
-    assert_eq!(g.release_ownership(&o, &factory), Err(PeError::Table("no memory")));
+    assert_eq!(
+        g.release_ownership(&o, &factory),
+        Err(PeError::Table("no memory"))
+    );
     assert!(!g.is_kernel_owned() && g.device_table(EDU).is_none());
     factory.fail.set(false);
     g.release_ownership(&o, &factory).unwrap();
@@ -115,7 +129,17 @@ fn shared_table_serves_two_groups_and_kills_reach_both() {
     // A TCE cleared in the shared table is killed in every PE using it.
     phb.kills.borrow_mut().clear();
     let pes: Vec<u32> = a.pes().iter().chain(b.pes()).copied().collect();
-    p9iommu::phb::dma::kill_in_pes(&d, &pes, Kill::Pages { pe: 0, bus_addr: 0x1_0000, page_shift: 16, npages: 1 }).unwrap();
+    p9iommu::phb::dma::kill_in_pes(
+        &d,
+        &pes,
+        Kill::Pages {
+            pe: 0,
+            bus_addr: 0x1_0000,
+            page_shift: 16,
+            npages: 1,
+        },
+    )
+    .unwrap();
     assert_eq!(*phb.kills.borrow(), vec![(1 << 62) | 4, (1 << 62) | 5]);
 
     // Detaching from one group leaves the other translating.

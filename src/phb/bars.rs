@@ -150,7 +150,12 @@ pub fn assign_bars(
             }
             let device_id = cfg.read16(bdfn, cfg::DEVICE_ID)?;
             size_bars(cfg, bdfn, funcs.len(), &mut sized)?;
-            funcs.push(AssignedFunction { bdfn, vendor_id: vendor, device_id, bars: Vec::new() });
+            funcs.push(AssignedFunction {
+                bdfn,
+                vendor_id: vendor,
+                device_id,
+                bars: Vec::new(),
+            });
             if func == 0 && header & 0x80 == 0 {
                 break;
             }
@@ -158,9 +163,12 @@ pub fn assign_bars(
     }
 
     // Largest first: every address stays naturally aligned without holes between BARs.
-    sized.sort_by(|a, b| b.size.cmp(&a.size));
+    sized.sort_by_key(|s| core::cmp::Reverse(s.size));
     let start = align_up(m32.pci_addr, BRIDGE_GRANULE).ok_or(BarError::NoSpace)?;
-    let window_end = m32.pci_addr.checked_add(m32.size).ok_or(BarError::NoSpace)?;
+    let window_end = m32
+        .pci_addr
+        .checked_add(m32.size)
+        .ok_or(BarError::NoSpace)?;
     let mut next = start;
     for s in &sized {
         let addr = align_up(next, s.size).ok_or(BarError::NoSpace)?;
@@ -194,7 +202,10 @@ pub fn assign_bars(
         if limit >= window_end {
             return Err(BarError::NoSpace);
         }
-        (((start >> 16) & 0xfff0) as u32, ((limit >> 16) & 0xfff0) as u32)
+        (
+            ((start >> 16) & 0xfff0) as u32,
+            ((limit >> 16) & 0xfff0) as u32,
+        )
     } else {
         (0xfff0, 0)
     };
@@ -212,7 +223,11 @@ pub fn assign_bars(
 
 fn enable(cfg: &dyn PciConfig, bdfn: Bdfn) -> Result<(), PciConfigError> {
     let cmd = cfg.read16(bdfn, cfg::COMMAND)?;
-    cfg.write16(bdfn, cfg::COMMAND, cmd | cfg::CMD_MEMORY | cfg::CMD_BUS_MASTER)
+    cfg.write16(
+        bdfn,
+        cfg::COMMAND,
+        cmd | cfg::CMD_MEMORY | cfg::CMD_BUS_MASTER,
+    )
 }
 
 /// Sizes the memory BARs of one function: write all ones, read back, restore. Memory decode

@@ -122,7 +122,8 @@ impl<M: PhbMmio, P: PhysMemory> DirectBackend<M, P> {
         let busy = (TceKill::ALL | TceKill::PE | TceKill::ONE).bits();
         self.wait(PhbReg::TCE_KILL, busy, 0)?;
         self.mmio.write(PhbReg::TCE_KILL, cmd.0);
-        self.mmio.write(PhbReg::DMA_READ_WRITE_SYNC, DmaSync::READ_START.bits());
+        self.mmio
+            .write(PhbReg::DMA_READ_WRITE_SYNC, DmaSync::READ_START.bits());
         self.wait(PhbReg::Q_DMA_R, QDmaR::TCE_KILL_STATUS.bits(), 0)?;
         let done = DmaSync::READ_COMPLETE.bits();
         self.wait(PhbReg::DMA_READ_WRITE_SYNC, done, done)
@@ -144,18 +145,15 @@ impl<M: PhbMmio, P: PhysMemory> PhbDma for DirectBackend<M, P> {
         check_pe(pe, self.num_pes)?;
         let _g = self.ioda.lock();
         let base = self.rtt_base()?;
-        self.mem.write(base + 2 * u64::from(bdfn.0), &Rte(pe as u16).to_be_bytes());
+        self.mem
+            .write(base + 2 * u64::from(bdfn.0), &Rte(pe as u16).to_be_bytes());
         // The MMIO store is ordered after the RTT store (PhbMmio contract).
-        self.mmio.write(PhbReg::RTC_INVALIDATE, RtcInvalidate::ALL.bits());
+        self.mmio
+            .write(PhbReg::RTC_INVALIDATE, RtcInvalidate::ALL.bits());
         Ok(())
     }
 
-    fn map_window(
-        &self,
-        pe: u32,
-        window: u8,
-        table: &dyn DmaWindowTable,
-    ) -> Result<(), PhbError> {
+    fn map_window(&self, pe: u32, window: u8, table: &dyn DmaWindowTable) -> Result<(), PhbError> {
         let p = WindowParams::new(pe, window, self.num_pes, table)?;
         self.write_tve(p.tve_index, p.tve);
         self.kill_locked(TceKillCmd::pe(pe))

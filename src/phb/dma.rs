@@ -6,10 +6,10 @@
 //! and reject the same arguments (checked here, before either back end runs) and leave the
 //! PHB in the same state: they differ in speed, never in meaning.
 
-use super::hw::{DmaWindowTable, OpalError};
-use super::regs::{self, page_size_code, Tve, TveError};
 use super::hw::Bdfn;
+use super::hw::{DmaWindowTable, OpalError};
 use super::regs::PhbReg;
+use super::regs::{self, page_size_code, Tve, TveError};
 
 /// Why a PHB operation failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,7 +77,12 @@ impl Kill {
     /// Checks the arguments the way both back ends must.
     pub fn validate(&self, num_pes: u32) -> Result<(), PhbError> {
         match *self {
-            Kill::Pages { pe, bus_addr, page_shift, npages } => {
+            Kill::Pages {
+                pe,
+                bus_addr,
+                page_shift,
+                npages,
+            } => {
                 check_pe(pe, num_pes)?;
                 page_size_code(page_shift).ok_or(PhbError::BadKill)?;
                 if bus_addr & ((1u64 << page_shift) - 1) != 0 {
@@ -144,13 +149,20 @@ impl WindowParams {
         let (levels, level_size, page_shift) =
             (table.levels(), table.level_size(), table.page_shift());
         let table_addr = table.top_level_phys();
-        let tve = Tve::translated(table_addr, levels, level_size, page_shift)
-            .map_err(PhbError::Table)?;
+        let tve =
+            Tve::translated(table_addr, levels, level_size, page_shift).map_err(PhbError::Table)?;
         let (bus_offset, window_size) = (table.bus_offset(), table.window_size());
-        let range_err = PhbError::TableRange { bus_offset, window_size };
+        let range_err = PhbError::TableRange {
+            bus_offset,
+            window_size,
+        };
         let index_bits = levels * (level_size.trailing_zeros() - 3);
         let reach_shift = page_shift + index_bits;
-        let reach = if reach_shift >= 64 { u128::MAX } else { 1u128 << reach_shift };
+        let reach = if reach_shift >= 64 {
+            u128::MAX
+        } else {
+            1u128 << reach_shift
+        };
         let end = bus_offset.checked_add(window_size).ok_or(range_err)?;
         if window_size == 0
             || u128::from(window_size) > reach
@@ -187,8 +199,7 @@ pub trait PhbDma {
 
     /// Points `window` (0 or 1) of `pe` at `table`, then kills the PE's cached TCEs so no
     /// translation from a previous table survives.
-    fn map_window(&self, pe: u32, window: u8, table: &dyn DmaWindowTable)
-        -> Result<(), PhbError>;
+    fn map_window(&self, pe: u32, window: u8, table: &dyn DmaWindowTable) -> Result<(), PhbError>;
 
     /// Disables `window` of `pe` (DMA through it is rejected), then kills the PE's cached
     /// TCEs.
@@ -206,12 +217,7 @@ impl<T: PhbDma + ?Sized> PhbDma for &T {
     fn set_pe(&self, bdfn: Bdfn, pe: u32) -> Result<(), PhbError> {
         (**self).set_pe(bdfn, pe)
     }
-    fn map_window(
-        &self,
-        pe: u32,
-        window: u8,
-        table: &dyn DmaWindowTable,
-    ) -> Result<(), PhbError> {
+    fn map_window(&self, pe: u32, window: u8, table: &dyn DmaWindowTable) -> Result<(), PhbError> {
         (**self).map_window(pe, window, table)
     }
     fn unmap_window(&self, pe: u32, window: u8) -> Result<(), PhbError> {
@@ -228,9 +234,17 @@ impl<T: PhbDma + ?Sized> PhbDma for &T {
 pub fn kill_in_pes(phb: &dyn PhbDma, pes: &[u32], kill: Kill) -> Result<(), PhbError> {
     for &pe in pes {
         let k = match kill {
-            Kill::Pages { bus_addr, page_shift, npages, .. } => {
-                Kill::Pages { pe, bus_addr, page_shift, npages }
-            }
+            Kill::Pages {
+                bus_addr,
+                page_shift,
+                npages,
+                ..
+            } => Kill::Pages {
+                pe,
+                bus_addr,
+                page_shift,
+                npages,
+            },
             Kill::Pe(_) => Kill::Pe(pe),
             Kill::All => return phb.kill(Kill::All),
         };
@@ -274,7 +288,14 @@ mod tests {
 
     fn t(off: u64, size: u64) -> T {
         // 2 levels of 4 KiB (512 entries each), 4K pages: reach 2^(12+18) = 1 GiB.
-        T { addr: 0x10_0000, levels: 2, level: 0x1000, shift: 12, off, size }
+        T {
+            addr: 0x10_0000,
+            levels: 2,
+            level: 0x1000,
+            shift: 12,
+            off,
+            size,
+        }
     }
 
     #[test]
@@ -290,18 +311,42 @@ mod tests {
 
     #[test]
     fn window_params_rejects_mismatches() {
-        let range = |off, size| PhbError::TableRange { bus_offset: off, window_size: size };
-        assert_eq!(WindowParams::new(512, 0, 512, &t(0, 4096)), Err(PhbError::BadPe {
-            pe: 512,
-            num_pes: 512
-        }));
-        assert_eq!(WindowParams::new(0, 2, 512, &t(0, 4096)), Err(PhbError::BadWindow(2)));
-        assert_eq!(WindowParams::new(0, 0, 512, &t(0, 2 << 30)), Err(range(0, 2 << 30)));
-        assert_eq!(WindowParams::new(0, 0, 512, &t(1 << 29, 4096)), Err(range(1 << 29, 4096)));
-        assert_eq!(WindowParams::new(0, 1, 512, &t(0, 4096)), Err(range(0, 4096)));
-        assert_eq!(WindowParams::new(0, 0, 512, &t(1 << 59, 4096)), Err(range(1 << 59, 4096)));
+        let range = |off, size| PhbError::TableRange {
+            bus_offset: off,
+            window_size: size,
+        };
+        assert_eq!(
+            WindowParams::new(512, 0, 512, &t(0, 4096)),
+            Err(PhbError::BadPe {
+                pe: 512,
+                num_pes: 512
+            })
+        );
+        assert_eq!(
+            WindowParams::new(0, 2, 512, &t(0, 4096)),
+            Err(PhbError::BadWindow(2))
+        );
+        assert_eq!(
+            WindowParams::new(0, 0, 512, &t(0, 2 << 30)),
+            Err(range(0, 2 << 30))
+        );
+        assert_eq!(
+            WindowParams::new(0, 0, 512, &t(1 << 29, 4096)),
+            Err(range(1 << 29, 4096))
+        );
+        assert_eq!(
+            WindowParams::new(0, 1, 512, &t(0, 4096)),
+            Err(range(0, 4096))
+        );
+        assert_eq!(
+            WindowParams::new(0, 0, 512, &t(1 << 59, 4096)),
+            Err(range(1 << 59, 4096))
+        );
         assert_eq!(WindowParams::new(0, 0, 512, &t(0, 0)), Err(range(0, 0)));
-        let bad = T { addr: 0x10_0800, ..t(0, 4096) };
+        let bad = T {
+            addr: 0x10_0800,
+            ..t(0, 4096)
+        };
         assert_eq!(
             WindowParams::new(0, 0, 512, &bad),
             Err(PhbError::Table(TveError::Alignment(0x10_0800)))
@@ -310,12 +355,32 @@ mod tests {
 
     #[test]
     fn kill_validation() {
-        let pages = |pe, bus_addr, page_shift, npages| Kill::Pages { pe, bus_addr, page_shift, npages };
+        let pages = |pe, bus_addr, page_shift, npages| Kill::Pages {
+            pe,
+            bus_addr,
+            page_shift,
+            npages,
+        };
         assert!(pages(1, 0x1_0000, 16, 4).validate(256).is_ok());
-        assert_eq!(pages(1, 0x1000, 16, 1).validate(256), Err(PhbError::BadKill));
-        assert_eq!(pages(1, 0x1000, 13, 1).validate(256), Err(PhbError::BadKill));
-        assert_eq!(pages(1, u64::MAX & !0xfff, 12, 2).validate(256), Err(PhbError::BadKill));
-        assert_eq!(pages(256, 0, 12, 1).validate(256), Err(PhbError::BadPe { pe: 256, num_pes: 256 }));
+        assert_eq!(
+            pages(1, 0x1000, 16, 1).validate(256),
+            Err(PhbError::BadKill)
+        );
+        assert_eq!(
+            pages(1, 0x1000, 13, 1).validate(256),
+            Err(PhbError::BadKill)
+        );
+        assert_eq!(
+            pages(1, !0xfff, 12, 2).validate(256),
+            Err(PhbError::BadKill)
+        );
+        assert_eq!(
+            pages(256, 0, 12, 1).validate(256),
+            Err(PhbError::BadPe {
+                pe: 256,
+                num_pes: 256
+            })
+        );
         assert_eq!(Kill::Pe(255).validate(256), Ok(()));
         assert!(Kill::Pe(256).validate(256).is_err());
         assert_eq!(Kill::All.validate(1), Ok(()));

@@ -108,7 +108,10 @@ impl<M: EduMmio> Edu<M> {
         if mmio.read32(reg::LIVENESS) != !probe {
             return Err(EduError::NotAlive);
         }
-        Ok(Self { mmio, max_polls: max_polls.max(1) })
+        Ok(Self {
+            mmio,
+            max_polls: max_polls.max(1),
+        })
     }
 
     /// The register interface.
@@ -136,7 +139,9 @@ impl<M: EduMmio> Edu<M> {
         offset: u32,
         len: u32,
     ) -> Result<(), EduError> {
-        if len == 0 || len > MAX_TRANSFER || offset.checked_add(len).is_none_or(|e| e > MAX_TRANSFER)
+        if len == 0
+            || len > MAX_TRANSFER
+            || offset.checked_add(len).is_none_or(|e| e > MAX_TRANSFER)
         {
             return Err(EduError::BadRange { offset, len });
         }

@@ -103,7 +103,9 @@ pub fn parse_phbs(blob: &[u8]) -> Result<Vec<PhbInfo>, FdtError> {
 }
 
 fn prop<'a>(node: fdt::node::FdtNode<'_, 'a>, name: &'static str) -> Result<&'a [u8], FdtError> {
-    node.property(name).map(|p| p.value).ok_or(FdtError::BadProperty { name })
+    node.property(name)
+        .map(|p| p.value)
+        .ok_or(FdtError::BadProperty { name })
 }
 
 fn parse_phb(node: fdt::node::FdtNode<'_, '_>) -> Result<PhbInfo, FdtError> {
@@ -126,10 +128,21 @@ fn parse_phb(node: fdt::node::FdtNode<'_, '_>) -> Result<PhbInfo, FdtError> {
     let num_pes = be32(prop(node, "ibm,opal-num-pes")?, 0).ok_or(bad("ibm,opal-num-pes"))?;
     let reserved_pe =
         be32(prop(node, "ibm,opal-reserved-pe")?, 0).ok_or(bad("ibm,opal-reserved-pe"))?;
-    let node_id = node.property("ibm,chip-id").and_then(|p| be32(p.value, 0)).unwrap_or(0);
+    let node_id = node
+        .property("ibm,chip-id")
+        .and_then(|p| be32(p.value, 0))
+        .unwrap_or(0);
     let mut functions = Vec::new();
     collect_functions(node, &mut functions);
-    Ok(PhbInfo { opal_phb_id, reg_base, m32, num_pes, reserved_pe, node: node_id, functions })
+    Ok(PhbInfo {
+        opal_phb_id,
+        reg_base,
+        m32,
+        num_pes,
+        reserved_pe,
+        node: node_id,
+        functions,
+    })
 }
 
 fn collect_functions(node: fdt::node::FdtNode<'_, '_>, out: &mut Vec<PciFunctionInfo>) {
@@ -162,7 +175,11 @@ mod tests {
 
     #[test]
     fn m32_translation() {
-        let w = M32Window { pci_addr: 0x8000_0000, cpu_addr: 0x6_00c0_0000_0000, size: 0x7fff_0000 };
+        let w = M32Window {
+            pci_addr: 0x8000_0000,
+            cpu_addr: 0x6_00c0_0000_0000,
+            size: 0x7fff_0000,
+        };
         assert_eq!(w.pci_to_cpu(0x8000_0000), Some(0x6_00c0_0000_0000));
         assert_eq!(w.pci_to_cpu(0x8010_0000), Some(0x6_00c0_0010_0000));
         assert_eq!(w.pci_to_cpu(0x7fff_ffff), None);

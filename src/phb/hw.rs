@@ -112,7 +112,7 @@ pub trait PciConfig {
 
 /// Checks a configuration offset against the access size: inside 4 KiB and aligned.
 pub fn check_config_offset(offset: u16, size: u16) -> Result<(), PciConfigError> {
-    if offset % size != 0 || offset > 0x1000 - size {
+    if !offset.is_multiple_of(size) || offset > 0x1000 - size {
         return Err(PciConfigError::BadOffset(offset));
     }
     Ok(())
@@ -256,8 +256,7 @@ pub trait OpalPci {
     /// OPAL_PCI_CONFIG_WRITE_BYTE (16).
     fn pci_config_write_byte(&self, phb_id: u64, bdfn: u64, offset: u64, value: u8) -> i64;
     /// OPAL_PCI_CONFIG_WRITE_HALF_WORD (17).
-    fn pci_config_write_half_word(&self, phb_id: u64, bdfn: u64, offset: u64, value: u16)
-        -> i64;
+    fn pci_config_write_half_word(&self, phb_id: u64, bdfn: u64, offset: u64, value: u16) -> i64;
     /// OPAL_PCI_CONFIG_WRITE_WORD (18).
     fn pci_config_write_word(&self, phb_id: u64, bdfn: u64, offset: u64, value: u32) -> i64;
 }
@@ -321,7 +320,9 @@ impl<O: OpalPci + ?Sized> PciConfig for OpalConfig<'_, O> {
     fn read8(&self, bdfn: Bdfn, offset: u16) -> Result<u8, PciConfigError> {
         check_config_offset(offset, 1)?;
         let mut v = 0;
-        let rc = self.opal.pci_config_read_byte(self.phb_id, bdfn.0.into(), offset.into(), &mut v);
+        let rc = self
+            .opal
+            .pci_config_read_byte(self.phb_id, bdfn.0.into(), offset.into(), &mut v);
         OpalError::check(rc).map_err(PciConfigError::Opal)?;
         Ok(v)
     }
@@ -329,31 +330,39 @@ impl<O: OpalPci + ?Sized> PciConfig for OpalConfig<'_, O> {
         check_config_offset(offset, 2)?;
         let mut v = 0;
         let rc =
-            self.opal.pci_config_read_half_word(self.phb_id, bdfn.0.into(), offset.into(), &mut v);
+            self.opal
+                .pci_config_read_half_word(self.phb_id, bdfn.0.into(), offset.into(), &mut v);
         OpalError::check(rc).map_err(PciConfigError::Opal)?;
         Ok(v)
     }
     fn read32(&self, bdfn: Bdfn, offset: u16) -> Result<u32, PciConfigError> {
         check_config_offset(offset, 4)?;
         let mut v = 0;
-        let rc = self.opal.pci_config_read_word(self.phb_id, bdfn.0.into(), offset.into(), &mut v);
+        let rc = self
+            .opal
+            .pci_config_read_word(self.phb_id, bdfn.0.into(), offset.into(), &mut v);
         OpalError::check(rc).map_err(PciConfigError::Opal)?;
         Ok(v)
     }
     fn write8(&self, bdfn: Bdfn, offset: u16, value: u8) -> Result<(), PciConfigError> {
         check_config_offset(offset, 1)?;
-        let rc = self.opal.pci_config_write_byte(self.phb_id, bdfn.0.into(), offset.into(), value);
+        let rc = self
+            .opal
+            .pci_config_write_byte(self.phb_id, bdfn.0.into(), offset.into(), value);
         OpalError::check(rc).map_err(PciConfigError::Opal)
     }
     fn write16(&self, bdfn: Bdfn, offset: u16, value: u16) -> Result<(), PciConfigError> {
         check_config_offset(offset, 2)?;
         let rc =
-            self.opal.pci_config_write_half_word(self.phb_id, bdfn.0.into(), offset.into(), value);
+            self.opal
+                .pci_config_write_half_word(self.phb_id, bdfn.0.into(), offset.into(), value);
         OpalError::check(rc).map_err(PciConfigError::Opal)
     }
     fn write32(&self, bdfn: Bdfn, offset: u16, value: u32) -> Result<(), PciConfigError> {
         check_config_offset(offset, 4)?;
-        let rc = self.opal.pci_config_write_word(self.phb_id, bdfn.0.into(), offset.into(), value);
+        let rc = self
+            .opal
+            .pci_config_write_word(self.phb_id, bdfn.0.into(), offset.into(), value);
         OpalError::check(rc).map_err(PciConfigError::Opal)
     }
 }

@@ -20,7 +20,11 @@ pub struct OpalBackend<O: OpalPci> {
 impl<O: OpalPci> OpalBackend<O> {
     /// The PHB OPAL knows as `phb_id` (`ibm,opal-phbid`), with `num_pes` PEs.
     pub fn new(opal: O, phb_id: u64, num_pes: u32) -> Self {
-        Self { opal, phb_id, num_pes }
+        Self {
+            opal,
+            phb_id,
+            num_pes,
+        }
     }
 
     /// The OPAL interface, for configuration access ([`super::hw::OpalConfig`]).
@@ -34,14 +38,9 @@ impl<O: OpalPci> OpalBackend<O> {
     }
 
     fn kill_pe(&self, pe: u32) -> Result<(), PhbError> {
-        let rc = self.opal.pci_tce_kill(
-            self.phb_id,
-            OpalTceKillType::Pe as u32,
-            pe.into(),
-            0,
-            0,
-            0,
-        );
+        let rc =
+            self.opal
+                .pci_tce_kill(self.phb_id, OpalTceKillType::Pe as u32, pe.into(), 0, 0, 0);
         Ok(OpalError::check(rc)?)
     }
 }
@@ -65,12 +64,7 @@ impl<O: OpalPci> PhbDma for OpalBackend<O> {
         Ok(OpalError::check(rc)?)
     }
 
-    fn map_window(
-        &self,
-        pe: u32,
-        window: u8,
-        table: &dyn DmaWindowTable,
-    ) -> Result<(), PhbError> {
+    fn map_window(&self, pe: u32, window: u8, table: &dyn DmaWindowTable) -> Result<(), PhbError> {
         let p = WindowParams::new(pe, window, self.num_pes, table)?;
         let rc = self.opal.pci_map_pe_dma_window(
             self.phb_id,
@@ -89,7 +83,9 @@ impl<O: OpalPci> PhbDma for OpalBackend<O> {
         check_pe(pe, self.num_pes)?;
         super::dma::check_window(window)?;
         let index = super::regs::tve_index(pe, window) as u16;
-        let rc = self.opal.pci_map_pe_dma_window(self.phb_id, pe.into(), index, 0, 0, 0, 0);
+        let rc = self
+            .opal
+            .pci_map_pe_dma_window(self.phb_id, pe.into(), index, 0, 0, 0, 0);
         OpalError::check(rc)?;
         self.kill_pe(pe)
     }
@@ -97,7 +93,12 @@ impl<O: OpalPci> PhbDma for OpalBackend<O> {
     fn kill(&self, kill: Kill) -> Result<(), PhbError> {
         kill.validate(self.num_pes)?;
         let rc = match kill {
-            Kill::Pages { pe, bus_addr, page_shift, npages } => self.opal.pci_tce_kill(
+            Kill::Pages {
+                pe,
+                bus_addr,
+                page_shift,
+                npages,
+            } => self.opal.pci_tce_kill(
                 self.phb_id,
                 OpalTceKillType::Pages as u32,
                 pe.into(),
@@ -107,7 +108,8 @@ impl<O: OpalPci> PhbDma for OpalBackend<O> {
             ),
             Kill::Pe(pe) => return self.kill_pe(pe),
             Kill::All => {
-                self.opal.pci_tce_kill(self.phb_id, OpalTceKillType::All as u32, 0, 0, 0, 0)
+                self.opal
+                    .pci_tce_kill(self.phb_id, OpalTceKillType::All as u32, 0, 0, 0, 0)
             }
         };
         Ok(OpalError::check(rc)?)

@@ -106,13 +106,22 @@ impl<T: DmaWindowTable> PeGroup<T> {
         for &(bdfn, pe) in devices {
             phb.set_pe(bdfn, pe)?;
         }
-        let members = devices.iter().map(|&(bdfn, pe)| Member { bdfn, pe, table: None }).collect();
+        let members = devices
+            .iter()
+            .map(|&(bdfn, pe)| Member {
+                bdfn,
+                pe,
+                table: None,
+            })
+            .collect();
         let mut group = PeGroup {
             pes,
             members,
             node,
             default_window,
-            owner: Owner::External { windows: [None, None] },
+            owner: Owner::External {
+                windows: [None, None],
+            },
         };
         group.install_default(phb, factory)?;
         Ok(group)
@@ -178,7 +187,9 @@ impl<T: DmaWindowTable> PeGroup<T> {
         for m in &mut self.members {
             m.table = None;
         }
-        self.owner = Owner::External { windows: [None, None] };
+        self.owner = Owner::External {
+            windows: [None, None],
+        };
         Ok(())
     }
 
@@ -257,7 +268,11 @@ impl<T: DmaWindowTable> PeGroup<T> {
         phb: &dyn PhbDma,
         factory: &F,
     ) -> Result<(), PeError<F::Error>> {
-        let table = Arc::new(factory.create(self.node, &self.default_window).map_err(PeError::Table)?);
+        let table = Arc::new(
+            factory
+                .create(self.node, &self.default_window)
+                .map_err(PeError::Table)?,
+        );
         for &pe in &self.pes {
             if let Err(e) = phb.map_window(pe, 0, &*table) {
                 for &done in &self.pes {

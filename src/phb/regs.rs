@@ -328,7 +328,12 @@ mod tests {
         ] {
             let tve = Tve::translated(addr, levels, bytes, shift).unwrap();
             assert_eq!(
-                (tve.table_addr(), tve.levels(), tve.level_bytes(), tve.page_shift()),
+                (
+                    tve.table_addr(),
+                    tve.levels(),
+                    tve.level_bytes(),
+                    tve.page_shift()
+                ),
                 (addr, levels, bytes, Some(shift))
             );
         }
@@ -341,10 +346,22 @@ mod tests {
     fn tve_rejects_what_opal_rejects() {
         assert_eq!(Tve::translated(0, 0, 0x1000, 12), Err(TveError::Levels(0)));
         assert_eq!(Tve::translated(0, 6, 0x1000, 12), Err(TveError::Levels(6)));
-        assert_eq!(Tve::translated(0, 1, 0x800, 12), Err(TveError::LevelSize(0x800)));
-        assert_eq!(Tve::translated(0, 1, 0x3000, 12), Err(TveError::LevelSize(0x3000)));
-        assert_eq!(Tve::translated(0x1000, 1, 0x2000, 12), Err(TveError::Alignment(0x1000)));
-        assert_eq!(Tve::translated(0, 1, 0x1000, 13), Err(TveError::PageShift(13)));
+        assert_eq!(
+            Tve::translated(0, 1, 0x800, 12),
+            Err(TveError::LevelSize(0x800))
+        );
+        assert_eq!(
+            Tve::translated(0, 1, 0x3000, 12),
+            Err(TveError::LevelSize(0x3000))
+        );
+        assert_eq!(
+            Tve::translated(0x1000, 1, 0x2000, 12),
+            Err(TveError::Alignment(0x1000))
+        );
+        assert_eq!(
+            Tve::translated(0, 1, 0x1000, 13),
+            Err(TveError::PageShift(13))
+        );
     }
 
     #[test]
@@ -373,7 +390,10 @@ mod tests {
         assert_eq!(TceKillCmd::all().0, 0x8000_0000_0000_0000);
         assert_eq!(TceKillCmd::pe(5).0, 0x4000_0000_0000_0005);
         assert_eq!(TceKillCmd::pe(511).0, 0x4000_0000_0000_01ff);
-        assert_eq!(TceKillCmd::one(3, 0x1000, 12).unwrap().0, 0x2000_0000_0000_1003);
+        assert_eq!(
+            TceKillCmd::one(3, 0x1000, 12).unwrap().0,
+            0x2000_0000_0000_1003
+        );
         assert_eq!(
             TceKillCmd::one(3, 0x3_0000, 16).unwrap().0,
             0x3000_0000_0003_1003
