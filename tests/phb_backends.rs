@@ -360,3 +360,28 @@ fn back_ends_agree_on_phb_state() {
         assert_eq!(opal.rtt.borrow().get(&bdfn.0), Some(&pe));
     }
 }
+
+/// The hypercall layer's invalidation (`TceInvalidate` wraps `try_invalidate`) reaches every PE sharing the table, as page kills
+/// through OPAL (bus address = table offset + index << shift).
+#[test]
+fn table_kill_invalidates_in_every_sharing_pe() {
+    use p9iommu::phb::glue::TableKill;
+    let opal = FakeOpal::new(0, 512);
+    let o = OpalBackend::new(&opal, 0, 512);
+    let k = TableKill::new(&o, vec![4, 5], 16, 1 << 59);
+    k.try_invalidate(3, 2).unwrap();
+    let page = |pe| Call::TceKill {
+        phb: 0,
+        kind: 0,
+        pe,
+        tce_size: 0x1_0000,
+        addr: (1 << 59) | 0x3_0000,
+        npages: 2,
+    };
+    assert_eq!(*opal.calls.borrow(), vec![page(4), page(5)]);
+    assert_eq!(
+        k.kill_for(1 << 60, 1),
+        Kill::Pe(0),
+        "unexpressible range: PE kill"
+    );
+}

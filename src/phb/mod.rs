@@ -10,6 +10,7 @@
 //! - [`pe`]: PE groups and ownership (kernel default window, owner tables, release).
 //! - [`fdt`]: `pciex@` nodes and their PCI functions.
 //! - [`bars`]: enumeration behind the root port, BAR sizing and assignment, bridge window.
+//! - [`glue`]: `tce::TceTable` as a window table, PHB kills as `hcall::TceInvalidate`.
 //! - [`edu`]: QEMU's `edu` device, to generate DMA.
 
 pub mod bars;
@@ -17,6 +18,7 @@ pub mod direct;
 pub mod dma;
 pub mod edu;
 pub mod fdt;
+pub mod glue;
 pub mod hw;
 pub mod opal;
 pub mod pe;
