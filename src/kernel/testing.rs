@@ -79,6 +79,11 @@ macro_rules! kassert_eq {
             (l, r) => $crate::kassert!(*l == *r, "{} == {} failed: left {:#x?}, right {:#x?}", stringify!($left), stringify!($right), l, r),
         }
     };
+    ($left:expr, $right:expr, $($fmt:tt)+) => {
+        match (&$left, &$right) {
+            (l, r) => $crate::kassert!(*l == *r, "{}: left {:#x?}, right {:#x?}", format_args!($($fmt)+), l, r),
+        }
+    };
 }
 
 // Section bounds from linker.ld (declared as bytes: only their addresses are used).

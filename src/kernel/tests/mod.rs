@@ -2,3 +2,4 @@
 //! itself with `ktest!`/`kbench!`.
 mod boot;
 mod selftest;
+mod tce;
