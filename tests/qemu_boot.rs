@@ -23,7 +23,10 @@ fn build_kernel() {
         if out.status.success() {
             Ok(())
         } else {
-            Err(format!("`cargo kernel` failed:\n{}", String::from_utf8_lossy(&out.stderr)))
+            Err(format!(
+                "`cargo kernel` failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            ))
         }
     });
     if let Err(e) = built {
@@ -41,7 +44,11 @@ fn boot(cmdline: &[&str]) -> (bool, String, String) {
         .output()
         .expect("run qemu-run.sh");
     let console = String::from_utf8_lossy(&out.stdout).replace('\r', "");
-    (out.status.success(), console, String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        console,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -51,9 +58,18 @@ fn in_kernel_tests_pass() {
     if let Some(why) = report.test_run_problem() {
         panic!("the in-kernel test run failed:\n{why}\n---- console ----\n{console}\n---- qemu-run.sh ----\n{stderr}");
     }
-    assert!(ok, "qemu-run.sh failed although the report is clean:\n{stderr}");
-    assert_eq!(report.running, report.registered, "an unfiltered run must run every registered test");
-    assert!(report.results.len() >= 4, "suspiciously few tests:\n{console}");
+    assert!(
+        ok,
+        "qemu-run.sh failed although the report is clean:\n{stderr}"
+    );
+    assert_eq!(
+        report.running, report.registered,
+        "an unfiltered run must run every registered test"
+    );
+    assert!(
+        report.results.len() >= 4,
+        "suspiciously few tests:\n{console}"
+    );
 }
 
 #[test]
@@ -70,8 +86,13 @@ fn a_failing_test_is_named_with_its_message() {
     let (ok, console, _) = boot(&["test", "selftest.fails_on_purpose"]);
     assert!(!ok, "qemu-run.sh must fail when a test fails:\n{console}");
     let report = Report::parse(&console);
-    let why = report.test_run_problem().expect("a failed test is a problem");
-    assert!(why.contains("test selftest.fails_on_purpose FAILED"), "{why}");
+    let why = report
+        .test_run_problem()
+        .expect("a failed test is a problem");
+    assert!(
+        why.contains("test selftest.fails_on_purpose FAILED"),
+        "{why}"
+    );
     assert!(why.contains("left 0x2, right 0x3"), "{why}");
     assert_eq!(report.closing, Some((0, 1)), "{console}");
     assert_eq!(report.exit, Some(1), "{console}");
@@ -80,16 +101,45 @@ fn a_failing_test_is_named_with_its_message() {
 #[test]
 fn an_illegal_instruction_is_reported_with_registers() {
     let (ok, console, _) = boot(&["test", "selftest.crash.illegal_instruction"]);
-    assert!(!ok, "qemu-run.sh must fail when the kernel takes an exception:\n{console}");
+    assert!(
+        !ok,
+        "qemu-run.sh must fail when the kernel takes an exception:\n{console}"
+    );
     let report = Report::parse(&console);
     // POWER9 in hypervisor state raises an illegal instruction as a hypervisor emulation
     // assistance interrupt.
-    assert!(console.contains("unexpected exception: vector 0xe40"), "{console}");
+    assert!(
+        console.contains("unexpected exception: vector 0xe40"),
+        "{console}"
+    );
     for reg in ["HSRR0", "HSRR1", "SRR0", "DAR", "DSISR", "r1 ", "r31"] {
         assert!(console.contains(reg), "no {reg} in the report:\n{console}");
     }
     assert_eq!(report.results.len(), 1, "{console}");
     assert!(!report.results[0].passed, "{console}");
-    assert_eq!(report.closing, None, "the run cannot close normally after a crash:\n{console}");
+    assert_eq!(
+        report.closing, None,
+        "the run cannot close normally after a crash:\n{console}"
+    );
+    assert_eq!(report.exit, Some(1), "{console}");
+}
+
+#[test]
+fn a_real_mode_allocation_fails_the_test_loudly() {
+    let (ok, console, _) = boot(&["test", "selftest.crash.real_mode_allocation"]);
+    assert!(!ok, "qemu-run.sh must fail:\n{console}");
+    assert!(
+        console.contains("REAL-MODE ALLOCATION REFUSED: 8 bytes"),
+        "{console}"
+    );
+    let report = Report::parse(&console);
+    assert_eq!(report.results.len(), 1, "{console}");
+    assert!(!report.results[0].passed, "{console}");
+    assert!(
+        report.results[0]
+            .message
+            .contains("memory allocation of 8 bytes failed"),
+        "{console}"
+    );
     assert_eq!(report.exit, Some(1), "{console}");
 }

@@ -93,8 +93,25 @@ impl Report {
     pub fn parse(console: &str) -> Report {
         let mut r = Report::default();
         let mut last_failed: Option<usize> = None;
+        // A test whose result was pushed to a later line by output it printed itself.
+        let mut pending: Option<String> = None;
         for raw in console.lines() {
             let line = raw.trim_end_matches('\r');
+            if let Some(path) = pending.as_ref() {
+                if line == "ok" || line == "FAILED" {
+                    let passed = line == "ok";
+                    r.results.push(TestResult {
+                        path: path.clone(),
+                        passed,
+                        message: String::new(),
+                    });
+                    pending = None;
+                    if !passed {
+                        last_failed = Some(r.results.len() - 1);
+                    }
+                    continue;
+                }
+            }
             if let Some(idx) = last_failed {
                 if let Some(msg) = line.strip_prefix("    ") {
                     let m = &mut r.results[idx].message;
@@ -116,16 +133,30 @@ impl Report {
                     .and_then(|n| n.parse().ok());
             } else if let Some(rest) = line.strip_prefix("test ") {
                 if let Some(path) = rest.strip_suffix(" ... ok") {
-                    r.results.push(TestResult { path: path.into(), passed: true, message: String::new() });
+                    r.results.push(TestResult {
+                        path: path.into(),
+                        passed: true,
+                        message: String::new(),
+                    });
                 } else if let Some(idx) = rest.find(" ... FAILED") {
-                    r.results.push(TestResult { path: rest[..idx].into(), passed: false, message: String::new() });
+                    r.results.push(TestResult {
+                        path: rest[..idx].into(),
+                        passed: false,
+                        message: String::new(),
+                    });
                     last_failed = Some(r.results.len() - 1);
+                } else if let Some(path) = rest.trim_end().strip_suffix(" ...") {
+                    pending = Some(path.into());
                 }
             } else if let Some(rest) = line.strip_prefix("bench ") {
                 let parts: Vec<&str> = rest.split_ascii_whitespace().collect();
                 if let [name, value, unit] = parts[..] {
                     if let Ok(value) = value.parse() {
-                        r.benches.push(BenchFigure { name: name.into(), value, unit: unit.into() });
+                        r.benches.push(BenchFigure {
+                            name: name.into(),
+                            value,
+                            unit: unit.into(),
+                        });
                     }
                 }
             } else if let Some(rest) = line.strip_prefix(EXIT_PREFIX) {
@@ -146,14 +177,22 @@ impl Report {
             let _ = writeln!(why, "test {} FAILED: {}", t.path, t.message);
         }
         match (self.running, self.closing) {
-            (None, _) => why.push_str("no `running N tests` line: the kernel never started its tests\n"),
-            (Some(_), None) => why.push_str("no closing `N passed, M failed` line: the run did not finish\n"),
+            (None, _) => {
+                why.push_str("no `running N tests` line: the kernel never started its tests\n")
+            }
+            (Some(_), None) => {
+                why.push_str("no closing `N passed, M failed` line: the run did not finish\n")
+            }
             (Some(n), Some((p, f))) => {
                 if p + f != n || self.results.len() != n {
                     let _ = writeln!(why, "announced {n} tests, printed {} results, closing line says {p} passed, {f} failed", self.results.len());
                 }
                 if f != failed.len() {
-                    let _ = writeln!(why, "closing line says {f} failed, {} results say FAILED", failed.len());
+                    let _ = writeln!(
+                        why,
+                        "closing line says {f} failed, {} results say FAILED",
+                        failed.len()
+                    );
                 }
             }
         }
@@ -190,7 +229,10 @@ mod tests {
         assert_eq!(parse_cmdline("demo"), Ok(Mode::Demo));
         assert_eq!(parse_cmdline("test"), Ok(Mode::Test(None)));
         assert_eq!(parse_cmdline(" test  tce. "), Ok(Mode::Test(Some("tce."))));
-        assert_eq!(parse_cmdline("bench tce.set"), Ok(Mode::Bench(Some("tce.set"))));
+        assert_eq!(
+            parse_cmdline("bench tce.set"),
+            Ok(Mode::Bench(Some("tce.set")))
+        );
         assert_eq!(parse_cmdline("tset"), Err(CmdlineError { word: "tset" }));
         assert_eq!(parse_cmdline("test a b"), Err(CmdlineError { word: "b" }));
         assert_eq!(parse_cmdline("demo x"), Err(CmdlineError { word: "x" }));
@@ -234,12 +276,32 @@ mod tests {
         assert!(why.contains("no closing"), "{why}");
         assert!(why.contains("no `p9iommu: exit`"), "{why}");
         let lying = "running 3 tests (3 registered)\ntest a.b ... ok\n1 passed, 0 failed\np9iommu: exit 0\n";
-        assert!(Report::parse(lying).test_run_problem().unwrap().contains("announced 3 tests"));
+        assert!(Report::parse(lying)
+            .test_run_problem()
+            .unwrap()
+            .contains("announced 3 tests"));
+    }
+
+    #[test]
+    fn a_result_pushed_to_its_own_line_still_counts() {
+        let out = "running 1 tests (1 registered)\ntest a.b ... \nREFUSED: 8 bytes\nFAILED\n    panicked at x.rs:1\n";
+        let r = Report::parse(out);
+        assert_eq!(r.results.len(), 1);
+        assert!(!r.results[0].passed);
+        assert_eq!(r.results[0].message, "panicked at x.rs:1");
     }
 
     #[test]
     fn parses_bench_lines() {
-        let r = Report::parse("bench tce.set.insns 123 insns\nbench bad line\nbench x notanumber u\n");
-        assert_eq!(r.benches, vec![BenchFigure { name: "tce.set.insns".into(), value: 123, unit: "insns".into() }]);
+        let r =
+            Report::parse("bench tce.set.insns 123 insns\nbench bad line\nbench x notanumber u\n");
+        assert_eq!(
+            r.benches,
+            vec![BenchFigure {
+                name: "tce.set.insns".into(),
+                value: 123,
+                unit: "insns".into()
+            }]
+        );
     }
 }

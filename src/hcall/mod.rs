@@ -14,10 +14,8 @@
 //! [`TceInvalidate`], invalidated once per table per batch.
 
 mod adapter;
-#[cfg(not(target_os = "none"))]
 pub mod fuzz;
 mod handlers;
-#[cfg(not(target_os = "none"))]
 pub mod sim;
 mod stats;
 mod window;

@@ -53,7 +53,11 @@ extern "C" fn kernel_entry(fdt_addr: usize) -> ! {
         Err(_) => halt_silently(),
     };
     opal::init(info.opal_base, info.opal_entry);
-    kprintln!("p9iommu: booting (FDT at {fdt_addr:#x}, OPAL at {:#x}, command line {:?})", info.opal_base, info.bootargs);
+    kprintln!(
+        "p9iommu: booting (FDT at {fdt_addr:#x}, OPAL at {:#x}, command line {:?})",
+        info.opal_base,
+        info.bootargs
+    );
 
     // Hypervisor interrupts must arrive little-endian before any can be taken.
     let rc = opal::reinit_cpus(opal::OPAL_REINIT_CPUS_HILE_LE | opal::OPAL_REINIT_CPUS_MMU_RADIX);
@@ -73,9 +77,18 @@ extern "C" fn kernel_entry(fdt_addr: usize) -> ! {
     let image_end = unsafe { &__image_end as *const u8 as u64 };
     let mut reserved = info.reserved.clone();
     let own = [
-        Range { start: 0, end: VECTORS_END },
-        Range { start: KERNEL_BASE, end: image_end },
-        Range { start: fdt_addr as u64, end: fdt_addr as u64 + fdt.total_size() as u64 },
+        Range {
+            start: 0,
+            end: VECTORS_END,
+        },
+        Range {
+            start: KERNEL_BASE,
+            end: image_end,
+        },
+        Range {
+            start: fdt_addr as u64,
+            end: fdt_addr as u64 + fdt.total_size() as u64,
+        },
     ];
     for r in own {
         if reserved.push(r).is_err() {
@@ -84,7 +97,11 @@ extern "C" fn kernel_entry(fdt_addr: usize) -> ! {
         }
     }
     let Some(heap_range) = largest_free_range(&info.memory, &reserved, 0, HEAP_CEILING) else {
-        kprintln!("p9iommu: no free memory for the heap (memory {:?}, reserved {:?})", info.memory, reserved);
+        kprintln!(
+            "p9iommu: no free memory for the heap (memory {:?}, reserved {:?})",
+            info.memory,
+            reserved
+        );
         testing::exit(false);
     };
     // SAFETY: the range is RAM that the FDT lists and nothing reserves; it is ours from now on.
@@ -97,7 +114,11 @@ extern "C" fn kernel_entry(fdt_addr: usize) -> ! {
         spr::timebase()
     );
     let bootargs = info.bootargs;
-    BOOT.call_once(|| Boot { fdt, heap: heap_range, opal_base: info.opal_base });
+    BOOT.call_once(|| Boot {
+        fdt,
+        heap: heap_range,
+        opal_base: info.opal_base,
+    });
 
     let ok = match parse_cmdline(bootargs) {
         Ok(Mode::Demo) => demo(),
@@ -115,8 +136,16 @@ extern "C" fn kernel_entry(fdt_addr: usize) -> ! {
 fn demo() -> bool {
     kprintln!("p9iommu: demo");
     let b = boot();
-    kprintln!("  heap: {} KiB free of {} KiB", heap::HEAP.free() >> 10, heap::HEAP.size() >> 10);
-    kprintln!("  FDT: {} bytes, OPAL base {:#x}", b.fdt.total_size(), b.opal_base);
+    kprintln!(
+        "  heap: {} KiB free of {} KiB",
+        heap::HEAP.free() >> 10,
+        heap::HEAP.size() >> 10
+    );
+    kprintln!(
+        "  FDT: {} bytes, OPAL base {:#x}",
+        b.fdt.total_size(),
+        b.opal_base
+    );
     kprintln!("p9iommu: demo done");
     true
 }
@@ -137,7 +166,9 @@ fn fail(what: core::fmt::Arguments) -> ! {
         opal::power_down();
     }
     if let Some(t) = testing::current_test() {
-        console::print_emergency(format_args!("FAILED\n    {what}\n    (test {t} stopped the kernel)\n"));
+        console::print_emergency(format_args!(
+            "FAILED\n    {what}\n    (test {t} stopped the kernel)\n"
+        ));
     } else {
         console::print_emergency(format_args!("p9iommu: {what}\n"));
     }
@@ -155,11 +186,26 @@ extern "C" fn report_exception(pc: &mut PerCpu) -> ! {
     if testing::current_test().is_some() {
         p(format_args!("FAILED\n"));
     }
-    p(format_args!("    unexpected exception: vector {vector:#x} ({})\n", exception::vector_name(vector)));
-    p(format_args!("    SRR0  {:016x} SRR1  {:016x}\n", f.srr0, f.srr1));
-    p(format_args!("    HSRR0 {:016x} HSRR1 {:016x}\n", f.hsrr0, f.hsrr1));
-    p(format_args!("    DAR   {:016x} DSISR {:016x}\n", f.dar, f.dsisr));
-    p(format_args!("    LR    {:016x} CTR   {:016x} CR {:08x} XER {:08x}\n", f.lr, f.ctr, f.cr, f.xer));
+    p(format_args!(
+        "    unexpected exception: vector {vector:#x} ({})\n",
+        exception::vector_name(vector)
+    ));
+    p(format_args!(
+        "    SRR0  {:016x} SRR1  {:016x}\n",
+        f.srr0, f.srr1
+    ));
+    p(format_args!(
+        "    HSRR0 {:016x} HSRR1 {:016x}\n",
+        f.hsrr0, f.hsrr1
+    ));
+    p(format_args!(
+        "    DAR   {:016x} DSISR {:016x}\n",
+        f.dar, f.dsisr
+    ));
+    p(format_args!(
+        "    LR    {:016x} CTR   {:016x} CR {:08x} XER {:08x}\n",
+        f.lr, f.ctr, f.cr, f.xer
+    ));
     for row in 0..8 {
         let r = row * 4;
         p(format_args!(
@@ -181,7 +227,12 @@ extern "C" fn report_exception(pc: &mut PerCpu) -> ! {
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
     match info.location() {
-        Some(l) => fail(format_args!("panicked at {}:{}: {}", l.file(), l.line(), info.message())),
+        Some(l) => fail(format_args!(
+            "panicked at {}:{}: {}",
+            l.file(),
+            l.line(),
+            info.message()
+        )),
         None => fail(format_args!("panicked: {}", info.message())),
     }
 }

@@ -39,8 +39,10 @@ macro_rules! ktest {
         const _: () = {
             #[used]
             #[link_section = ".ktest"]
-            static TEST: $crate::kernel::testing::KTest =
-                $crate::kernel::testing::KTest { path: $path, run: $f };
+            static TEST: $crate::kernel::testing::KTest = $crate::kernel::testing::KTest {
+                path: $path,
+                run: $f,
+            };
         };
     };
 }
@@ -52,8 +54,10 @@ macro_rules! kbench {
         const _: () = {
             #[used]
             #[link_section = ".kbench"]
-            static BENCH: $crate::kernel::testing::KBench =
-                $crate::kernel::testing::KBench { name: $name, run: $f };
+            static BENCH: $crate::kernel::testing::KBench = $crate::kernel::testing::KBench {
+                name: $name,
+                run: $f,
+            };
         };
     };
 }
@@ -162,7 +166,10 @@ pub fn run_tests(filter: Option<&str>) -> bool {
 /// Run the selected benchmarks; returns whether any ran.
 pub fn run_benches(filter: Option<&str>) -> bool {
     let mut ran = 0;
-    for b in registered_benches().iter().filter(|b| selected(b.name, filter)) {
+    for b in registered_benches()
+        .iter()
+        .filter(|b| selected(b.name, filter))
+    {
         (b.run)(&mut |name, value, unit| kprintln!("bench {name} {value} {unit}"));
         ran += 1;
     }
@@ -175,6 +182,10 @@ pub fn run_benches(filter: Option<&str>) -> bool {
 /// Print the kernel's last line and power off. `p9iommu: exit <status>` is what the host
 /// harness and qemu-run.sh read: QEMU's own exit status carries no pass/fail.
 pub fn exit(success: bool) -> ! {
-    crate::kernel::console::print_emergency(format_args!("{}{}\n", harness::EXIT_PREFIX, if success { 0 } else { 1 }));
+    crate::kernel::console::print_emergency(format_args!(
+        "{}{}\n",
+        harness::EXIT_PREFIX,
+        if success { 0 } else { 1 }
+    ));
     crate::arch::ppc64::opal::power_down()
 }

@@ -11,7 +11,10 @@ fn fdt_discovery() -> TestResult {
     kassert!(b.opal_base != 0, "no OPAL base");
     kassert!(b.heap.len() >= 64 << 20, "heap only {} bytes", b.heap.len());
     let image = super::super::KERNEL_BASE..super::super::KERNEL_BASE + 0x10_0000;
-    kassert!(!image.contains(&b.heap.start), "heap starts inside the image");
+    kassert!(
+        !image.contains(&b.heap.start),
+        "heap starts inside the image"
+    );
     Ok(())
 }
 ktest!("boot.fdt_discovery", fdt_discovery);
@@ -32,7 +35,10 @@ fn heap_allocates_aligned_blocks() -> TestResult {
     kassert_eq!(heap::HEAP.free(), before);
     Ok(())
 }
-ktest!("boot.heap_allocates_aligned_blocks", heap_allocates_aligned_blocks);
+ktest!(
+    "boot.heap_allocates_aligned_blocks",
+    heap_allocates_aligned_blocks
+);
 
 fn vectors_installed_at_zero() -> TestResult {
     extern "C" {
@@ -44,7 +50,9 @@ fn vectors_installed_at_zero() -> TestResult {
         let at_zero: u64;
         // SAFETY: real address `off` is inside the installed vector block (RAM); read through asm
         // because Rust must not dereference low addresses as pointers.
-        unsafe { core::arch::asm!("ldx {0}, 0, {1}", out(reg) at_zero, in(reg) off, options(nostack, readonly)) };
+        unsafe {
+            core::arch::asm!("ldx {0}, 0, {1}", out(reg) at_zero, in(reg) off, options(nostack, readonly))
+        };
         // SAFETY: the same offset inside the block in the image.
         let in_image = unsafe { core::ptr::read((image + off) as *const u64) };
         kassert_eq!(at_zero, in_image);
@@ -56,9 +64,13 @@ ktest!("boot.vectors_installed_at_zero", vectors_installed_at_zero);
 
 fn timebase_and_pmu_count() -> TestResult {
     let t0 = spr::timebase();
-    let (n, sum) = pmu::count_instructions(|| (0..1000u64).fold(0u64, |a, x| core::hint::black_box(a + x)));
+    let (n, sum) =
+        pmu::count_instructions(|| (0..1000u64).fold(0u64, |a, x| core::hint::black_box(a + x)));
     kassert_eq!(sum, 499_500);
-    kassert!(n >= 1000, "PMC5 counted only {n} instructions for a 1000-iteration loop");
+    kassert!(
+        n >= 1000,
+        "PMC5 counted only {n} instructions for a 1000-iteration loop"
+    );
     kassert!(spr::timebase() > t0, "the timebase does not advance");
     kassert!(spr::msr().contains(spr::Msr::ME | spr::Msr::HV | spr::Msr::LE));
     Ok(())

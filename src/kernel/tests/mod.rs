@@ -1,5 +1,6 @@
 //! In-kernel tests and benchmarks, grouped by the component they exercise. Each registers
 //! itself with `ktest!`/`kbench!`.
 mod boot;
+mod hcall;
 mod selftest;
 mod tce;

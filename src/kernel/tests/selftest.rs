@@ -40,3 +40,12 @@ fn panics() -> TestResult {
     Ok(())
 }
 ktest!("selftest.crash.panic", panics);
+
+fn real_mode_allocation() -> TestResult {
+    let _rm = crate::mm::alloc_guard::RealModeScope::enter();
+    // Deliberately forbidden: the guarded allocator must refuse and the run must fail loudly.
+    let b = alloc::boxed::Box::new(core::hint::black_box(42u64));
+    drop(core::hint::black_box(b));
+    Ok(())
+}
+ktest!("selftest.crash.real_mode_allocation", real_mode_allocation);
