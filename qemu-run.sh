@@ -72,7 +72,7 @@ if ! command -v qemu-system-ppc64 >/dev/null 2>&1; then
 fi
 
 # --- build ------------------------------------------------------------------------------------
-kernel="$root/target/ppc64le-kernel/release/kernel"
+kernel="${CARGO_TARGET_DIR:-$root/target}/ppc64le-kernel/release/kernel"
 if [ "$build" = 1 ]; then
   say "building the kernel (cargo kernel)..."
   cargo kernel --quiet >&2
