@@ -1,6 +1,7 @@
 //! The kernel: boot flow, console, heap, the exception report, and the in-kernel tests and
 //! benchmarks. Entered from boot/entry.S in hypervisor real mode, little-endian, on the boot CPU.
 pub mod console;
+mod demo;
 pub mod heap;
 pub mod testing;
 mod tests;
@@ -121,7 +122,7 @@ extern "C" fn kernel_entry(fdt_addr: usize) -> ! {
     });
 
     let ok = match parse_cmdline(bootargs) {
-        Ok(Mode::Demo) => demo(),
+        Ok(Mode::Demo) => demo::run(),
         Ok(Mode::Test(filter)) => testing::run_tests(filter),
         Ok(Mode::Bench(filter)) => testing::run_benches(filter),
         Err(e) => {
@@ -130,24 +131,6 @@ extern "C" fn kernel_entry(fdt_addr: usize) -> ! {
         }
     };
     testing::exit(ok)
-}
-
-/// The demo: what the component does, shown on the console.
-fn demo() -> bool {
-    kprintln!("p9iommu: demo");
-    let b = boot();
-    kprintln!(
-        "  heap: {} KiB free of {} KiB",
-        heap::HEAP.free() >> 10,
-        heap::HEAP.size() >> 10
-    );
-    kprintln!(
-        "  FDT: {} bytes, OPAL base {:#x}",
-        b.fdt.total_size(),
-        b.opal_base
-    );
-    kprintln!("p9iommu: demo done");
-    true
 }
 
 /// Nothing to print on: stop here. Only reachable when firmware gave no usable FDT.
