@@ -45,7 +45,11 @@ impl<'a> BootInfo<'a> {
     /// Read the boot facts from an FDT blob.
     pub fn from_fdt(fdt: &Fdt<'a>) -> Result<Self, BootInfoError> {
         let opal = fdt.find_node("/ibm,opal").ok_or(BootInfoError::NoOpal)?;
-        let prop = |name| opal.property(name).and_then(|p| p.as_usize()).map(|v| v as u64);
+        let prop = |name| {
+            opal.property(name)
+                .and_then(|p| p.as_usize())
+                .map(|v| v as u64)
+        };
         let opal_base = prop("opal-base-address").ok_or(BootInfoError::NoOpal)?;
         let opal_entry = prop("opal-entry-address").ok_or(BootInfoError::NoOpal)?;
 
@@ -61,7 +65,9 @@ impl<'a> BootInfo<'a> {
             for reg in node.reg().into_iter().flatten() {
                 let start = reg.starting_address as u64;
                 let end = start + reg.size.unwrap_or(0) as u64;
-                memory.push(Range { start, end }).map_err(|_| BootInfoError::TooManyRanges)?;
+                memory
+                    .push(Range { start, end })
+                    .map_err(|_| BootInfoError::TooManyRanges)?;
             }
         }
         if memory.is_empty() {
@@ -72,25 +78,40 @@ impl<'a> BootInfo<'a> {
         for r in fdt.memory_reservations() {
             let start = r.address() as u64;
             let end = start + r.size() as u64;
-            reserved.push(Range { start, end }).map_err(|_| BootInfoError::TooManyRanges)?;
+            reserved
+                .push(Range { start, end })
+                .map_err(|_| BootInfoError::TooManyRanges)?;
         }
         if let Some(rm) = fdt.find_node("/reserved-memory") {
             for child in rm.children() {
                 for reg in child.reg().into_iter().flatten() {
                     let start = reg.starting_address as u64;
                     let end = start + reg.size.unwrap_or(0) as u64;
-                    reserved.push(Range { start, end }).map_err(|_| BootInfoError::TooManyRanges)?;
+                    reserved
+                        .push(Range { start, end })
+                        .map_err(|_| BootInfoError::TooManyRanges)?;
                 }
             }
         }
         let bootargs = fdt.chosen().bootargs().unwrap_or("");
-        Ok(BootInfo { opal_base, opal_entry, memory, reserved, bootargs })
+        Ok(BootInfo {
+            opal_base,
+            opal_entry,
+            memory,
+            reserved,
+            bootargs,
+        })
     }
 }
 
 /// The largest range of `memory` that overlaps none of `reserved`, clipped to `[floor, ceiling)`.
 /// The kernel puts its heap there (after adding its own image and vectors to `reserved`).
-pub fn largest_free_range(memory: &[Range], reserved: &[Range], floor: u64, ceiling: u64) -> Option<Range> {
+pub fn largest_free_range(
+    memory: &[Range],
+    reserved: &[Range],
+    floor: u64,
+    ceiling: u64,
+) -> Option<Range> {
     let mut best: Option<Range> = None;
     for m in memory {
         // Walk the gaps between reservations inside this memory range.
@@ -104,7 +125,10 @@ pub fn largest_free_range(memory: &[Range], reserved: &[Range], floor: u64, ceil
                 .min_by_key(|r| r.start);
             let gap_end = blocking.map_or(end, |r| r.start.max(cursor));
             if gap_end > cursor && best.is_none_or(|b| gap_end - cursor > b.len()) {
-                best = Some(Range { start: cursor, end: gap_end });
+                best = Some(Range {
+                    start: cursor,
+                    end: gap_end,
+                });
             }
             match blocking {
                 Some(r) => cursor = cursor.max(r.end),
@@ -126,11 +150,18 @@ mod tests {
     #[test]
     fn free_range_avoids_every_reservation() {
         let mem = [r(0, 0x4000_0000)];
-        let res = [r(0, 0x10000), r(0x2000_0000, 0x2100_0000), r(0x3000_0000, 0x3200_0000)];
+        let res = [
+            r(0, 0x10000),
+            r(0x2000_0000, 0x2100_0000),
+            r(0x3000_0000, 0x3200_0000),
+        ];
         let got = largest_free_range(&mem, &res, 0, u64::MAX).unwrap();
         assert_eq!(got, r(0x10000, 0x2000_0000));
         for x in &res {
-            assert!(got.end <= x.start || got.start >= x.end, "{got:?} overlaps {x:?}");
+            assert!(
+                got.end <= x.start || got.start >= x.end,
+                "{got:?} overlaps {x:?}"
+            );
         }
     }
 
@@ -138,8 +169,17 @@ mod tests {
     fn free_range_honours_floor_ceiling_and_overlapping_reservations() {
         let mem = [r(0, 0x1000), r(0x10_0000, 0x20_0000)];
         let res = [r(0x10_0000, 0x14_0000), r(0x13_0000, 0x18_0000)];
-        assert_eq!(largest_free_range(&mem, &res, 0, u64::MAX), Some(r(0x18_0000, 0x20_0000)));
-        assert_eq!(largest_free_range(&mem, &res, 0, 0x19_0000), Some(r(0x18_0000, 0x19_0000)));
-        assert_eq!(largest_free_range(&mem, &[r(0, u64::MAX)], 0, u64::MAX), None);
+        assert_eq!(
+            largest_free_range(&mem, &res, 0, u64::MAX),
+            Some(r(0x18_0000, 0x20_0000))
+        );
+        assert_eq!(
+            largest_free_range(&mem, &res, 0, 0x19_0000),
+            Some(r(0x18_0000, 0x19_0000))
+        );
+        assert_eq!(
+            largest_free_range(&mem, &[r(0, u64::MAX)], 0, u64::MAX),
+            None
+        );
     }
 }

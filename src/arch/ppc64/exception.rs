@@ -101,7 +101,8 @@ pub unsafe fn install(handler: extern "C" fn(&mut PerCpu) -> !) {
     let pc = BOOT_CPU.percpu.get();
     // SAFETY: nothing else touches the boot CPU's area before vectors are live.
     unsafe {
-        (*pc).exception_stack_top = (BOOT_CPU.stack.get() as u64 + EXCEPTION_STACK_SIZE as u64) & !0xf;
+        (*pc).exception_stack_top =
+            (BOOT_CPU.stack.get() as u64 + EXCEPTION_STACK_SIZE as u64) & !0xf;
         (*pc).handler = handler as usize as u64;
         mtspr::<{ spr::HSPRG0 }>(pc as u64);
     }

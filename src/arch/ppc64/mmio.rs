@@ -10,7 +10,9 @@
 pub unsafe fn read_be64(addr: u64) -> u64 {
     let raw: u64;
     // SAFETY: the caller guarantees `addr` is a device register; sync orders it with other accesses.
-    unsafe { core::arch::asm!("sync", "ldcix {0}, 0, {1}", "sync", out(reg) raw, in(reg) addr, options(nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("sync", "ldcix {0}, 0, {1}", "sync", out(reg) raw, in(reg) addr, options(nostack, preserves_flags))
+    };
     u64::from_be(raw)
 }
 
@@ -21,7 +23,9 @@ pub unsafe fn read_be64(addr: u64) -> u64 {
 #[inline(always)]
 pub unsafe fn write_be64(addr: u64, value: u64) {
     // SAFETY: the caller guarantees `addr` is a device register.
-    unsafe { core::arch::asm!("sync", "stdcix {0}, 0, {1}", "sync", in(reg) value.to_be(), in(reg) addr, options(nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("sync", "stdcix {0}, 0, {1}", "sync", in(reg) value.to_be(), in(reg) addr, options(nostack, preserves_flags))
+    };
 }
 
 /// Read a big-endian 32-bit register.
@@ -32,7 +36,9 @@ pub unsafe fn write_be64(addr: u64, value: u64) {
 pub unsafe fn read_be32(addr: u64) -> u32 {
     let raw: u64;
     // SAFETY: the caller guarantees `addr` is a device register.
-    unsafe { core::arch::asm!("sync", "lwzcix {0}, 0, {1}", "sync", out(reg) raw, in(reg) addr, options(nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("sync", "lwzcix {0}, 0, {1}", "sync", out(reg) raw, in(reg) addr, options(nostack, preserves_flags))
+    };
     u32::from_be(raw as u32)
 }
 
@@ -43,5 +49,7 @@ pub unsafe fn read_be32(addr: u64) -> u32 {
 #[inline(always)]
 pub unsafe fn write_be32(addr: u64, value: u32) {
     // SAFETY: the caller guarantees `addr` is a device register.
-    unsafe { core::arch::asm!("sync", "stwcix {0}, 0, {1}", "sync", in(reg) u64::from(value.to_be()), in(reg) addr, options(nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("sync", "stwcix {0}, 0, {1}", "sync", in(reg) u64::from(value.to_be()), in(reg) addr, options(nostack, preserves_flags))
+    };
 }

@@ -37,7 +37,9 @@ pub fn mfspr<const SPR: u32>() -> u64 {
     let v: u64;
     // SAFETY: reading an SPR has no effect on memory; the kernel runs in hypervisor state, where
     // every SPR named here is readable.
-    unsafe { core::arch::asm!("mfspr {0}, {1}", out(reg) v, const SPR, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("mfspr {0}, {1}", out(reg) v, const SPR, options(nomem, nostack, preserves_flags))
+    };
     v
 }
 
@@ -49,7 +51,9 @@ pub fn mfspr<const SPR: u32>() -> u64 {
 #[inline(always)]
 pub unsafe fn mtspr<const SPR: u32>(v: u64) {
     // SAFETY: the caller vouches for the effect of the write.
-    unsafe { core::arch::asm!("mtspr {1}, {0}", in(reg) v, const SPR, options(nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("mtspr {1}, {0}", in(reg) v, const SPR, options(nostack, preserves_flags))
+    };
 }
 
 /// The MSR.
