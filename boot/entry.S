@@ -1,13 +1,16 @@
 /*
  * Kernel entry. skiboot jumps here big-endian with MSR = SF|HV, MMU off (hypervisor real mode),
  * r3 = flattened device tree. We switch to little-endian, set the TOC and a stack, clear .bss
- * (nobody else does) and call `kernel_entry(fdt)` in Rust, which never returns.
+ * (nobody else does) and call `kernel_entry(fdt, opal_base, opal_entry)` in Rust, which never
+ * returns.
  */
     .section .text.entry, "ax"
     .globl _start
 _start:
     FIXUP_ENDIAN
     mr      31, 3                   /* FDT address (callee-saved across the .bss clear) */
+    mr      30, 8                   /* OPAL base and entry as skiboot/kexec pass them: only */
+    mr      29, 9                   /* used to report an unusable FDT */
 
     LOAD_IMM64 2, .TOC.
     LOAD_IMM64 1, __boot_stack_top
@@ -24,6 +27,8 @@ _start:
     b       1b
 2:
     mr      3, 31
+    mr      4, 30
+    mr      5, 29
     LOAD_IMM64 12, kernel_entry
     mtctr   12
     bctrl

@@ -11,7 +11,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use crate::arch::ppc64::exception::{self, PerCpu};
 use crate::arch::ppc64::spr::{self, Msr};
 use crate::arch::ppc64::{opal, pmu};
-use crate::bootinfo::{largest_free_range, BootInfo, Range};
+use crate::bootinfo::{largest_free_range, BootInfo, BootInfoError, Range};
 use crate::harness::{parse_cmdline, Mode};
 use crate::kprintln;
 
@@ -40,18 +40,18 @@ pub fn boot() -> &'static Boot {
     BOOT.get().expect("the kernel has booted")
 }
 
-/// The Rust entry point, called by boot/entry.S with the FDT's real address.
+/// The Rust entry point, called by boot/entry.S with the FDT's real address and the OPAL base
+/// and entry that skiboot (and kexec's purgatory) also pass in r8/r9. Everything is taken from
+/// the FDT; the registers serve only to report an FDT the kernel cannot use.
 #[no_mangle]
-extern "C" fn kernel_entry(fdt_addr: usize) -> ! {
+extern "C" fn kernel_entry(fdt_addr: usize, r8_opal_base: u64, r9_opal_entry: u64) -> ! {
     // SAFETY: firmware hands us a valid FDT that stays in place (its range is kept out of the heap).
-    let fdt = match unsafe { fdt::Fdt::from_ptr(fdt_addr as *const u8) } {
-        Ok(f) => f,
-        Err(_) => halt_silently(),
-    };
-    let info = match BootInfo::from_fdt(&fdt) {
-        Ok(i) => i,
-        // Without `/ibm,opal` there is no console to complain on.
-        Err(_) => halt_silently(),
+    let parsed = unsafe { fdt::Fdt::from_ptr(fdt_addr as *const u8) }
+        .map_err(|_| BootInfoError::BadFdt)
+        .and_then(|fdt| BootInfo::from_fdt(&fdt).map(|info| (fdt, info)));
+    let (fdt, info) = match parsed {
+        Ok(p) => p,
+        Err(e) => unusable_fdt(fdt_addr, e, r8_opal_base, r9_opal_entry),
     };
     opal::init(info.opal_base, info.opal_entry);
     kprintln!(
@@ -133,8 +133,14 @@ extern "C" fn kernel_entry(fdt_addr: usize) -> ! {
     testing::exit(ok)
 }
 
-/// Nothing to print on: stop here. Only reachable when firmware gave no usable FDT.
-fn halt_silently() -> ! {
+/// The FDT cannot be used. Report it through the OPAL entry firmware passed in registers when
+/// there is one; with none there is no console, and spinning is all that is left.
+fn unusable_fdt(fdt_addr: usize, e: BootInfoError, opal_base: u64, opal_entry: u64) -> ! {
+    if opal_entry != 0 {
+        opal::init(opal_base, opal_entry);
+        kprintln!("p9iommu: unusable device tree at {fdt_addr:#x}: {e:?}");
+        testing::exit(false);
+    }
     loop {
         core::hint::spin_loop();
     }
