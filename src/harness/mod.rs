@@ -32,6 +32,13 @@ pub struct CmdlineError<'a> {
 }
 
 /// Parse `demo`, `test [FILTER]` or `bench [FILTER]`; empty means `demo`.
+///
+/// ```
+/// use p9iommu::harness::{parse_cmdline, Mode};
+/// assert_eq!(parse_cmdline("test tce."), Ok(Mode::Test(Some("tce."))));
+/// assert_eq!(parse_cmdline(""), Ok(Mode::Demo));
+/// assert!(parse_cmdline("tset").is_err());
+/// ```
 pub fn parse_cmdline(bootargs: &str) -> Result<Mode<'_>, CmdlineError<'_>> {
     let mut words = bootargs.split_ascii_whitespace();
     let mode = words.next();
