@@ -29,6 +29,8 @@ const HEAP_CEILING: u64 = 1 << 32;
 /// Facts the tests check (what the boot found).
 pub struct Boot {
     pub fdt: fdt::Fdt<'static>,
+    /// Real address of the FDT blob (`fdt.total_size()` bytes), for parsers that take bytes.
+    pub fdt_addr: u64,
     pub heap: Range,
     pub opal_base: u64,
 }
@@ -117,6 +119,7 @@ extern "C" fn kernel_entry(fdt_addr: usize, r8_opal_base: u64, r9_opal_entry: u6
     let bootargs = info.bootargs;
     BOOT.call_once(|| Boot {
         fdt,
+        fdt_addr: fdt_addr as u64,
         heap: heap_range,
         opal_base: info.opal_base,
     });

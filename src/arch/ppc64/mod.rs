@@ -4,6 +4,7 @@
 pub mod exception;
 pub mod mmio;
 pub mod opal;
+pub mod phb;
 pub mod pmu;
 pub mod spr;
 

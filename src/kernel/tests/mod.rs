@@ -2,5 +2,6 @@
 //! itself with `ktest!`/`kbench!`.
 mod boot;
 mod hcall;
+mod phb;
 mod selftest;
 mod tce;
