@@ -7,20 +7,27 @@
 //!    array), validate and translate every TCE;
 //! 2. take the window lock (real mode: try only);
 //! 3. make the guest-view pages and hardware levels exist (real mode: check only);
-//! 4. real mode: check that each replaced entry's reference can be dropped without the MMU;
+//! 4. real mode: check that each replaced entry's reference can be dropped without the MMU and
+//!    that the replaced mappings fit the undo log;
 //! 5. take the new references (real mode: get-unless-zero, undone on failure);
-//! 6. exchange the hardware entries, drop the old references (dirty if writable), update the
-//!    guest view; invalidate each table's TCE cache once.
+//! 6. exchange the hardware entries, logging the mappings they replace; then either drop the
+//!    old references (dirty if writable) and update the guest view, or, if the table refused an
+//!    exchange, put the logged entries back newest first and drop the new references, so the
+//!    batch is all or nothing; invalidate each touched table's TCE cache once.
 
 use super::window::{HwError, Window};
 use super::{Env, Guest, HcallResult, Mode};
 use crate::mm::guest::TranslateError;
 use crate::mm::{Backing, PageDesc, PreregRegion, PAGE_SHIFT};
 use crate::tce::TcePerm;
+use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 
 /// Most TCEs one H_PUT_TCE_INDIRECT may carry (one 4 KiB page of them).
 pub const MAX_INDIRECT: u64 = 512;
+/// Mapped hardware entries one real-mode batch may replace (the undo log lives on the stack:
+/// 32 bytes each); a batch replacing more is left to virtual mode, whose log grows on the heap.
+const RM_UNDO: usize = 512;
 /// The permission bits a guest TCE may carry.
 const PERM_BITS: u64 = TcePerm::READ.bits() | TcePerm::WRITE.bits();
 
@@ -191,6 +198,82 @@ fn unacquire(g: &Guest, env: &Env<'_>, mode: Mode, t: &Target, hpa: u64) {
     }
 }
 
+/// A mapped hardware entry a batch replaced: released once the batch commits, put back if it
+/// fails.
+#[derive(Debug, Clone, Copy)]
+struct Replaced {
+    /// Position in the window's tables.
+    table: usize,
+    index: u64,
+    tce: u64,
+    owner: u64,
+}
+
+/// The entries a batch replaced, in exchange order: a fixed stack array, spilling to the heap
+/// in virtual mode only.
+struct UndoLog {
+    fixed: heapless::Vec<Replaced, RM_UNDO>,
+    spill: Vec<Replaced>,
+    may_grow: bool,
+}
+
+impl UndoLog {
+    fn new(mode: Mode) -> Self {
+        UndoLog {
+            fixed: heapless::Vec::new(),
+            spill: Vec::new(),
+            may_grow: mode == Mode::Virtual,
+        }
+    }
+
+    /// Makes room for one more entry; real mode: H_TOO_HARD when full, virtual mode: H_NO_MEM
+    /// when the heap refuses.
+    fn make_room(&mut self) -> Result<(), HcallResult> {
+        if !self.fixed.is_full() {
+            Ok(())
+        } else if !self.may_grow {
+            Err(HcallResult::TooHard)
+        } else {
+            self.spill.try_reserve(1).map_err(|_| HcallResult::NoMem)
+        }
+    }
+
+    /// Appends (after `make_room`).
+    fn push(&mut self, r: Replaced) {
+        if let Err(r) = self.fixed.push(r) {
+            debug_assert!(
+                self.spill.len() < self.spill.capacity(),
+                "push without room"
+            );
+            self.spill.push(r);
+        }
+    }
+
+    fn last(&self) -> Option<&Replaced> {
+        self.spill.last().or(self.fixed.last())
+    }
+
+    fn pop(&mut self) -> Option<Replaced> {
+        self.spill.pop().or_else(|| self.fixed.pop())
+    }
+
+    fn len(&self) -> usize {
+        self.fixed.len() + self.spill.len()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Replaced> {
+        self.fixed.iter().chain(self.spill.iter())
+    }
+}
+
+/// The hardware TCE and owner for sub-entry `k` of a guest TCE's target (0s to clear).
+fn hw_entry(t: Option<Target>, k: u64, tshift: u32) -> (u64, u64) {
+    match t {
+        Some(x) => ((x.hpa + (k << tshift)) | x.perm, x.ua + (k << tshift)),
+        None => (0, 0),
+    }
+}
+
 /// The TCEs of a batch: the same value `n` times (H_PUT_TCE, H_STUFF_TCE) or a list read once.
 #[derive(Clone, Copy)]
 enum Tces<'a> {
@@ -280,16 +363,21 @@ fn update(
         }
     }
 
-    // 4. Real mode: every reference to drop must be droppable without the MMU.
+    // 4. Real mode: every reference to drop must be droppable without the MMU, and the
+    // mappings replaced must fit the undo log (with a free slot left, see `make_room`).
     if mode == Mode::Real {
+        let mut replaced = 0usize;
         for a in w.tables.iter() {
             let t = &a.table;
             let tshift = t.page_shift();
             let (hfirst, sub) = hw_span(w, tshift, t.bus_offset(), first);
             for h in hfirst..hfirst + n * sub {
                 let (old, owner) = t.read(h);
-                if old & PERM_BITS != 0 && !rm_can_release(g, env, tshift, old, owner) {
-                    return HcallResult::TooHard;
+                if old & PERM_BITS != 0 {
+                    replaced += 1;
+                    if replaced >= RM_UNDO || !rm_can_release(g, env, tshift, old, owner) {
+                        return HcallResult::TooHard;
+                    }
                 }
             }
         }
@@ -329,51 +417,138 @@ fn update(
         return e;
     }
 
-    // 6. Commit.
-    let mut result = HcallResult::Success;
-    for a in w.tables.iter() {
+    // 6. Commit: exchange every entry that changes, logging the mappings replaced. `stop` is
+    // where the table refused (or the log ran out of room): (table, position, result).
+    let mut log = UndoLog::new(mode);
+    let mut added = 0u64;
+    let mut stop = None;
+    'tables: for (ti, a) in w.tables.iter().enumerate() {
         let t = &a.table;
         let tshift = t.page_shift();
         let (hfirst, sub) = hw_span(w, tshift, t.bus_offset(), first);
-        for i in 0..n {
-            let tgt = target(i);
-            for k in 0..sub {
-                let h = hfirst + i * sub + k;
-                let (new, owner) = match tgt {
-                    Some(x) => ((x.hpa + (k << tshift)) | x.perm, x.ua + (k << tshift)),
-                    None => (0, 0),
-                };
-                if new == 0 && t.read(h).0 & PERM_BITS == 0 {
-                    continue;
+        for p in 0..n * sub {
+            let h = hfirst + p;
+            let (new, owner) = hw_entry(target(p / sub), p % sub, tshift);
+            if new == 0 && t.read(h).0 & PERM_BITS == 0 {
+                continue;
+            }
+            if let Err(e) = log.make_room() {
+                stop = Some((ti, p, e));
+                break 'tables;
+            }
+            match t.exchange(h, new, owner) {
+                Ok((old, old_owner)) => {
+                    added += u64::from(new != 0);
+                    if old & PERM_BITS != 0 {
+                        log.push(Replaced {
+                            table: ti,
+                            index: h,
+                            tce: old,
+                            owner: old_owner,
+                        });
+                    }
                 }
-                match t.exchange(h, new, owner) {
-                    Ok((old, old_owner)) => {
-                        if new != 0 {
-                            w.hw_mapped.fetch_add(1, Ordering::AcqRel);
-                        }
-                        if old & PERM_BITS != 0 {
-                            w.hw_mapped.fetch_sub(1, Ordering::AcqRel);
-                            release(g, env, mode, tshift, old, old_owner);
-                        }
-                    }
-                    Err(_) => {
-                        // The table broke its promise after `prepare`: give back this entry's
-                        // new reference and report; entries already exchanged stay.
-                        if let Some(x) = tgt {
-                            unacquire(g, env, mode, &x, x.hpa + (k << tshift));
-                        }
-                        result = HcallResult::Hardware;
-                    }
+                Err(_) => {
+                    stop = Some((ti, p, HcallResult::Hardware));
+                    break 'tables;
                 }
             }
         }
+    }
+    let touched = match stop {
+        None => {
+            w.hw_mapped.fetch_add(added, Ordering::AcqRel);
+            w.hw_mapped.fetch_sub(log.len() as u64, Ordering::AcqRel);
+            for r in log.iter() {
+                let tshift = w.tables[r.table].table.page_shift();
+                release(g, env, mode, tshift, r.tce, r.owner);
+            }
+            w.tables.len()
+        }
+        Some((ti, p, _)) => {
+            roll_back(g, env, mode, w, first, n, &target, &mut log, ti, p);
+            ti + 1
+        }
+    };
+    for a in &w.tables[..touched] {
+        let (hfirst, sub) = hw_span(w, a.table.page_shift(), a.table.bus_offset(), first);
         a.kill.invalidate(a.cookie, hfirst, n * sub);
+    }
+    if let Some((_, _, e)) = stop {
+        return e;
     }
     for i in 0..n {
         let stored = w.view.set(first + i, tces.at(i));
         debug_assert!(stored, "guest view page vanished under the window lock");
     }
-    result
+    HcallResult::Success
+}
+
+/// Undoes a commit the table stopped at position `stop_pos` of table `stop_table`: puts back
+/// the entries exchanged before it, newest first (the logged mapping, or empty where there was
+/// none), and drops the new references of every position, exchanged or not. The mapped counts
+/// were not touched yet, so they stay. Should a table also refuse a put-back, that entry keeps
+/// the batch's value and is accounted as committed, keeping counts and table consistent.
+#[allow(clippy::too_many_arguments)]
+fn roll_back(
+    g: &Guest,
+    env: &Env<'_>,
+    mode: Mode,
+    w: &Window,
+    first: u64,
+    n: u64,
+    target: &dyn Fn(u64) -> Option<Target>,
+    log: &mut UndoLog,
+    stop_table: usize,
+    stop_pos: u64,
+) {
+    for (ti, a) in w.tables.iter().enumerate().rev() {
+        let t = &a.table;
+        let tshift = t.page_shift();
+        let (hfirst, sub) = hw_span(w, tshift, t.bus_offset(), first);
+        let done = match ti.cmp(&stop_table) {
+            core::cmp::Ordering::Less => n * sub,
+            core::cmp::Ordering::Equal => stop_pos,
+            core::cmp::Ordering::Greater => 0,
+        };
+        for p in (0..n * sub).rev() {
+            let h = hfirst + p;
+            let tgt = target(p / sub);
+            let (new, _) = hw_entry(tgt, p % sub, tshift);
+            let new_ref = |x: Target| (x, x.hpa + ((p % sub) << tshift));
+            if p >= done {
+                // Never exchanged: only its new reference to give back.
+                if let Some((x, hpa)) = tgt.map(new_ref) {
+                    unacquire(g, env, mode, &x, hpa);
+                }
+                continue;
+            }
+            let logged = log.last().is_some_and(|r| r.table == ti && r.index == h);
+            let (old, old_owner) = match (logged, new != 0) {
+                (true, _) => log.pop().map_or((0, 0), |r| (r.tce, r.owner)),
+                (false, true) => (0, 0),
+                // Neither mapped before nor by the batch: skipped by the commit.
+                (false, false) => continue,
+            };
+            match t.exchange(h, old, old_owner) {
+                Ok(_) => {
+                    if let Some((x, hpa)) = tgt.map(new_ref) {
+                        unacquire(g, env, mode, &x, hpa);
+                    }
+                }
+                Err(_) => {
+                    if new != 0 {
+                        w.hw_mapped.fetch_add(1, Ordering::AcqRel);
+                    }
+                    if old & PERM_BITS != 0 {
+                        w.hw_mapped.fetch_sub(1, Ordering::AcqRel);
+                        release(g, env, mode, tshift, old, old_owner);
+                    }
+                }
+            }
+        }
+    }
+    debug_assert!(log.len() == 0, "undo log not emptied by the roll-back");
 }
 
 /// H_PUT_TCE(liobn, ioba, tce): one guest TCE.

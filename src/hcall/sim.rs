@@ -5,14 +5,14 @@
 //! it. Userspace addresses (ua) are a separate, fake range (`UA_BASE + offset`) so a mix-up of
 //! ua and hpa shows. Reads outside the buffer return 0 (as real-mode QEMU does) and are counted.
 
-use super::window::{Attached, HwTable, TceInvalidate, WindowError};
+use super::window::{Attached, HwError, HwTable, TceInvalidate, WindowError};
 use super::{dispatch, hcall, Env, Guest, MemAccess, Mode, H_STUFF_TCE};
 use crate::mm::{Backing, FlatPageDescriptors, MemError, Memslot, Registered, PAGE_SHIFT};
 use crate::tce::{Be64, HeapMemory, LockedVm, TceGeometry};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::alloc::Layout;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Where the simulated VMM maps guest RAM.
 pub const UA_BASE: u64 = 0x7e00_0000_0000;
@@ -163,6 +163,95 @@ impl KillLog {
 /// A hardware table as the simulation builds it.
 pub type SimTable = crate::tce::TceTable<crate::tce::HeapMemory, crate::tce::LockedVm>;
 
+/// A hardware table that refuses on command: wraps a [`SimTable`] and forwards to it, except
+/// that `prepare` can be made to refuse and one chosen `exchange` refuses. Refusals change
+/// nothing. Switches are atomics, so it works in real mode.
+pub struct FaultyTable {
+    inner: Arc<SimTable>,
+    refuse_prepare: AtomicBool,
+    /// Exchanges left before the refused one (0: none refused).
+    countdown: AtomicU64,
+    exchanges: AtomicU64,
+    refused: AtomicU64,
+}
+
+impl FaultyTable {
+    /// Forwards everything to `inner` until a switch is set.
+    pub fn new(inner: Arc<SimTable>) -> Self {
+        FaultyTable {
+            inner,
+            refuse_prepare: AtomicBool::new(false),
+            countdown: AtomicU64::new(0),
+            exchanges: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+        }
+    }
+
+    /// The wrapped table (whose state snapshots and checks read).
+    pub fn inner(&self) -> &Arc<SimTable> {
+        &self.inner
+    }
+
+    /// Makes every `prepare` refuse ([`HwError::Refused`]) while `on`.
+    pub fn refuse_prepare(&self, on: bool) {
+        self.refuse_prepare.store(on, Ordering::Release);
+    }
+
+    /// Makes the `nth` exchange from now (1 = the next one) refuse, once; 0 disarms.
+    pub fn refuse_nth_exchange(&self, nth: u64) {
+        self.countdown.store(nth, Ordering::Release);
+    }
+
+    /// Exchanges asked for so far, refused ones included.
+    pub fn exchanges(&self) -> u64 {
+        self.exchanges.load(Ordering::Acquire)
+    }
+
+    /// Operations refused so far.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Acquire)
+    }
+}
+
+impl HwTable for FaultyTable {
+    fn page_shift(&self) -> u32 {
+        HwTable::page_shift(&*self.inner)
+    }
+
+    fn bus_offset(&self) -> u64 {
+        HwTable::bus_offset(&*self.inner)
+    }
+
+    fn entries(&self) -> u64 {
+        HwTable::entries(&*self.inner)
+    }
+
+    fn prepare(&self, first: u64, count: u64, alloc: bool) -> Result<(), HwError> {
+        if self.refuse_prepare.load(Ordering::Acquire) {
+            self.refused.fetch_add(1, Ordering::AcqRel);
+            return Err(HwError::Refused);
+        }
+        HwTable::prepare(&*self.inner, first, count, alloc)
+    }
+
+    fn read(&self, index: u64) -> (u64, u64) {
+        HwTable::read(&*self.inner, index)
+    }
+
+    fn exchange(&self, index: u64, tce: u64, owner: u64) -> Result<(u64, u64), HwError> {
+        self.exchanges.fetch_add(1, Ordering::AcqRel);
+        let hit = self
+            .countdown
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| c.checked_sub(1))
+            == Ok(1);
+        if hit {
+            self.refused.fetch_add(1, Ordering::AcqRel);
+            return Err(HwError::Refused);
+        }
+        HwTable::exchange(&*self.inner, index, tce, owner)
+    }
+}
+
 /// One attached hardware table of a [`World`] window.
 pub struct SimAttached {
     /// LIOBN of its window.
@@ -245,15 +334,46 @@ impl World {
             let t = SimTable::new(geo, 0, HeapMemory::new(), LockedVm::new(u64::MAX))
                 .map_err(|_| WindowError::Invalid)?;
             let table = Arc::new(t);
-            let att = Attached {
-                table: table.clone(),
-                kill: self.kill.clone(),
-                cookie: self.tables.len() as u64,
-            };
-            self.guest.attach_table(liobn, att)?;
-            self.tables.push(SimAttached { liobn, table });
+            self.attach(liobn, table.clone(), table)?;
         }
         Ok(())
+    }
+
+    /// Attaches `hw` to window `liobn`; `table` is the table whose entries `hw` presents (what
+    /// [`World::snapshot`] and [`World::check`] read). Cookie = position in [`World::tables`].
+    pub fn attach(
+        &mut self,
+        liobn: u64,
+        table: Arc<SimTable>,
+        hw: Arc<dyn HwTable>,
+    ) -> Result<(), WindowError> {
+        let att = Attached {
+            table: hw,
+            kill: self.kill.clone(),
+            cookie: self.tables.len() as u64,
+        };
+        self.guest.attach_table(liobn, att)?;
+        self.tables.push(SimAttached { liobn, table });
+        Ok(())
+    }
+
+    /// Attaches a [`FaultyTable`] over a fresh table with pages of `1 << shift` and `levels`
+    /// levels covering window `liobn`; returns it to set its switches.
+    pub fn attach_faulty(
+        &mut self,
+        liobn: u64,
+        shift: u32,
+        levels: u32,
+    ) -> Result<Arc<FaultyTable>, WindowError> {
+        let w = self.guest.window(liobn).ok_or(WindowError::NotFound)?;
+        let geo = TceGeometry::new(w.bus_offset(), shift, w.size(), levels)
+            .map_err(|_| WindowError::Invalid)?;
+        let t = SimTable::new(geo, 0, HeapMemory::new(), LockedVm::new(u64::MAX))
+            .map_err(|_| WindowError::Invalid)?;
+        let table = Arc::new(t);
+        let faulty = Arc::new(FaultyTable::new(table.clone()));
+        self.attach(liobn, table, faulty.clone())?;
+        Ok(faulty)
     }
 
     /// Writes a big-endian u64 at guest physical `gpa` (through the memslots); false if no

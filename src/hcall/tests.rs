@@ -1,11 +1,13 @@
 //! Host tests of the handlers. The lib's test binary runs under the allocation guard, so any
 //! allocation inside a real-mode handler aborts it.
 
-use super::sim::World;
+use super::sim::{FaultyTable, World};
 use super::*;
 use crate::mm::page::PG_COMPOUND;
 use crate::mm::{MemError, PageDescriptors};
 use crate::tce::TcePerm;
+use alloc::sync::Arc;
+use core::sync::atomic::Ordering::Relaxed;
 
 const P: i64 = HcallResult::Parameter.code();
 const OK: i64 = 0;
@@ -357,4 +359,248 @@ fn stuff_clears_a_range() {
     assert_ne!(hw(&w, 0, 3).0, 0);
     assert_eq!(w.guest.mem.regions()[0].mapped(), 2);
     w.check().unwrap();
+}
+
+const HW: i64 = HcallResult::Hardware.code();
+
+/// `world()` plus LIOBN 4 (4K window at bus 0, 1 MiB) over a refusing-on-command 4K table
+/// (`tables[2]`), and LIOBN 5 (64K window at `W2`, 4 MiB) over a plain 4K table (`tables[3]`)
+/// then a refusing one (`tables[4]`).
+fn faulty_world() -> (World, Arc<FaultyTable>, Arc<FaultyTable>) {
+    let mut w = world();
+    w.guest.create_window(4, 0, 12, 1 << 20).unwrap();
+    let f4 = w.attach_faulty(4, 12, 2).unwrap();
+    w.window(5, W2, 16, 4 << 20, &[(12, 2)]).unwrap();
+    let f5 = w.attach_faulty(5, 12, 2).unwrap();
+    (w, f4, f5)
+}
+
+fn page_count(w: &World, gpa: u64) -> u64 {
+    w.host.pages.page(pinned_hpa(w, gpa) >> 12).unwrap().count()
+}
+
+fn errors(w: &World, nr: u64, r: HcallResult) -> u64 {
+    w.guest.stats.of(nr).errors_of(r)
+}
+
+#[test]
+fn refused_prepare_is_h_hardware_in_both_modes_and_changes_nothing() {
+    let (w, f, _) = faulty_world();
+    // Levels and view page exist, index 0 maps 0x5000: real mode reaches `prepare`.
+    assert_eq!(w.hcall(H_STUFF_TCE, [4, 0, 0x1000, 8]).0, OK);
+    assert_eq!(w.hcall(H_PUT_TCE, [4, 0, 0x5000 | RW, 0]).0, OK);
+    for i in 0..8 {
+        assert!(w.write_guest(0x8000 + 8 * i, (0x10000 + (i << 12)) | RW));
+    }
+    let (kills, exchanges) = (w.kill.calls(), f.exchanges());
+    let before = w.snapshot();
+    f.refuse_prepare(true);
+    // Real mode returns H_HARDWARE too, not H_TOO_HARD: the table's refusal does not depend on
+    // the MMU, so virtual mode would refuse the same; the shared checks give the same code.
+    for mode in [Mode::Virtual, Mode::Real] {
+        let calls: [(u64, [u64; 4]); 3] = [
+            (H_PUT_TCE, [4, 0x1000, 0x6000 | RW, 0]),
+            (H_PUT_TCE, [4, 0, 0x7000 | 1, 0]), // replacing a mapping
+            (H_PUT_TCE_INDIRECT, [4, 0, 0x8000, 8]),
+        ];
+        for (nr, args) in calls {
+            let refused = f.refused();
+            assert_eq!(w.call(mode, nr, args).0, HW, "{nr:#x} {mode:?}");
+            assert_eq!(
+                f.refused(),
+                refused + 1,
+                "{nr:#x} {mode:?}: not refused by prepare"
+            );
+            assert_eq!(w.snapshot(), before, "{nr:#x} {mode:?} changed state");
+        }
+    }
+    assert_eq!(
+        f.exchanges(),
+        exchanges,
+        "an exchange after a refused prepare"
+    );
+    assert_eq!(
+        w.kill.calls(),
+        kills,
+        "nothing changed, nothing to invalidate"
+    );
+    // References and counts at baseline: 1 + pin, plus the one mapping of 0x5000.
+    assert_eq!(page_count(&w, 0x6000), 2);
+    assert_eq!(page_count(&w, 0x10000), 2);
+    assert_eq!(page_count(&w, 0x5000), 3);
+    assert_eq!(w.guest.window(4).unwrap().hw_mapped(), 1);
+    w.check().unwrap();
+    // The kernel's path: real mode's H_HARDWARE is final, virtual mode does not run.
+    let s = w.guest.stats.of(H_PUT_TCE);
+    let (vm, hard) = (
+        s.vm_done.load(Relaxed),
+        errors(&w, H_PUT_TCE, HcallResult::Hardware),
+    );
+    assert_eq!(w.hcall(H_PUT_TCE, [4, 0x1000, 0x6000 | RW, 0]).0, HW);
+    assert_eq!(s.vm_done.load(Relaxed), vm);
+    assert_eq!(errors(&w, H_PUT_TCE, HcallResult::Hardware), hard + 1);
+    // H_STUFF_TCE needs no level (clearing a missing level is clearing nothing), so it never
+    // asks `prepare`: a refusing `prepare` does not stop it. Its H_HARDWARE comes from a
+    // refused exchange (below).
+    assert_eq!(w.call(Mode::Real, H_STUFF_TCE, [4, 0, 0, 8]).0, OK);
+    assert_eq!(HwTable::read(&**f.inner(), 0), (0, 0));
+    assert_eq!(page_count(&w, 0x5000), 2);
+    f.refuse_prepare(false);
+    assert_eq!(w.hcall(H_PUT_TCE_INDIRECT, [4, 0, 0x8000, 8]).0, OK);
+    w.check().unwrap();
+    let mut w = w;
+    w.teardown().unwrap();
+}
+
+#[test]
+fn refused_exchange_mid_indirect_batch_restores_every_entry() {
+    let (mut w, f, _) = faulty_world();
+    let t = f.inner().clone();
+    // Before: index 1 maps 0x5000 RW (the list clears it), index 2 maps 0x6000 (the list
+    // replaces it), the rest is empty.
+    assert_eq!(w.hcall(H_STUFF_TCE, [4, 0, 0x1000, 8]).0, OK);
+    assert_eq!(w.hcall(H_PUT_TCE, [4, 0x1000, 0x5000 | RW, 0]).0, OK);
+    assert_eq!(w.hcall(H_PUT_TCE, [4, 0x2000, 0x6000 | 1, 0]).0, OK);
+    let list: [u64; 8] = core::array::from_fn(|i| match i {
+        1 => 0,
+        _ => (0x10000 + ((i as u64) << 12)) | RW,
+    });
+    for (i, v) in list.iter().enumerate() {
+        assert!(w.write_guest(0x8000 + 8 * i as u64, *v));
+    }
+    let before = w.snapshot();
+    // Exchanges in order: index 0 (empty -> mapped), 1 (mapped -> clear), 2 (replace), 3..7.
+    for mode in [Mode::Virtual, Mode::Real] {
+        for nth in [1, 2, 3, 8] {
+            let (kills, refused) = (w.kill.calls(), f.refused());
+            f.refuse_nth_exchange(nth);
+            assert_eq!(
+                w.call(mode, H_PUT_TCE_INDIRECT, [4, 0, 0x8000, 8]).0,
+                HW,
+                "{mode:?}, exchange {nth} refused"
+            );
+            assert_eq!(f.refused(), refused + 1);
+            assert_eq!(w.snapshot(), before, "{mode:?}, exchange {nth} refused");
+            if let Err(e) = w.check() {
+                panic!("{mode:?}, exchange {nth} refused: {e}");
+            }
+            assert_eq!(
+                HwTable::read(&*t, 1).1,
+                w.host.ua(0x5000),
+                "owner view restored"
+            );
+            // The entries were visible to the PHB for a moment: one kill over the batch.
+            assert_eq!(w.kill.calls(), kills + 1);
+            assert_eq!(w.kill.last(), (2, 0, 8));
+        }
+    }
+    assert_eq!(w.guest.window(4).unwrap().hw_mapped(), 2);
+    assert_eq!((page_count(&w, 0x5000), page_count(&w, 0x6000)), (3, 3));
+    assert!(!w
+        .host
+        .pages
+        .page(pinned_hpa(&w, 0x5000) >> 12)
+        .unwrap()
+        .is_dirty());
+    for i in [0u64, 3, 7] {
+        assert_eq!(
+            page_count(&w, 0x10000 + (i << 12)),
+            2,
+            "reference of list entry {i}"
+        );
+    }
+    // Nothing left armed: the same call now commits in full.
+    assert_eq!(
+        w.call(Mode::Real, H_PUT_TCE_INDIRECT, [4, 0, 0x8000, 8]).0,
+        OK
+    );
+    assert_eq!(HwTable::read(&*t, 1), (0, 0));
+    assert_eq!(HwTable::read(&*t, 7).0, pinned_hpa(&w, 0x17000) | RW);
+    assert!(w
+        .host
+        .pages
+        .page(pinned_hpa(&w, 0x5000) >> 12)
+        .unwrap()
+        .is_dirty());
+    assert_eq!(w.guest.window(4).unwrap().hw_mapped(), 7);
+    w.check().unwrap();
+    w.teardown().unwrap();
+}
+
+#[test]
+fn refused_exchange_in_second_table_restores_the_first_and_stuff_reports_it() {
+    let (mut w, _, f) = faulty_world();
+    assert_eq!(w.hcall(H_PUT_TCE, [5, W2, 0x10000 | RW, 0]).0, OK);
+    let before = w.snapshot();
+    let plain = HwTable::read(&*w.tables[3].table, 3);
+    assert_eq!(plain.0, (pinned_hpa(&w, 0x10000) + 0x3000) | RW);
+    for mode in [Mode::Virtual, Mode::Real] {
+        // 16 entries per 64K TCE: the plain table is fully exchanged when the 5th exchange of
+        // the second table is refused.
+        let kills = w.kill.calls();
+        f.refuse_nth_exchange(5);
+        assert_eq!(
+            w.call(mode, H_PUT_TCE, [5, W2, 0x20000 | 1, 0]).0,
+            HW,
+            "{mode:?}"
+        );
+        assert_eq!(w.snapshot(), before, "{mode:?}");
+        assert_eq!(HwTable::read(&*w.tables[3].table, 3), plain);
+        assert_eq!(w.kill.calls(), kills + 2, "one kill per touched table");
+        w.check().unwrap();
+        // Clearing is all or nothing too.
+        f.refuse_nth_exchange(9);
+        assert_eq!(w.call(mode, H_STUFF_TCE, [5, W2, 0, 1]).0, HW, "{mode:?}");
+        assert_eq!(w.snapshot(), before, "{mode:?} stuff");
+        w.check().unwrap();
+    }
+    assert_eq!(page_count(&w, 0x20000), 2);
+    assert_eq!(page_count(&w, 0x10000), 2 + 32 / 16);
+    assert_eq!(w.guest.window(5).unwrap().hw_mapped(), 32);
+    assert_eq!(w.call(Mode::Real, H_STUFF_TCE, [5, W2, 0, 1]).0, OK);
+    assert_eq!(w.guest.window(5).unwrap().hw_mapped(), 0);
+    w.check().unwrap();
+    w.teardown().unwrap();
+}
+
+#[test]
+fn real_mode_leaves_batches_beyond_its_undo_log_to_virtual_mode() {
+    let mut w = world();
+    let mapped = |w: &World| w.guest.window(2).unwrap().hw_mapped();
+    // LIOBN 2: one 64K TCE fills 16 entries of the 4K table; 40 TCEs (of the 32 pinned 64K
+    // pages, some twice) map 640 entries.
+    let list = |w: &World, at: u64, perm: u64| {
+        for i in 0..40u64 {
+            assert!(w.write_guest(at + 8 * i, ((i % 32) << 16) | perm));
+        }
+    };
+    list(&w, 0x8000, 1);
+    assert_eq!(w.hcall(H_PUT_TCE_INDIRECT, [2, W2, 0x8000, 40]).0, OK);
+    assert_eq!(mapped(&w), 640);
+    // Clearing 31 TCEs replaces 496 mappings: real mode does it.
+    assert_eq!(w.call(Mode::Real, H_STUFF_TCE, [2, W2, 0, 31]).0, OK);
+    assert_eq!(mapped(&w), 640 - 496);
+    assert_eq!(w.hcall(H_PUT_TCE_INDIRECT, [2, W2, 0x8000, 40]).0, OK);
+    // Replacing 512 (and 640, spilling virtual mode's log to the heap) is left to virtual mode.
+    list(&w, 0x9000, RW);
+    for n in [32u64, 40] {
+        let before = w.snapshot();
+        assert_eq!(
+            w.call(Mode::Real, H_PUT_TCE_INDIRECT, [2, W2, 0x9000, n]).0,
+            HARD
+        );
+        assert_eq!(w.snapshot(), before, "declined but changed");
+        assert_eq!(
+            w.call(Mode::Virtual, H_PUT_TCE_INDIRECT, [2, W2, 0x9000, n])
+                .0,
+            OK
+        );
+        assert_eq!(mapped(&w), 640);
+        w.check().unwrap();
+    }
+    assert_eq!(
+        HwTable::read(&*w.tables[1].table, 39 * 16 + 15).0,
+        (pinned_hpa(&w, 7 << 16) + 0xf000) | RW
+    );
+    w.teardown().unwrap();
 }

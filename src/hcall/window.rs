@@ -41,7 +41,8 @@ pub trait HwTable: Send + Sync {
     /// The hardware TCE (host order, `hpa | perm`) and owner value (ua) at `index`; 0s where
     /// the level is missing. Never allocates.
     fn read(&self, index: u64) -> (u64, u64);
-    /// Installs `tce` and `owner` at `index` (levels prepared), returning the old pair.
+    /// Installs `tce` and `owner` at `index` (levels prepared), returning the old pair. On
+    /// error the entry is unchanged.
     fn exchange(&self, index: u64, tce: u64, owner: u64) -> Result<(u64, u64), HwError>;
 }
 
