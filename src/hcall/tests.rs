@@ -584,12 +584,13 @@ fn real_mode_leaves_batches_beyond_its_undo_log_to_virtual_mode() {
     // Replacing 512 (and 640, spilling virtual mode's log to the heap) is left to virtual mode.
     list(&w, 0x9000, RW);
     for n in [32u64, 40] {
-        let before = w.snapshot();
+        let (before, kills) = (w.snapshot(), w.kill.calls());
         assert_eq!(
             w.call(Mode::Real, H_PUT_TCE_INDIRECT, [2, W2, 0x9000, n]).0,
             HARD
         );
         assert_eq!(w.snapshot(), before, "declined but changed");
+        assert_eq!(w.kill.calls(), kills, "declined after touching the table");
         assert_eq!(
             w.call(Mode::Virtual, H_PUT_TCE_INDIRECT, [2, W2, 0x9000, n])
                 .0,
