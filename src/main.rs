@@ -8,6 +8,8 @@ extern crate p9iommu;
 /// On the host this binary only explains itself: the kernel is built for ppc64le.
 #[cfg(not(target_os = "none"))]
 fn main() {
-    eprintln!("The kernel runs on ppc64le under QEMU: use ./qemu-run.sh (or `cargo kernel` to build it).");
+    eprintln!(
+        "The kernel runs on ppc64le under QEMU: use ./qemu-run.sh (or `cargo kernel` to build it)."
+    );
     std::process::exit(2);
 }

@@ -25,7 +25,9 @@ pub unsafe fn flush_icache_range(start: usize, len: usize) {
     let mut addr = start & !(BLOCK - 1);
     while addr < end {
         // SAFETY: the caller guarantees the range exists; dcbst only writes a block back.
-        unsafe { core::arch::asm!("dcbst 0, {0}", in(reg) addr, options(nostack, preserves_flags)) };
+        unsafe {
+            core::arch::asm!("dcbst 0, {0}", in(reg) addr, options(nostack, preserves_flags))
+        };
         addr += BLOCK;
     }
     // SAFETY: a barrier has no memory-safety effect.

@@ -86,7 +86,11 @@ pub fn console_write(bytes: &[u8]) {
                 &[0, &mut len_be as *mut u64 as u64, rest.as_ptr() as u64],
             )
         };
-        let written = if rc == OPAL_SUCCESS { u64::from_be(len_be) as usize } else { 0 };
+        let written = if rc == OPAL_SUCCESS {
+            u64::from_be(len_be) as usize
+        } else {
+            0
+        };
         if written == 0 {
             stalls += 1;
             poll_events();
@@ -133,19 +137,44 @@ pub fn pci_config_read(phb_id: u64, bdfn: u16, offset: u16, size: u8) -> Result<
         1 => {
             let mut v: u8 = 0;
             // SAFETY: `v` outlives the call and is one byte, as firmware writes.
-            let rc = unsafe { call(OPAL_PCI_CONFIG_READ_BYTE, &[phb_id, bdfn.into(), offset.into(), &mut v as *mut u8 as u64]) };
+            let rc = unsafe {
+                call(
+                    OPAL_PCI_CONFIG_READ_BYTE,
+                    &[phb_id, bdfn.into(), offset.into(), &mut v as *mut u8 as u64],
+                )
+            };
             (rc, u32::from(v))
         }
         2 => {
             let mut v_be: u16 = 0;
             // SAFETY: as above, two bytes, written big-endian.
-            let rc = unsafe { call(OPAL_PCI_CONFIG_READ_HALF_WORD, &[phb_id, bdfn.into(), offset.into(), &mut v_be as *mut u16 as u64]) };
+            let rc = unsafe {
+                call(
+                    OPAL_PCI_CONFIG_READ_HALF_WORD,
+                    &[
+                        phb_id,
+                        bdfn.into(),
+                        offset.into(),
+                        &mut v_be as *mut u16 as u64,
+                    ],
+                )
+            };
             (rc, u32::from(u16::from_be(v_be)))
         }
         _ => {
             let mut v_be: u32 = 0;
             // SAFETY: as above, four bytes, written big-endian.
-            let rc = unsafe { call(OPAL_PCI_CONFIG_READ_WORD, &[phb_id, bdfn.into(), offset.into(), &mut v_be as *mut u32 as u64]) };
+            let rc = unsafe {
+                call(
+                    OPAL_PCI_CONFIG_READ_WORD,
+                    &[
+                        phb_id,
+                        bdfn.into(),
+                        offset.into(),
+                        &mut v_be as *mut u32 as u64,
+                    ],
+                )
+            };
             (rc, u32::from_be(v_be))
         }
     };
@@ -158,7 +187,13 @@ pub fn pci_config_read(phb_id: u64, bdfn: u16, offset: u16, size: u8) -> Result<
 
 /// Write 1, 2 or 4 bytes of a PCI function's config space. Values go in a register, so no
 /// byte swap is involved.
-pub fn pci_config_write(phb_id: u64, bdfn: u16, offset: u16, size: u8, value: u32) -> Result<(), i64> {
+pub fn pci_config_write(
+    phb_id: u64,
+    bdfn: u16,
+    offset: u16,
+    size: u8,
+    value: u32,
+) -> Result<(), i64> {
     let token = match size {
         1 => OPAL_PCI_CONFIG_WRITE_BYTE,
         2 => OPAL_PCI_CONFIG_WRITE_HALF_WORD,
