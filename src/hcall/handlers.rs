@@ -364,7 +364,8 @@ fn update(
     }
 
     // 4. Real mode: every reference to drop must be droppable without the MMU, and the
-    // mappings replaced must fit the undo log (with a free slot left, see `make_room`).
+    // mappings replaced must fit the undo log (RM_UNDO entries: a full 512-TCE batch of
+    // replacements at equal page sizes stays in real mode).
     if mode == Mode::Real {
         let mut replaced = 0usize;
         for a in w.tables.iter() {
@@ -375,7 +376,7 @@ fn update(
                 let (old, owner) = t.read(h);
                 if old & PERM_BITS != 0 {
                     replaced += 1;
-                    if replaced >= RM_UNDO || !rm_can_release(g, env, tshift, old, owner) {
+                    if replaced > RM_UNDO || !rm_can_release(g, env, tshift, old, owner) {
                         return HcallResult::TooHard;
                     }
                 }

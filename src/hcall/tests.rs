@@ -577,13 +577,13 @@ fn real_mode_leaves_batches_beyond_its_undo_log_to_virtual_mode() {
     list(&w, 0x8000, 1);
     assert_eq!(w.hcall(H_PUT_TCE_INDIRECT, [2, W2, 0x8000, 40]).0, OK);
     assert_eq!(mapped(&w), 640);
-    // Clearing 31 TCEs replaces 496 mappings: real mode does it.
-    assert_eq!(w.call(Mode::Real, H_STUFF_TCE, [2, W2, 0, 31]).0, OK);
-    assert_eq!(mapped(&w), 640 - 496);
+    // Clearing 32 TCEs replaces 512 mappings, exactly the undo log: real mode does it.
+    assert_eq!(w.call(Mode::Real, H_STUFF_TCE, [2, W2, 0, 32]).0, OK);
+    assert_eq!(mapped(&w), 640 - 512);
     assert_eq!(w.hcall(H_PUT_TCE_INDIRECT, [2, W2, 0x8000, 40]).0, OK);
-    // Replacing 512 (and 640, spilling virtual mode's log to the heap) is left to virtual mode.
+    // Replacing 528 (and 640, spilling virtual mode's log to the heap) is left to virtual mode.
     list(&w, 0x9000, RW);
-    for n in [32u64, 40] {
+    for n in [33u64, 40] {
         let (before, kills) = (w.snapshot(), w.kill.calls());
         assert_eq!(
             w.call(Mode::Real, H_PUT_TCE_INDIRECT, [2, W2, 0x9000, n]).0,
