@@ -300,8 +300,10 @@ fn update(
     n: u64,
     tces: Tces<'_>,
 ) -> HcallResult {
-    // 1. Validate every TCE before anything changes; translations are kept in a fixed array.
-    let mut targets: [Option<Target>; MAX_INDIRECT as usize] = [None; MAX_INDIRECT as usize];
+    // 1. Validate every TCE before anything changes; translations are kept in a fixed-capacity
+    // vector (not an array: initialising 512 slots would cost every single-TCE call).
+    let mut list_targets: heapless::Vec<Option<Target>, { MAX_INDIRECT as usize }> =
+        heapless::Vec::new();
     let single;
     let targets: &[Option<Target>] = match tces {
         Tces::Same(v) => {
@@ -312,13 +314,17 @@ fn update(
             core::slice::from_ref(&single)
         }
         Tces::List(l) => {
-            for (i, &v) in l.iter().enumerate() {
-                targets[i] = match check_tce(g, mode, w, v) {
+            for &v in l.iter() {
+                let t = match check_tce(g, mode, w, v) {
                     Ok(t) => t,
                     Err(e) => return e,
                 };
+                if list_targets.push(t).is_err() {
+                    // The caller bounds lists by MAX_INDIRECT; anything longer is the guest's.
+                    return HcallResult::Parameter;
+                }
             }
-            &targets[..l.len()]
+            &list_targets
         }
     };
     let target = |i: u64| match tces {
