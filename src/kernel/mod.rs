@@ -3,6 +3,7 @@
 pub mod console;
 mod demo;
 pub mod heap;
+pub mod pci;
 pub mod testing;
 mod tests;
 
