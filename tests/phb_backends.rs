@@ -1,7 +1,7 @@
 //! Both PHB back ends against fakes: exact register sequences for the direct one, exact
 //! calls and skiboot's argument rules for the OPAL one, and the same PHB state from both.
 
-#[path = "phb_fakes.rs"]
+#[path = "support/phb_fakes.rs"]
 mod fakes;
 
 use fakes::*;

@@ -1,6 +1,6 @@
 //! BAR sizing and assignment against a fake configuration space.
 
-#[path = "phb_fakes.rs"]
+#[path = "support/phb_fakes.rs"]
 mod fakes;
 
 use std::cell::RefCell;

@@ -1,7 +1,7 @@
 //! PE ownership transitions over both back ends: default window, take, owner tables
 //! (shared between groups), release with every device's table base updated.
 
-#[path = "phb_fakes.rs"]
+#[path = "support/phb_fakes.rs"]
 mod fakes;
 
 use std::sync::Arc;

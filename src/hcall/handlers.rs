@@ -149,15 +149,24 @@ fn release(g: &Guest, env: &Env<'_>, mode: Mode, tshift: u32, old: u64, owner: u
         if old & TcePerm::WRITE.bits() != 0 {
             d.set_dirty();
         }
-        match mode {
-            Mode::Virtual => {
-                d.put();
-            }
-            Mode::Real => {
-                // Checked by `rm_can_release` under the window lock: the pin keeps count > 1.
-                let r = d.rm_put();
-                debug_assert!(r.is_ok(), "real-mode put failed after its check");
-            }
+        // Real mode: checked by `rm_can_release` under the window lock.
+        put_ref(d, mode);
+    }
+}
+
+/// Drops one page reference the way `mode` may. Real mode only calls it where the count is
+/// known to stay above zero (the region's pin holds one), so `rm_put` cannot refuse.
+fn put_ref(d: &PageDesc, mode: Mode) {
+    match mode {
+        Mode::Virtual => {
+            d.put();
+        }
+        Mode::Real => {
+            let r = d.rm_put();
+            debug_assert!(
+                r.is_ok(),
+                "real-mode put refused although the pin holds a reference"
+            );
         }
     }
 }
@@ -185,15 +194,7 @@ fn unacquire(g: &Guest, env: &Env<'_>, mode: Mode, t: &Target, hpa: u64) {
     r.mapped_dec();
     if region_has_desc(r) {
         if let Some(d) = desc(env, mode, hpa) {
-            match mode {
-                Mode::Virtual => {
-                    d.put();
-                }
-                Mode::Real => {
-                    let r = d.rm_put();
-                    debug_assert!(r.is_ok(), "undoing a real-mode get failed");
-                }
-            }
+            put_ref(d, mode);
         }
     }
 }

@@ -17,6 +17,11 @@ pub struct TestFailure(pub String);
 /// A test's outcome.
 pub type TestResult = Result<(), TestFailure>;
 
+/// A failure with a message, for the tests' `map_err`s and early returns.
+pub fn fail(what: impl core::fmt::Display) -> TestFailure {
+    TestFailure(alloc::format!("{what}"))
+}
+
 /// One registered in-kernel test.
 pub struct KTest {
     pub path: &'static str,

@@ -8,6 +8,7 @@ use crate::hcall::sim::World;
 use crate::hcall::{
     fuzz, HcallResult, Mode, H_GET_TCE, H_PUT_TCE, H_PUT_TCE_INDIRECT, H_STUFF_TCE,
 };
+use crate::kernel::testing::fail;
 use crate::kernel::testing::TestResult;
 use crate::mm::alloc_guard;
 use crate::tce::{Tce, TcePerm};
@@ -153,10 +154,6 @@ ktest!(
     "hcall.fuzz_properties_hold_on_target",
     fuzz_properties_hold_on_target
 );
-
-fn fail(what: &str) -> crate::kernel::testing::TestFailure {
-    crate::kernel::testing::TestFailure(what.into())
-}
 
 /// Instructions per real-mode hypercall on a warm window (levels and guest-view pages present):
 /// the hot path a network card's per-packet map/unmap takes. Averaged over 64 calls each.

@@ -19,6 +19,7 @@ use crate::kernel::pci::{
     self, backend, direct_backend, find_edu, iova, map, pattern, phbs, Backend, DmaPage, EduRig,
     KTable, Mismatch, PciError, FILL, PAGE_SHIFT, WINDOW1_BUS,
 };
+use crate::kernel::testing::fail;
 use crate::kernel::testing::{Figures, TestFailure, TestResult};
 use crate::phb::fdt::PhbInfo;
 use crate::phb::glue::TableKill;
@@ -31,10 +32,6 @@ use crate::{kassert, kassert_eq, kbench, ktest};
 /// The PE the tests put the edu device in (not the reserved PE, which is the last one).
 const PE: u32 = 1;
 const PAGE: usize = pci::PAGE;
-
-fn fail(what: core::fmt::Arguments) -> TestFailure {
-    TestFailure(format!("{what}"))
-}
 
 impl From<PciError> for TestFailure {
     fn from(e: PciError) -> Self {

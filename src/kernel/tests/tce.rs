@@ -2,6 +2,7 @@
 //! hypervisor real mode, reading back the raw bytes the PHB would read.
 use crate::arch::ppc64::pmu;
 use crate::kernel::heap::HEAP;
+use crate::kernel::testing::fail;
 use crate::kernel::testing::{Figures, TestResult};
 use crate::tce::{
     sparse_demo, HeapMemory, LockedVm, MayAlloc, Tce, TceGeometry, TcePerm, TceTable, TCE_INDIRECT,
@@ -99,10 +100,6 @@ ktest!(
     "tce.sparse_case_allocates_only_touched_levels",
     sparse_case_allocates_only_touched_levels
 );
-
-fn fail(what: core::fmt::Arguments) -> crate::kernel::testing::TestFailure {
-    crate::kernel::testing::TestFailure(alloc::format!("{what}"))
-}
 
 fn bench_sparse(out: Figures) {
     match sparse_demo(HeapMemory::new()) {

@@ -1,5 +1,5 @@
 //! Host fakes for the PHB traits, shared by the `phb_*` tests (`#[path]`-included).
-//! Compiled on its own too, where it has no tests.
+//! Lives in `tests/support/` so cargo does not build it as a test binary of its own.
 #![allow(dead_code, clippy::new_without_default)]
 
 use std::cell::{Cell, RefCell};
