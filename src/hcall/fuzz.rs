@@ -9,10 +9,10 @@
 //! outside the guest's pinned memory or any count disagrees ([`World::check`]), or teardown does
 //! not bring every count back to its baseline.
 
-use super::sim::World;
+use super::sim::{vm, World, H_TOO_HARD};
 use super::{HcallResult, Mode, H_GET_TCE, H_PUT_TCE, H_PUT_TCE_INDIRECT, H_STUFF_TCE};
 use crate::mm::page::PG_COMPOUND;
-use crate::mm::PageDescriptors;
+use crate::mm::{PageDescriptors, Pfn};
 use alloc::vec::Vec;
 
 /// Most operations decoded from one input.
@@ -174,14 +174,14 @@ pub fn build(l: &Layout) -> World {
     w.window(2, W2_BUS, 16, 4 << 20, &tables).expect("window 2");
     w.window(3, 0, 12, 256 << 10, &[]).expect("window 3");
     if let Some(p) = l.compound {
-        let pfn = w.host.pages.base_pfn() + p;
-        w.host.pages.page(pfn).expect("page").set_flags(PG_COMPOUND);
+        let pfn = Pfn(w.host.pages.base_pfn() + p);
+        w.host.pages.page(vm(), pfn).expect("page").set_flags(PG_COMPOUND);
     }
     w
 }
 
 fn known(code: i64) -> bool {
-    matches!(HcallResult::from_code(code), Some(r) if r != HcallResult::TooHard)
+    HcallResult::from_code(code).is_some()
 }
 
 /// Runs one input; panics on any broken property (see the module doc).
@@ -196,7 +196,7 @@ pub fn run_one(data: &[u8]) {
             Op::Call(nr, args) => {
                 let before = w.snapshot();
                 let rm = w.call(Mode::Real, nr, args);
-                let r = if rm.0 == HcallResult::TooHard.code() {
+                let r = if rm.0 == H_TOO_HARD {
                     assert_eq!(
                         w.snapshot(),
                         before,

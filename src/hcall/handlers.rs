@@ -16,9 +16,11 @@
 //!    batch is all or nothing; invalidate each touched table's TCE cache once.
 
 use super::window::{HwError, Window};
-use super::{Env, Guest, HcallResult, Mode};
+use super::{Env, Guest, HcallResult};
 use crate::mm::guest::TranslateError;
-use crate::mm::{Backing, PageDesc, PreregRegion, PAGE_SHIFT};
+use crate::mm::{
+    Backing, ExecMode, GuestPhys, HostPhys, PageDesc, PreregRegion, RealMode, Token, Ua,
+};
 use crate::tce::TcePerm;
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
@@ -31,11 +33,38 @@ const RM_UNDO: usize = 512;
 /// The permission bits a guest TCE may carry.
 const PERM_BITS: u64 = TcePerm::READ.bits() | TcePerm::WRITE.bits();
 
+/// How a handler step can end early: with an answer for the guest, or (real mode only) by
+/// declining to virtual mode having changed nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Exit<D> {
+    /// Return this to the guest.
+    Guest(HcallResult),
+    /// Real mode gives up; virtual mode's `D` is uninhabited.
+    Decline(D),
+}
+
+impl<D> From<HcallResult> for Exit<D> {
+    fn from(r: HcallResult) -> Self {
+        Exit::Guest(r)
+    }
+}
+
+/// A handler step's result in mode `M`.
+pub(crate) type Step<M, T = ()> = Result<T, Exit<<M as ExecMode>::Decline>>;
+
+/// Real mode: decline; virtual mode: answer the guest with `otherwise`.
+fn decline_or<M: ExecMode>(m: M, otherwise: HcallResult) -> Exit<M::Decline> {
+    match m.decline() {
+        Some(d) => Exit::Decline(d),
+        None => Exit::Guest(otherwise),
+    }
+}
+
 /// Where a validated guest TCE points.
 #[derive(Debug, Clone, Copy)]
 struct Target {
-    ua: u64,
-    hpa: u64,
+    ua: Ua,
+    hpa: HostPhys,
     /// Index in `GuestMemory::regions()`; `usize::MAX` when the window has no hardware table.
     region: usize,
     perm: u64,
@@ -60,16 +89,16 @@ fn check_ioba(w: &Window, ioba: u64, npages: u64) -> Result<u64, HcallResult> {
 
 /// Only R/W below the window page; a mapping TCE must point at guest memory that, when the
 /// window feeds hardware, is preregistered and pinned with pages at least as large.
-fn check_tce(g: &Guest, mode: Mode, w: &Window, tce: u64) -> Result<Option<Target>, HcallResult> {
+fn check_tce<M: ExecMode>(g: &Guest, m: M, w: &Window, tce: u64) -> Step<M, Option<Target>> {
     let page_mask = (1u64 << w.page_shift()) - 1;
     if tce & page_mask & !PERM_BITS != 0 {
-        return Err(HcallResult::Parameter);
+        return Err(HcallResult::Parameter.into());
     }
     let perm = tce & PERM_BITS;
     if perm == 0 {
         return Ok(None);
     }
-    let gpa = tce & !page_mask;
+    let gpa = GuestPhys(tce & !page_mask);
     let ua = g
         .mem
         .gpa_to_ua(gpa, page_mask + 1)
@@ -77,7 +106,7 @@ fn check_tce(g: &Guest, mode: Mode, w: &Window, tce: u64) -> Result<Option<Targe
     if w.tables.is_empty() {
         return Ok(Some(Target {
             ua,
-            hpa: 0,
+            hpa: HostPhys(0),
             region: usize::MAX,
             perm,
         }));
@@ -92,8 +121,8 @@ fn check_tce(g: &Guest, mode: Mode, w: &Window, tce: u64) -> Result<Option<Targe
                 perm,
             }))
         }
-        Err(TranslateError::NotPreregistered) if mode == Mode::Real => Err(HcallResult::TooHard),
-        Err(_) => Err(HcallResult::Parameter),
+        Err(TranslateError::NotPreregistered) => Err(decline_or(m, HcallResult::Parameter)),
+        Err(TranslateError::PageTooLarge) => Err(HcallResult::Parameter.into()),
     }
 }
 
@@ -115,29 +144,38 @@ fn region_has_desc(r: &PreregRegion) -> bool {
     matches!(r.backing(), Backing::Pages(_))
 }
 
-fn desc<'e>(env: &Env<'e>, mode: Mode, hpa: u64) -> Option<&'e PageDesc> {
-    match mode {
-        Mode::Real => env.pages.rm_page(hpa >> PAGE_SHIFT),
-        Mode::Virtual => env.pages.page(hpa >> PAGE_SHIFT),
+/// The descriptor of the page at `hpa`, found the way mode `M` may: real mode only where it is
+/// reachable without the MMU.
+fn desc<'e, M: ExecMode>(env: &Env<'e>, m: M, hpa: u64) -> Option<&'e PageDesc> {
+    let pfn = HostPhys(hpa).pfn();
+    match m.token() {
+        Token::Real(rm) => env.pages.rm_page(rm, pfn),
+        Token::Virt(v) => env.pages.page(v, pfn),
     }
 }
 
 /// Whether real mode can drop the reference an existing hardware entry holds.
-fn rm_can_release(g: &Guest, env: &Env<'_>, tshift: u32, old: u64, owner: u64) -> bool {
-    let Some(r) = g.mem.region_for(owner, 1u64 << tshift) else {
+fn rm_can_release(
+    g: &Guest,
+    env: &Env<'_>,
+    rm: RealMode,
+    tshift: u32,
+    old: u64,
+    owner: u64,
+) -> bool {
+    let Some(r) = g.mem.region_for(Ua(owner), 1u64 << tshift) else {
         return false;
     };
     if !region_has_desc(r) {
         return true;
     }
-    desc(env, Mode::Real, old & !((1u64 << tshift) - 1))
-        .is_some_and(|d| !d.is_compound() && d.count() > 1)
+    desc(env, rm, old & !((1u64 << tshift) - 1)).is_some_and(|d| !d.is_compound() && d.count() > 1)
 }
 
 /// Drops what an old hardware entry held: the region's `mapped` count and the page reference,
 /// marking the page dirty if the device could write it.
-fn release(g: &Guest, env: &Env<'_>, mode: Mode, tshift: u32, old: u64, owner: u64) {
-    let Some(r) = g.mem.region_for(owner, 1u64 << tshift) else {
+fn release<M: ExecMode>(g: &Guest, env: &Env<'_>, m: M, tshift: u32, old: u64, owner: u64) {
+    let Some(r) = g.mem.region_for(Ua(owner), 1u64 << tshift) else {
         debug_assert!(false, "mapped hardware entry outside preregistered memory");
         return;
     };
@@ -145,43 +183,37 @@ fn release(g: &Guest, env: &Env<'_>, mode: Mode, tshift: u32, old: u64, owner: u
     if !region_has_desc(r) {
         return;
     }
-    if let Some(d) = desc(env, mode, old & !((1u64 << tshift) - 1)) {
+    if let Some(d) = desc(env, m, old & !((1u64 << tshift) - 1)) {
         if old & TcePerm::WRITE.bits() != 0 {
             d.set_dirty();
         }
         // Real mode: checked by `rm_can_release` under the window lock.
-        put_ref(d, mode);
+        put_ref(d, m);
     }
 }
 
-/// Drops one page reference the way `mode` may. Real mode only calls it where the count is
+/// Drops one page reference the way mode `M` may. Real mode only calls it where the count is
 /// known to stay above zero (the region's pin holds one), so `rm_put` cannot refuse.
-fn put_ref(d: &PageDesc, mode: Mode) {
-    match mode {
-        Mode::Virtual => {
-            d.put();
-        }
-        Mode::Real => {
-            let r = d.rm_put();
-            debug_assert!(
-                r.is_ok(),
-                "real-mode put refused although the pin holds a reference"
-            );
-        }
+fn put_ref<M: ExecMode>(d: &PageDesc, m: M) {
+    if m.real().is_some() {
+        let r = d.rm_put();
+        debug_assert!(
+            r.is_ok(),
+            "real-mode put refused although the pin holds a reference"
+        );
+    } else {
+        d.put();
     }
 }
 
 /// Takes what a new hardware entry holds; `Err` leaves nothing taken.
-fn acquire(g: &Guest, env: &Env<'_>, mode: Mode, t: &Target, hpa: u64) -> Result<(), HcallResult> {
+fn acquire<M: ExecMode>(g: &Guest, env: &Env<'_>, m: M, t: &Target, hpa: u64) -> Step<M> {
     let r = &g.mem.regions()[t.region];
     if region_has_desc(r) {
-        let d = desc(env, mode, hpa).ok_or(match mode {
-            Mode::Real => HcallResult::TooHard,
-            Mode::Virtual => HcallResult::Hardware,
-        })?;
-        match mode {
-            Mode::Real => d.rm_get().map_err(|_| HcallResult::TooHard)?,
-            Mode::Virtual => d.get(),
+        let d = desc(env, m, hpa).ok_or_else(|| decline_or(m, HcallResult::Hardware))?;
+        match m.decline() {
+            Some(d_) => d.rm_get().map_err(|_| Exit::Decline(d_))?,
+            None => d.get(),
         }
     }
     r.mapped_inc();
@@ -189,12 +221,12 @@ fn acquire(g: &Guest, env: &Env<'_>, mode: Mode, t: &Target, hpa: u64) -> Result
 }
 
 /// Undoes `acquire` (references we just took: the pin keeps the count above one).
-fn unacquire(g: &Guest, env: &Env<'_>, mode: Mode, t: &Target, hpa: u64) {
+fn unacquire<M: ExecMode>(g: &Guest, env: &Env<'_>, m: M, t: &Target, hpa: u64) {
     let r = &g.mem.regions()[t.region];
     r.mapped_dec();
     if region_has_desc(r) {
-        if let Some(d) = desc(env, mode, hpa) {
-            put_ref(d, mode);
+        if let Some(d) = desc(env, m, hpa) {
+            put_ref(d, m);
         }
     }
 }
@@ -215,28 +247,28 @@ struct Replaced {
 struct UndoLog {
     fixed: heapless::Vec<Replaced, RM_UNDO>,
     spill: Vec<Replaced>,
-    may_grow: bool,
 }
 
 impl UndoLog {
-    fn new(mode: Mode) -> Self {
+    fn new() -> Self {
         UndoLog {
             fixed: heapless::Vec::new(),
             spill: Vec::new(),
-            may_grow: mode == Mode::Virtual,
         }
     }
 
-    /// Makes room for one more entry; real mode: H_TOO_HARD when full, virtual mode: H_NO_MEM
-    /// when the heap refuses.
-    fn make_room(&mut self) -> Result<(), HcallResult> {
+    /// Makes room for one more entry; real mode declines when full, virtual mode answers
+    /// H_NO_MEM when the heap refuses.
+    fn make_room<M: ExecMode>(&mut self, m: M) -> Step<M> {
         if !self.fixed.is_full() {
-            Ok(())
-        } else if !self.may_grow {
-            Err(HcallResult::TooHard)
-        } else {
-            self.spill.try_reserve(1).map_err(|_| HcallResult::NoMem)
+            return Ok(());
         }
+        if let Some(d) = m.decline() {
+            return Err(Exit::Decline(d));
+        }
+        self.spill
+            .try_reserve(1)
+            .map_err(|_| HcallResult::NoMem.into())
     }
 
     /// Appends (after `make_room`).
@@ -270,7 +302,7 @@ impl UndoLog {
 /// The hardware TCE and owner for sub-entry `k` of a guest TCE's target (0s to clear).
 fn hw_entry(t: Option<Target>, k: u64, tshift: u32) -> (u64, u64) {
     match t {
-        Some(x) => ((x.hpa + (k << tshift)) | x.perm, x.ua + (k << tshift)),
+        Some(x) => ((x.hpa.0 + (k << tshift)) | x.perm, x.ua.0 + (k << tshift)),
         None => (0, 0),
     }
 }
@@ -292,15 +324,15 @@ impl Tces<'_> {
 }
 
 /// Validates then applies a batch of `n` TCEs from window index `first`.
-fn update(
+fn update<M: ExecMode>(
     g: &Guest,
     env: &Env<'_>,
-    mode: Mode,
+    m: M,
     w: &Window,
     first: u64,
     n: u64,
     tces: Tces<'_>,
-) -> HcallResult {
+) -> Step<M> {
     // 1. Validate every TCE before anything changes; translations are kept in a fixed-capacity
     // vector (not an array: initialising 512 slots would cost every single-TCE call).
     let mut list_targets: heapless::Vec<Option<Target>, { MAX_INDIRECT as usize }> =
@@ -308,21 +340,15 @@ fn update(
     let single;
     let targets: &[Option<Target>] = match tces {
         Tces::Same(v) => {
-            single = match check_tce(g, mode, w, v) {
-                Ok(t) => t,
-                Err(e) => return e,
-            };
+            single = check_tce(g, m, w, v)?;
             core::slice::from_ref(&single)
         }
         Tces::List(l) => {
             for &v in l.iter() {
-                let t = match check_tce(g, mode, w, v) {
-                    Ok(t) => t,
-                    Err(e) => return e,
-                };
+                let t = check_tce(g, m, w, v)?;
                 if list_targets.push(t).is_err() {
                     // The caller bounds lists by MAX_INDIRECT; anything longer is the guest's.
-                    return HcallResult::Parameter;
+                    return Err(HcallResult::Parameter.into());
                 }
             }
             &list_targets
@@ -333,39 +359,38 @@ fn update(
         Tces::List(_) => targets[i as usize],
     };
     if n == 0 {
-        return HcallResult::Success;
+        return Ok(());
     }
     let maps = targets.iter().any(Option::is_some);
 
-    // 2. The window lock: real mode never waits.
-    let _guard = match mode {
-        Mode::Real => match w.lock.try_lock() {
-            Some(guard) => guard,
-            None => return HcallResult::TooHard,
-        },
-        Mode::Virtual => w.lock.lock(),
+    // 2. The window lock: a mode that can decline never waits.
+    let _guard = match m.decline() {
+        Some(d) => w.lock.try_lock().ok_or(Exit::Decline(d))?,
+        None => w.lock.lock(),
     };
 
-    // 3. Guest-view pages and hardware levels.
+    // 3. Guest-view pages and hardware levels: virtual mode allocates what is missing, real
+    // mode declines.
     for i in 0..n {
         if tces.at(i) != 0 && !w.view.present(first + i) {
-            match mode {
-                Mode::Real => return HcallResult::TooHard,
-                Mode::Virtual => w.view.ensure(first + i),
+            match m.decline() {
+                Some(d) => return Err(Exit::Decline(d)),
+                None => w.view.ensure(first + i),
             }
         }
     }
     if maps {
+        let may_alloc = m.decline().is_none();
         for a in w.tables.iter() {
             let t = &a.table;
             let (hfirst, sub) = hw_span(w, t.page_shift(), t.bus_offset(), first);
-            match t.prepare(hfirst, n * sub, mode == Mode::Virtual) {
+            match t.prepare(hfirst, n * sub, may_alloc) {
                 Ok(()) => {}
-                Err(HwError::WouldAllocate) if mode == Mode::Real => return HcallResult::TooHard,
-                Err(HwError::WouldAllocate) | Err(HwError::Refused) => {
-                    return HcallResult::Hardware
+                Err(HwError::WouldAllocate) => {
+                    return Err(decline_or(m, HcallResult::Hardware));
                 }
-                Err(HwError::NoMem) => return HcallResult::NoMem,
+                Err(HwError::Refused) => return Err(HcallResult::Hardware.into()),
+                Err(HwError::NoMem) => return Err(HcallResult::NoMem.into()),
             }
         }
     }
@@ -373,7 +398,7 @@ fn update(
     // 4. Real mode: every reference to drop must be droppable without the MMU, and the
     // mappings replaced must fit the undo log (RM_UNDO entries: a full 512-TCE batch of
     // replacements at equal page sizes stays in real mode).
-    if mode == Mode::Real {
+    if let (Some(rm), Some(d)) = (m.real(), m.decline()) {
         let mut replaced = 0usize;
         for a in w.tables.iter() {
             let t = &a.table;
@@ -383,8 +408,8 @@ fn update(
                 let (old, owner) = t.read(h);
                 if old & PERM_BITS != 0 {
                     replaced += 1;
-                    if replaced > RM_UNDO || !rm_can_release(g, env, tshift, old, owner) {
-                        return HcallResult::TooHard;
+                    if replaced > RM_UNDO || !rm_can_release(g, env, rm, tshift, old, owner) {
+                        return Err(Exit::Decline(d));
                     }
                 }
             }
@@ -392,14 +417,14 @@ fn update(
     }
 
     // 5. New references, all or nothing.
-    let each_new = |f: &mut dyn FnMut(&Target, u64) -> Result<(), HcallResult>| {
+    let each_new = |f: &mut dyn FnMut(&Target, u64) -> Step<M>| {
         for a in w.tables.iter() {
             let tshift = a.table.page_shift();
             let sub = 1u64 << (w.page_shift() - tshift);
             for i in 0..n {
                 if let Some(t) = target(i) {
                     for k in 0..sub {
-                        f(&t, t.hpa + (k << tshift))?;
+                        f(&t, t.hpa.0 + (k << tshift))?;
                     }
                 }
             }
@@ -408,7 +433,7 @@ fn update(
     };
     let mut taken = 0u64;
     let got = each_new(&mut |t, hpa| {
-        acquire(g, env, mode, t, hpa)?;
+        acquire(g, env, m, t, hpa)?;
         taken += 1;
         Ok(())
     });
@@ -416,18 +441,19 @@ fn update(
         let mut left = taken;
         let _ = each_new(&mut |t, hpa| {
             if left == 0 {
-                return Err(HcallResult::Success);
+                // Stops the walk: everything taken was given back.
+                return Err(HcallResult::Success.into());
             }
-            unacquire(g, env, mode, t, hpa);
+            unacquire(g, env, m, t, hpa);
             left -= 1;
             Ok(())
         });
-        return e;
+        return Err(e);
     }
 
     // 6. Commit: exchange every entry that changes, logging the mappings replaced. `stop` is
-    // where the table refused (or the log ran out of room): (table, position, result).
-    let mut log = UndoLog::new(mode);
+    // where the table refused (or the log ran out of room): (table, position, exit).
+    let mut log = UndoLog::new();
     let mut added = 0u64;
     let mut stop = None;
     'tables: for (ti, a) in w.tables.iter().enumerate() {
@@ -440,7 +466,7 @@ fn update(
             if new == 0 && t.read(h).0 & PERM_BITS == 0 {
                 continue;
             }
-            if let Err(e) = log.make_room() {
+            if let Err(e) = log.make_room(m) {
                 stop = Some((ti, p, e));
                 break 'tables;
             }
@@ -457,7 +483,7 @@ fn update(
                     }
                 }
                 Err(_) => {
-                    stop = Some((ti, p, HcallResult::Hardware));
+                    stop = Some((ti, p, Exit::Guest(HcallResult::Hardware)));
                     break 'tables;
                 }
             }
@@ -469,12 +495,12 @@ fn update(
             w.hw_mapped.fetch_sub(log.len() as u64, Ordering::AcqRel);
             for r in log.iter() {
                 let tshift = w.tables[r.table].table.page_shift();
-                release(g, env, mode, tshift, r.tce, r.owner);
+                release(g, env, m, tshift, r.tce, r.owner);
             }
             w.tables.len()
         }
         Some((ti, p, _)) => {
-            roll_back(g, env, mode, w, first, n, &target, &mut log, ti, p);
+            roll_back(g, env, m, w, first, n, &target, &mut log, ti, p);
             ti + 1
         }
     };
@@ -483,13 +509,13 @@ fn update(
         a.kill.invalidate(a.cookie, hfirst, n * sub);
     }
     if let Some((_, _, e)) = stop {
-        return e;
+        return Err(e);
     }
     for i in 0..n {
         let stored = w.view.set(first + i, tces.at(i));
         debug_assert!(stored, "guest view page vanished under the window lock");
     }
-    HcallResult::Success
+    Ok(())
 }
 
 /// Undoes a commit the table stopped at position `stop_pos` of table `stop_table`: puts back
@@ -498,10 +524,10 @@ fn update(
 /// were not touched yet, so they stay. Should a table also refuse a put-back, that entry keeps
 /// the batch's value and is accounted as committed, keeping counts and table consistent.
 #[allow(clippy::too_many_arguments)]
-fn roll_back(
+fn roll_back<M: ExecMode>(
     g: &Guest,
     env: &Env<'_>,
-    mode: Mode,
+    m: M,
     w: &Window,
     first: u64,
     n: u64,
@@ -523,11 +549,11 @@ fn roll_back(
             let h = hfirst + p;
             let tgt = target(p / sub);
             let (new, _) = hw_entry(tgt, p % sub, tshift);
-            let new_ref = |x: Target| (x, x.hpa + ((p % sub) << tshift));
+            let new_ref = |x: Target| (x, x.hpa.0 + ((p % sub) << tshift));
             if p >= done {
                 // Never exchanged: only its new reference to give back.
                 if let Some((x, hpa)) = tgt.map(new_ref) {
-                    unacquire(g, env, mode, &x, hpa);
+                    unacquire(g, env, m, &x, hpa);
                 }
                 continue;
             }
@@ -541,7 +567,7 @@ fn roll_back(
             match t.exchange(h, old, old_owner) {
                 Ok(_) => {
                     if let Some((x, hpa)) = tgt.map(new_ref) {
-                        unacquire(g, env, mode, &x, hpa);
+                        unacquire(g, env, m, &x, hpa);
                     }
                 }
                 Err(_) => {
@@ -550,7 +576,7 @@ fn roll_back(
                     }
                     if old & PERM_BITS != 0 {
                         w.hw_mapped.fetch_sub(1, Ordering::AcqRel);
-                        release(g, env, mode, tshift, old, old_owner);
+                        release(g, env, m, tshift, old, old_owner);
                     }
                 }
             }
@@ -560,107 +586,88 @@ fn roll_back(
 }
 
 /// H_PUT_TCE(liobn, ioba, tce): one guest TCE.
-pub fn h_put_tce(
+pub(crate) fn h_put_tce<M: ExecMode>(
     g: &Guest,
     env: &Env<'_>,
-    mode: Mode,
+    m: M,
     liobn: u64,
     ioba: u64,
     tce: u64,
-) -> HcallResult {
-    let w = match find_window(g, liobn) {
-        Ok(w) => w,
-        Err(e) => return e,
-    };
-    match check_ioba(w, ioba, 1) {
-        Ok(idx) => update(g, env, mode, w, idx, 1, Tces::Same(tce)),
-        Err(e) => e,
-    }
+) -> Step<M> {
+    let w = find_window(g, liobn)?;
+    let idx = check_ioba(w, ioba, 1)?;
+    update(g, env, m, w, idx, 1, Tces::Same(tce))
 }
 
-/// H_GET_TCE(liobn, ioba): the guest TCE, in r4.
-pub fn h_get_tce(g: &Guest, liobn: u64, ioba: u64) -> (HcallResult, u64) {
-    let w = match find_window(g, liobn) {
-        Ok(w) => w,
-        Err(e) => return (e, 0),
-    };
-    match check_ioba(w, ioba, 1) {
-        Ok(idx) => (HcallResult::Success, w.view.get(idx)),
-        Err(e) => (e, 0),
-    }
+/// H_GET_TCE(liobn, ioba): the guest TCE, in r4. The same in both modes: it reads only the
+/// guest view, which lives in the linear map.
+pub(crate) fn h_get_tce(g: &Guest, liobn: u64, ioba: u64) -> Result<u64, HcallResult> {
+    let w = find_window(g, liobn)?;
+    let idx = check_ioba(w, ioba, 1)?;
+    Ok(w.view.get(idx))
 }
 
 /// H_STUFF_TCE(liobn, ioba, tce_value, npages): clears `npages` entries; the value may carry
 /// no permission (H_STUFF_TCE never maps) and no bits below the window page.
-pub fn h_stuff_tce(
+pub(crate) fn h_stuff_tce<M: ExecMode>(
     g: &Guest,
     env: &Env<'_>,
-    mode: Mode,
+    m: M,
     liobn: u64,
     ioba: u64,
     tce_value: u64,
     npages: u64,
-) -> HcallResult {
-    let w = match find_window(g, liobn) {
-        Ok(w) => w,
-        Err(e) => return e,
-    };
-    let first = match check_ioba(w, ioba, npages) {
-        Ok(i) => i,
-        Err(e) => return e,
-    };
+) -> Step<M> {
+    let w = find_window(g, liobn)?;
+    let first = check_ioba(w, ioba, npages)?;
     if tce_value & PERM_BITS != 0 {
-        return HcallResult::Parameter;
+        return Err(HcallResult::Parameter.into());
     }
-    update(g, env, mode, w, first, npages, Tces::Same(tce_value))
+    update(g, env, m, w, first, npages, Tces::Same(tce_value))
 }
 
 /// H_PUT_TCE_INDIRECT(liobn, ioba, tce_list, npages): up to 512 TCEs read from a 4 KiB-aligned
-/// guest page. Real mode reads the list through preregistered memory when that page is covered
-/// and returns H_TOO_HARD when it is not, whatever other memory is preregistered.
-pub fn h_put_tce_indirect(
+/// guest page. Real mode reads the list through preregistered memory by physical address when
+/// that page is covered and declines when it is not, whatever other memory is preregistered;
+/// virtual mode reads it through the guest's `ua` mapping.
+pub(crate) fn h_put_tce_indirect<M: ExecMode>(
     g: &Guest,
     env: &Env<'_>,
-    mode: Mode,
+    m: M,
     liobn: u64,
     ioba: u64,
     tce_list: u64,
     npages: u64,
-) -> HcallResult {
-    let w = match find_window(g, liobn) {
-        Ok(w) => w,
-        Err(e) => return e,
-    };
+) -> Step<M> {
+    let w = find_window(g, liobn)?;
     if npages > MAX_INDIRECT || tce_list & 0xfff != 0 {
-        return HcallResult::Parameter;
+        return Err(HcallResult::Parameter.into());
     }
-    let first = match check_ioba(w, ioba, npages) {
-        Ok(i) => i,
-        Err(e) => return e,
-    };
-    let Some(ua) = g.mem.gpa_to_ua(tce_list, 0x1000) else {
-        return HcallResult::Parameter;
-    };
+    let first = check_ioba(w, ioba, npages)?;
+    let ua = g
+        .mem
+        .gpa_to_ua(GuestPhys(tce_list), 0x1000)
+        .ok_or(HcallResult::Parameter)?;
     // Each entry is read exactly once, into this array; validation and commit use the copy.
     let mut list = [0u64; MAX_INDIRECT as usize];
     let list = &mut list[..npages as usize];
-    match mode {
-        Mode::Real => {
+    match m.token() {
+        Token::Real(rm) => {
             let Ok((_, hp)) = g.mem.ua_to_hpa(ua, 12) else {
-                return HcallResult::TooHard;
+                return Err(decline_or(m, HcallResult::Parameter));
             };
             for (i, e) in list.iter_mut().enumerate() {
-                *e = env.mem.phys_read_be64(hp.hpa + 8 * i as u64).to_cpu();
+                *e = env.mem.phys_read_be64(rm, hp.hpa.add(8 * i as u64)).to_cpu();
             }
         }
-        Mode::Virtual => {
+        Token::Virt(v) => {
             for (i, e) in list.iter_mut().enumerate() {
-                match env.mem.ua_read_be64(ua + 8 * i as u64) {
-                    Some(v) => *e = v.to_cpu(),
-                    None => return HcallResult::Parameter,
+                match env.mem.ua_read_be64(v, ua.add(8 * i as u64)) {
+                    Some(x) => *e = x.to_cpu(),
+                    None => return Err(HcallResult::Parameter.into()),
                 }
             }
         }
     }
-    update(g, env, mode, w, first, npages, Tces::List(list))
+    update(g, env, m, w, first, npages, Tces::List(list))
 }

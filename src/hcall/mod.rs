@@ -1,26 +1,30 @@
 //! The sPAPR TCE hypercalls: H_PUT_TCE, H_GET_TCE, H_STUFF_TCE, H_PUT_TCE_INDIRECT.
 //!
-//! A guest programs its DMA windows (each named by a LIOBN) with these calls. Each has two
-//! handlers sharing one [`Guest`] state:
-//! - real mode (`rm_*`, MMU off): allocates nothing (enforced by
+//! A guest programs its DMA windows (each named by a LIOBN) with these calls. Each has one body,
+//! generic over the execution mode ([`crate::mm::mode`]), sharing one [`Guest`] state:
+//! - in real mode (a [`RealMode`] token: MMU off) it allocates nothing (enforced by
 //!   [`crate::mm::alloc_guard`]), never waits for a lock, reaches guest memory only through
-//!   preregistered memory by physical address; whenever it cannot finish it returns
-//!   [`HcallResult::TooHard`] having changed nothing;
-//! - virtual mode (`vm_*`): may allocate and wait, and completes what real mode declined.
+//!   preregistered memory by physical address, and whenever it cannot finish it declines with
+//!   [`TooHard`] having changed nothing;
+//! - in virtual mode (a [`VirtMode`] token: MMU on) it may allocate and wait, reads guest memory
+//!   through its `ua` mapping, and completes what real mode declined.
 //!
-//! [`dispatch`] takes register values (r3 = number, r4.. = arguments) and returns (r3, r4);
-//! [`hcall`] is the kernel's whole path: real mode, then virtual mode on H_TOO_HARD.
+//! [`rm_dispatch`] and [`vm_dispatch`] take register values (r3 = number, r4.. = arguments) and
+//! return what goes back in r3/r4 ([`HcallReturn`], which cannot say "too hard").
 //! Hardware tables are reached through [`HwTable`] and their PHB's cache through
 //! [`TceInvalidate`], invalidated once per table per batch.
 
 mod adapter;
+#[cfg(any(test, feature = "sim"))]
 pub mod fuzz;
 mod handlers;
+#[cfg(any(test, feature = "sim"))]
 pub mod sim;
 mod stats;
 mod window;
 
-pub use handlers::{h_get_tce, h_put_tce, h_put_tce_indirect, h_stuff_tce, MAX_INDIRECT};
+pub use handlers::MAX_INDIRECT;
+pub use crate::mm::Mode;
 pub use stats::{CallStats, HcallStats};
 pub use window::{
     Attached, Guest, GuestView, HwError, HwTable, TceInvalidate, Window, WindowError, MAX_TABLES,
@@ -28,8 +32,9 @@ pub use window::{
 };
 
 use crate::mm::alloc_guard::RealModeScope;
-use crate::mm::PageDescriptors;
+use crate::mm::{ExecMode, HostPhys, PageDescriptors, RealMode, TooHard, Ua, VirtMode};
 use crate::tce::Be64;
+use handlers::{Exit, Step};
 
 /// H_GET_TCE.
 pub const H_GET_TCE: u64 = 0x1C;
@@ -40,7 +45,11 @@ pub const H_STUFF_TCE: u64 = 0x138;
 /// H_PUT_TCE_INDIRECT.
 pub const H_PUT_TCE_INDIRECT: u64 = 0x13C;
 
-/// A hypercall's outcome, as PAPR codes it in r3.
+/// H_PUT_TERM_CHAR (console output; handled by the partition code, not here).
+pub const H_PUT_TERM_CHAR: u64 = 0x58;
+
+/// A hypercall's outcome as a guest sees it in r3 (PAPR codes). Real mode's "decline" is not
+/// one of them: it is [`TooHard`], which never reaches a guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(i64)]
 pub enum HcallResult {
@@ -54,8 +63,6 @@ pub enum HcallResult {
     Parameter = -4,
     /// H_NO_MEM: virtual mode could not allocate.
     NoMem = -9,
-    /// H_TOO_HARD: internal, never returned to a guest; "take the virtual-mode path".
-    TooHard = 9999,
 }
 
 impl HcallResult {
@@ -64,7 +71,7 @@ impl HcallResult {
         self as i64
     }
 
-    /// The result for a register value, if it is one of ours.
+    /// The result for a register value, if it is one a guest can see from us.
     pub const fn from_code(code: i64) -> Option<Self> {
         Some(match code {
             0 => HcallResult::Success,
@@ -72,27 +79,46 @@ impl HcallResult {
             -2 => HcallResult::Function,
             -4 => HcallResult::Parameter,
             -9 => HcallResult::NoMem,
-            9999 => HcallResult::TooHard,
             _ => return None,
         })
     }
+
+    /// The PAPR name (`H_SUCCESS`...).
+    pub const fn name(self) -> &'static str {
+        match self {
+            HcallResult::Success => "H_SUCCESS",
+            HcallResult::Hardware => "H_HARDWARE",
+            HcallResult::Function => "H_FUNCTION",
+            HcallResult::Parameter => "H_PARAMETER",
+            HcallResult::NoMem => "H_NO_MEM",
+        }
+    }
 }
 
-/// Which handler runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Mode {
-    /// MMU off: no allocation, no waiting, physical addresses only.
-    Real,
-    /// MMU on: may allocate and wait.
-    Virtual,
+/// What goes back to the guest: r3 and, for H_GET_TCE, r4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HcallReturn {
+    /// r3.
+    pub r3: HcallResult,
+    /// r4 (0 unless the call returns a value).
+    pub r4: u64,
 }
 
-/// How the handlers read guest memory.
+impl HcallReturn {
+    /// r3 only.
+    pub const fn status(r3: HcallResult) -> Self {
+        HcallReturn { r3, r4: 0 }
+    }
+}
+
+/// How the handlers read guest memory. Real mode can only read by host physical address (the
+/// implementation goes through the linear map); reading through a `ua` needs the MMU on, which
+/// only a [`VirtMode`] token vouches for.
 pub trait MemAccess: Sync {
     /// Real mode: the 8 bytes at host physical address `pa` (inside a pinned page).
-    fn phys_read_be64(&self, pa: u64) -> Be64;
-    /// Virtual mode: the 8 bytes at host userspace address `ua`, if mapped.
-    fn ua_read_be64(&self, ua: u64) -> Option<Be64>;
+    fn phys_read_be64(&self, rm: RealMode, pa: HostPhys) -> Be64;
+    /// Virtual mode: the 8 bytes at `ua`, if mapped.
+    fn ua_read_be64(&self, v: VirtMode, ua: Ua) -> Option<Be64>;
 }
 
 /// What the handlers need from the host besides the guest state.
@@ -104,71 +130,56 @@ pub struct Env<'a> {
     pub mem: &'a dyn MemAccess,
 }
 
-fn run(g: &Guest, env: &Env<'_>, mode: Mode, nr: u64, a: [u64; 4]) -> (HcallResult, u64) {
+fn run<M: ExecMode>(g: &Guest, env: &Env<'_>, m: M, nr: u64, a: [u64; 4]) -> Step<M, u64> {
     match nr {
-        H_PUT_TCE => (h_put_tce(g, env, mode, a[0], a[1], a[2]), 0),
-        H_GET_TCE => h_get_tce(g, a[0], a[1]),
-        H_STUFF_TCE => (h_stuff_tce(g, env, mode, a[0], a[1], a[2], a[3]), 0),
-        H_PUT_TCE_INDIRECT => (h_put_tce_indirect(g, env, mode, a[0], a[1], a[2], a[3]), 0),
-        _ => (HcallResult::Function, 0),
-    }
-}
-
-/// Runs hypercall `nr` with arguments r4..r7 in `mode`; returns (r3, r4). Counts the outcome.
-/// In real mode the whole call runs inside a [`RealModeScope`].
-pub fn dispatch(g: &Guest, env: &Env<'_>, mode: Mode, nr: u64, args: [u64; 4]) -> (i64, u64) {
-    let (r, r4) = match mode {
-        Mode::Real => {
-            let _rm = RealModeScope::enter();
-            run(g, env, mode, nr, args)
+        H_PUT_TCE => handlers::h_put_tce(g, env, m, a[0], a[1], a[2]).map(|()| 0),
+        H_GET_TCE => Ok(handlers::h_get_tce(g, a[0], a[1])?),
+        H_STUFF_TCE => handlers::h_stuff_tce(g, env, m, a[0], a[1], a[2], a[3]).map(|()| 0),
+        H_PUT_TCE_INDIRECT => {
+            handlers::h_put_tce_indirect(g, env, m, a[0], a[1], a[2], a[3]).map(|()| 0)
         }
-        Mode::Virtual => run(g, env, mode, nr, args),
-    };
-    g.stats.record(nr, mode, r);
-    (r.code(), r4)
-}
-
-/// The kernel's path for one hypercall: real mode, then virtual mode if real mode declined.
-pub fn hcall(g: &Guest, env: &Env<'_>, nr: u64, args: [u64; 4]) -> (i64, u64) {
-    let rm = dispatch(g, env, Mode::Real, nr, args);
-    if rm.0 == HcallResult::TooHard.code() {
-        return dispatch(g, env, Mode::Virtual, nr, args);
+        _ => Err(HcallResult::Function.into()),
     }
-    rm
 }
 
-/// Real-mode H_PUT_TCE with plain arguments (returns r3).
-pub fn rm_h_put_tce(g: &Guest, env: &Env<'_>, liobn: u64, ioba: u64, tce: u64) -> i64 {
-    dispatch(g, env, Mode::Real, H_PUT_TCE, [liobn, ioba, tce, 0]).0
-}
-
-/// Real-mode H_GET_TCE with plain arguments (returns r3, r4).
-pub fn rm_h_get_tce(g: &Guest, env: &Env<'_>, liobn: u64, ioba: u64) -> (i64, u64) {
-    dispatch(g, env, Mode::Real, H_GET_TCE, [liobn, ioba, 0, 0])
-}
-
-/// Real-mode H_STUFF_TCE with plain arguments (returns r3).
-pub fn rm_h_stuff_tce(g: &Guest, env: &Env<'_>, liobn: u64, ioba: u64, v: u64, n: u64) -> i64 {
-    dispatch(g, env, Mode::Real, H_STUFF_TCE, [liobn, ioba, v, n]).0
-}
-
-/// Real-mode H_PUT_TCE_INDIRECT with plain arguments (returns r3).
-pub fn rm_h_put_tce_indirect(
+/// Runs TCE hypercall `nr` with arguments r4..r7 in mode `M`, and counts the outcome.
+pub fn dispatch<M: ExecMode>(
     g: &Guest,
     env: &Env<'_>,
-    liobn: u64,
-    ioba: u64,
-    tce_list: u64,
-    npages: u64,
-) -> i64 {
-    dispatch(
-        g,
-        env,
-        Mode::Real,
-        H_PUT_TCE_INDIRECT,
-        [liobn, ioba, tce_list, npages],
-    )
-    .0
+    m: M,
+    nr: u64,
+    args: [u64; 4],
+) -> Result<HcallReturn, M::Decline> {
+    let out = match run(g, env, m, nr, args) {
+        Ok(r4) => Ok(HcallReturn {
+            r3: HcallResult::Success,
+            r4,
+        }),
+        Err(Exit::Guest(r3)) => Ok(HcallReturn::status(r3)),
+        Err(Exit::Decline(d)) => Err(d),
+    };
+    g.stats.record(nr, M::MODE, out.as_ref().ok().map(|r| r.r3));
+    out
+}
+
+/// The real-mode entry: runs inside a [`RealModeScope`], so any allocation fails loudly.
+pub fn rm_dispatch(
+    g: &Guest,
+    env: &Env<'_>,
+    rm: RealMode,
+    nr: u64,
+    args: [u64; 4],
+) -> Result<HcallReturn, TooHard> {
+    let _scope = RealModeScope::enter();
+    dispatch(g, env, rm, nr, args)
+}
+
+/// The virtual-mode entry: always completes.
+pub fn vm_dispatch(g: &Guest, env: &Env<'_>, v: VirtMode, nr: u64, args: [u64; 4]) -> HcallReturn {
+    match dispatch(g, env, v, nr, args) {
+        Ok(r) => r,
+        Err(never) => match never {},
+    }
 }
 
 #[cfg(test)]

@@ -6,8 +6,11 @@
 //! ua and hpa shows. Reads outside the buffer return 0 (as real-mode QEMU does) and are counted.
 
 use super::window::{Attached, HwError, HwTable, TceInvalidate, WindowError};
-use super::{dispatch, hcall, Env, Guest, MemAccess, Mode, H_STUFF_TCE};
-use crate::mm::{Backing, FlatPageDescriptors, MemError, Memslot, Registered, PAGE_SHIFT};
+use super::{rm_dispatch, vm_dispatch, Env, Guest, MemAccess, Mode, H_STUFF_TCE};
+use crate::mm::{
+    Backing, FlatPageDescriptors, GuestPhys, HostPhys, MemError, Memslot, RealMode,
+    Registered, TooHard, Ua, VirtMode, PAGE_SHIFT,
+};
 use crate::tce::{Be64, HeapMemory, LockedVm, TceGeometry};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -16,6 +19,22 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Where the simulated VMM maps guest RAM.
 pub const UA_BASE: u64 = 0x7e00_0000_0000;
+
+/// What [`World::call`] returns in r3 when real mode declines (KVM's H_TOO_HARD).
+pub const H_TOO_HARD: i64 = TooHard::CODE;
+
+/// The real-mode token for the simulation.
+pub fn rm() -> RealMode {
+    // SAFETY: the simulation has no MMU; the token stands for real mode's rules, which the
+    // callers enforce (`rm_dispatch` enters the allocation guard).
+    unsafe { RealMode::new_unchecked() }
+}
+
+/// The virtual-mode token for the simulation.
+pub fn vm() -> VirtMode {
+    // SAFETY: host code: every pointer is mapped, as in virtual mode.
+    unsafe { VirtMode::new_unchecked() }
+}
 const RAM_ALIGN: usize = 1 << 21;
 
 /// Simulated host RAM, its page descriptors and the guest-memory accessor.
@@ -74,8 +93,8 @@ impl SimHost {
     }
 
     /// The simulated ua of RAM offset `off`.
-    pub fn ua(&self, off: u64) -> u64 {
-        UA_BASE + off
+    pub fn ua(&self, off: u64) -> Ua {
+        Ua(UA_BASE + off)
     }
 
     /// Writes a big-endian u64 at RAM offset `off` (what the guest does to its memory).
@@ -99,7 +118,9 @@ impl SimHost {
     /// of RAM offset `o` is `UA_BASE + o`, so the pages are those of the same offsets).
     pub fn backing(&self, off: u64, size: u64, shift: u32) -> Backing {
         let n = size >> shift;
-        let hpas: Vec<u64> = (0..n).map(|i| self.hpa(off + (i << shift))).collect();
+        let hpas: Vec<HostPhys> = (0..n)
+            .map(|i| HostPhys(self.hpa(off + (i << shift))))
+            .collect();
         Backing::Pages(hpas.into_boxed_slice())
     }
 
@@ -113,12 +134,12 @@ impl SimHost {
 }
 
 impl MemAccess for SimHost {
-    fn phys_read_be64(&self, pa: u64) -> Be64 {
-        self.read_off(self.offset_of(pa)).unwrap_or_default()
+    fn phys_read_be64(&self, _: RealMode, pa: HostPhys) -> Be64 {
+        self.read_off(self.offset_of(pa.0)).unwrap_or_default()
     }
 
-    fn ua_read_be64(&self, ua: u64) -> Option<Be64> {
-        self.read_off(ua.checked_sub(UA_BASE).filter(|o| *o < self.size()))
+    fn ua_read_be64(&self, _: VirtMode, ua: Ua) -> Option<Be64> {
+        self.read_off(ua.0.checked_sub(UA_BASE).filter(|o| *o < self.size()))
     }
 }
 
@@ -300,7 +321,11 @@ impl World {
     /// Adds a memslot mapping guest `[gpa, gpa + size)` to RAM offset `off`.
     pub fn memslot(&mut self, gpa: u64, size: u64, off: u64) -> Result<(), MemError> {
         let ua = self.host.ua(off);
-        self.guest.mem.add_memslot(Memslot { gpa, size, ua })
+        self.guest.mem.add_memslot(Memslot {
+            gpa: GuestPhys(gpa),
+            size,
+            ua,
+        })
     }
 
     /// Preregisters the ua range of RAM `[off, off + size)` in pages of `1 << shift`.
@@ -309,13 +334,13 @@ impl World {
         let ua = self.host.ua(off);
         self.guest
             .mem
-            .register(ua, size, shift, backing, &self.host.pages)
+            .register(vm(), ua, size, shift, backing, &self.host.pages)
     }
 
     /// Unregisters the region at RAM offset `off`.
     pub fn unprereg(&mut self, off: u64, size: u64) -> Result<(), MemError> {
         let ua = self.host.ua(off);
-        self.guest.mem.unregister(ua, size, &self.host.pages)
+        self.guest.mem.unregister(vm(), ua, size, &self.host.pages)
     }
 
     /// Creates a window; `tables` lists (page shift, levels) of hardware tables to attach.
@@ -379,8 +404,8 @@ impl World {
     /// Writes a big-endian u64 at guest physical `gpa` (through the memslots); false if no
     /// memslot backs it.
     pub fn write_guest(&self, gpa: u64, v: u64) -> bool {
-        match self.guest.mem.gpa_to_ua(gpa, 8) {
-            Some(ua) if ua % 8 == 0 && ua - UA_BASE + 8 <= self.host.size() => {
+        match self.guest.mem.gpa_to_ua(GuestPhys(gpa), 8) {
+            Some(Ua(ua)) if ua % 8 == 0 && ua - UA_BASE + 8 <= self.host.size() => {
                 self.host.write_be64(ua - UA_BASE, v);
                 true
             }
@@ -393,14 +418,24 @@ impl World {
         self.host.env()
     }
 
-    /// One hypercall in `mode` (r3, r4).
+    /// One hypercall in `mode`: (r3, r4), r3 = [`H_TOO_HARD`] when real mode declines.
     pub fn call(&self, mode: Mode, nr: u64, args: [u64; 4]) -> (i64, u64) {
-        dispatch(&self.guest, &self.env(), mode, nr, args)
+        let r = match mode {
+            Mode::Real => rm_dispatch(&self.guest, &self.env(), rm(), nr, args),
+            Mode::Virtual => Ok(vm_dispatch(&self.guest, &self.env(), vm(), nr, args)),
+        };
+        match r {
+            Ok(r) => (r.r3.code(), r.r4),
+            Err(TooHard) => (H_TOO_HARD, 0),
+        }
     }
 
-    /// One hypercall the kernel's way: real mode, virtual mode on H_TOO_HARD.
+    /// One hypercall the kernel's way: real mode, virtual mode if real mode declined.
     pub fn hcall(&self, nr: u64, args: [u64; 4]) -> (i64, u64) {
-        hcall(&self.guest, &self.env(), nr, args)
+        match self.call(Mode::Real, nr, args) {
+            (H_TOO_HARD, _) => self.call(Mode::Virtual, nr, args),
+            r => r,
+        }
     }
 
     fn norm_hpa(&self, hpa: u64) -> u64 {
@@ -465,7 +500,7 @@ impl World {
             if let Backing::Pages(hpas) = r.backing() {
                 for h in hpas.iter() {
                     for k in 0..1u64 << (r.page_shift() - PAGE_SHIFT) {
-                        let pfn = (h >> PAGE_SHIFT) + k - base;
+                        let pfn = h.pfn().0 + k - base;
                         expect[pfn as usize] += r.used().min(1);
                     }
                 }
@@ -485,14 +520,14 @@ impl World {
                 let Some((ri, r)) = regions
                     .iter()
                     .enumerate()
-                    .find(|(_, r)| r.translate(owner, tshift).is_ok())
+                    .find(|(_, r)| r.translate(Ua(owner), tshift).is_ok())
                 else {
                     return Err(format!(
                         "table {n} entry {i}: owner {owner:#x} not preregistered"
                     ));
                 };
-                let want = r.translate(owner, tshift).map(|p| p.hpa);
-                if want != Ok(hpa) {
+                let want = r.translate(Ua(owner), tshift).map(|p| p.hpa);
+                if want != Ok(HostPhys(hpa)) {
                     return Err(format!(
                         "table {n} entry {i}: TCE {tce:#x} but pinned {want:x?}"
                     ));
@@ -552,7 +587,7 @@ impl World {
             for _ in 0..used {
                 self.guest
                     .mem
-                    .unregister(ua, size, &self.host.pages)
+                    .unregister(vm(), ua, size, &self.host.pages)
                     .map_err(|e| format!("unregister {ua:#x}: {e:?}"))?;
             }
         }

@@ -1,7 +1,8 @@
 //! Per-hypercall counters: real-mode completions, H_TOO_HARD fallbacks, virtual-mode
 //! completions, errors by code. Atomics only: real mode updates them too.
 
-use super::{HcallResult, Mode, H_GET_TCE, H_PUT_TCE, H_PUT_TCE_INDIRECT, H_STUFF_TCE};
+use super::{HcallResult, H_GET_TCE, H_PUT_TCE, H_PUT_TCE_INDIRECT, H_STUFF_TCE};
+use crate::mm::Mode;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 /// The error codes counted, in [`CallStats::errors`] order.
@@ -62,13 +63,14 @@ impl HcallStats {
         }
     }
 
-    pub(crate) fn record(&self, nr: u64, mode: Mode, r: HcallResult) {
+    /// Counts one outcome: `None` is real mode declining.
+    pub(crate) fn record(&self, nr: u64, mode: Mode, r: Option<HcallResult>) {
         let s = self.of(nr);
         let c = match (r, mode) {
-            (HcallResult::Success, Mode::Real) => &s.rm_done,
-            (HcallResult::Success, Mode::Virtual) => &s.vm_done,
-            (HcallResult::TooHard, _) => &s.rm_too_hard,
-            (e, _) => match COUNTED_ERRORS.iter().position(|c| *c == e) {
+            (Some(HcallResult::Success), Mode::Real) => &s.rm_done,
+            (Some(HcallResult::Success), Mode::Virtual) => &s.vm_done,
+            (None, _) => &s.rm_too_hard,
+            (Some(e), _) => match COUNTED_ERRORS.iter().position(|c| *c == e) {
                 Some(i) => &s.errors[i],
                 None => return,
             },

@@ -1,17 +1,17 @@
 //! Host tests of the handlers. The lib's test binary runs under the allocation guard, so any
 //! allocation inside a real-mode handler aborts it.
 
-use super::sim::{FaultyTable, World};
+use super::sim::{vm, FaultyTable, World, H_TOO_HARD};
 use super::*;
 use crate::mm::page::PG_COMPOUND;
-use crate::mm::{MemError, PageDescriptors};
+use crate::mm::{GuestPhys, MemError, PageDescriptors, PageDesc, Pfn};
 use crate::tce::TcePerm;
 use alloc::sync::Arc;
 use core::sync::atomic::Ordering::Relaxed;
 
 const P: i64 = HcallResult::Parameter.code();
 const OK: i64 = 0;
-const HARD: i64 = HcallResult::TooHard.code();
+const HARD: i64 = H_TOO_HARD;
 const RW: u64 = 3;
 const W2: u64 = 1 << 31;
 
@@ -33,8 +33,16 @@ fn hw(w: &World, t: usize, i: u64) -> (u64, u64) {
 }
 
 fn pinned_hpa(w: &World, gpa: u64) -> u64 {
-    let ua = w.guest.mem.gpa_to_ua(gpa, 1).unwrap();
-    w.guest.mem.ua_to_hpa(ua, 12).unwrap().1.hpa
+    let ua = w.guest.mem.gpa_to_ua(GuestPhys(gpa), 1).unwrap();
+    w.guest.mem.ua_to_hpa(ua, 12).unwrap().1.hpa.0
+}
+
+/// The descriptor of the page pinned behind `gpa`.
+fn pinned_desc(w: &World, gpa: u64) -> &PageDesc {
+    w.host
+        .pages
+        .page(vm(), Pfn(pinned_hpa(w, gpa) >> 12))
+        .unwrap()
 }
 
 #[test]
@@ -53,7 +61,7 @@ fn put_falls_back_then_completes_in_real_mode() {
     );
     assert_eq!(
         hw(&w, 0, 3),
-        (pinned_hpa(&w, 0x5000) | RW, w.host.ua(0x5000))
+        (pinned_hpa(&w, 0x5000) | RW, w.host.ua(0x5000).0)
     );
     // The levels and view page exist now: the neighbour completes in real mode.
     assert_eq!(
@@ -174,7 +182,7 @@ fn large_iommu_page_fills_hardware_entries_and_kills_once() {
 #[test]
 fn replace_and_clear_drop_counts_and_mark_dirty() {
     let w = world();
-    let page = |gpa: u64| w.host.pages.page(pinned_hpa(&w, gpa) >> 12).unwrap();
+    let page = |gpa: u64| pinned_desc(&w, gpa);
     assert_eq!(
         w.hcall(H_PUT_TCE, [1, 0, 0x5000 | TcePerm::WRITE.bits(), 0])
             .0,
@@ -246,7 +254,7 @@ fn compound_pages_are_left_to_virtual_mode() {
     let w = world();
     assert_eq!(w.hcall(H_STUFF_TCE, [1, 0, 0x1000, 4]).0, OK);
     assert_eq!(w.hcall(H_PUT_TCE, [1, 0x1000, 0x1000 | 1, 0]).0, OK);
-    let d = w.host.pages.page(pinned_hpa(&w, 0x5000) >> 12).unwrap();
+    let d = pinned_desc(&w, 0x5000);
     d.set_flags(PG_COMPOUND);
     let before = w.snapshot();
     assert_eq!(w.call(Mode::Real, H_PUT_TCE, [1, 0, 0x5000 | 1, 0]).0, HARD);
@@ -321,10 +329,11 @@ fn device_memory_counts_mapped_without_page_references() {
     w.guest
         .mem
         .register(
+            vm(),
             ua,
             1 << 20,
             16,
-            crate::mm::Backing::Device(dev),
+            crate::mm::Backing::Device(crate::mm::HostPhys(dev)),
             &w.host.pages,
         )
         .unwrap();
@@ -376,7 +385,7 @@ fn faulty_world() -> (World, Arc<FaultyTable>, Arc<FaultyTable>) {
 }
 
 fn page_count(w: &World, gpa: u64) -> u64 {
-    w.host.pages.page(pinned_hpa(w, gpa) >> 12).unwrap().count()
+    pinned_desc(w, gpa).count()
 }
 
 fn errors(w: &World, nr: u64, r: HcallResult) -> u64 {
@@ -486,7 +495,7 @@ fn refused_exchange_mid_indirect_batch_restores_every_entry() {
             }
             assert_eq!(
                 HwTable::read(&*t, 1).1,
-                w.host.ua(0x5000),
+                w.host.ua(0x5000).0,
                 "owner view restored"
             );
             // The entries were visible to the PHB for a moment: one kill over the batch.
@@ -499,7 +508,7 @@ fn refused_exchange_mid_indirect_batch_restores_every_entry() {
     assert!(!w
         .host
         .pages
-        .page(pinned_hpa(&w, 0x5000) >> 12)
+        .page(vm(), Pfn(pinned_hpa(&w, 0x5000) >> 12))
         .unwrap()
         .is_dirty());
     for i in [0u64, 3, 7] {
@@ -519,7 +528,7 @@ fn refused_exchange_mid_indirect_batch_restores_every_entry() {
     assert!(w
         .host
         .pages
-        .page(pinned_hpa(&w, 0x5000) >> 12)
+        .page(vm(), Pfn(pinned_hpa(&w, 0x5000) >> 12))
         .unwrap()
         .is_dirty());
     assert_eq!(w.guest.window(4).unwrap().hw_mapped(), 7);

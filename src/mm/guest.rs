@@ -10,7 +10,9 @@
 //! which take `&self`, read everything without locks or allocation; the only state they change
 //! here is each region's atomic `mapped` count.
 
-use super::page::{PageDescriptors, PAGE_SHIFT};
+use super::addr::{GuestPhys, HostPhys, Pfn, Ua, PAGE_SHIFT};
+use super::mode::VirtMode;
+use super::page::PageDescriptors;
 use alloc::boxed::Box;
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -23,16 +25,16 @@ pub const MAX_REGIONS: usize = 32;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Memslot {
     /// First guest physical address.
-    pub gpa: u64,
+    pub gpa: GuestPhys,
     /// Size in bytes.
     pub size: u64,
-    /// Host userspace address of `gpa`.
-    pub ua: u64,
+    /// Where the hypervisor maps `gpa`.
+    pub ua: Ua,
 }
 
 impl Memslot {
-    fn contains(&self, gpa: u64, len: u64) -> bool {
-        gpa >= self.gpa && len <= self.size && gpa - self.gpa <= self.size - len
+    fn contains(&self, gpa: GuestPhys, len: u64) -> bool {
+        gpa >= self.gpa && len <= self.size && gpa.0 - self.gpa.0 <= self.size - len
     }
 }
 
@@ -40,16 +42,16 @@ impl Memslot {
 #[derive(Debug)]
 pub enum Backing {
     /// Pinned RAM: the host physical address of each page of the region's page shift.
-    Pages(Box<[u64]>),
+    Pages(Box<[HostPhys]>),
     /// Device memory (e.g. a GPU's RAM): contiguous from this host physical address, no page
     /// descriptors and no references.
-    Device(u64),
+    Device(HostPhys),
 }
 
 /// A preregistered (pinned) ua range.
 #[derive(Debug)]
 pub struct PreregRegion {
-    ua: u64,
+    ua: Ua,
     size: u64,
     page_shift: u32,
     backing: Backing,
@@ -63,7 +65,7 @@ pub struct PreregRegion {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HostPage {
     /// Host physical address of the first byte.
-    pub hpa: u64,
+    pub hpa: HostPhys,
     /// Whether the page has descriptors and references (RAM) or not (device memory).
     pub has_desc: bool,
 }
@@ -80,7 +82,7 @@ pub enum TranslateError {
 
 impl PreregRegion {
     /// First ua.
-    pub fn ua(&self) -> u64 {
+    pub fn ua(&self) -> Ua {
         self.ua
     }
     /// Size in bytes.
@@ -104,23 +106,23 @@ impl PreregRegion {
         &self.backing
     }
 
-    fn contains(&self, ua: u64, len: u64) -> bool {
-        ua >= self.ua && len <= self.size && ua - self.ua <= self.size - len
+    fn contains(&self, ua: Ua, len: u64) -> bool {
+        ua >= self.ua && len <= self.size && ua.0 - self.ua.0 <= self.size - len
     }
 
-    fn overlaps(&self, ua: u64, size: u64) -> bool {
-        ua < self.ua.saturating_add(self.size) && self.ua < ua.saturating_add(size)
+    fn overlaps(&self, ua: Ua, size: u64) -> bool {
+        ua.0 < self.ua.0.saturating_add(self.size) && self.ua.0 < ua.0.saturating_add(size)
     }
 
     /// Translates `[ua, ua + 2^shift)`, which must lie in this region and in one pinned page.
-    pub fn translate(&self, ua: u64, shift: u32) -> Result<HostPage, TranslateError> {
+    pub fn translate(&self, ua: Ua, shift: u32) -> Result<HostPage, TranslateError> {
         let len = 1u64
             .checked_shl(shift)
             .ok_or(TranslateError::PageTooLarge)?;
         if !self.contains(ua, len) {
             return Err(TranslateError::NotPreregistered);
         }
-        let off = ua - self.ua;
+        let off = ua.0 - self.ua.0;
         if shift > self.page_shift
             || (off >> self.page_shift) != ((off + len - 1) >> self.page_shift)
         {
@@ -128,14 +130,14 @@ impl PreregRegion {
         }
         match &self.backing {
             Backing::Device(base) => Ok(HostPage {
-                hpa: base + off,
+                hpa: base.add(off),
                 has_desc: false,
             }),
             Backing::Pages(hpas) => {
                 let page = hpas[(off >> self.page_shift) as usize];
                 let in_page = off & ((1u64 << self.page_shift) - 1);
                 Ok(HostPage {
-                    hpa: page + in_page,
+                    hpa: page.add(in_page),
                     has_desc: true,
                 })
             }
@@ -195,14 +197,17 @@ impl GuestMemory {
 
     /// Adds a memslot; refused if its guest range overlaps another's.
     pub fn add_memslot(&mut self, slot: Memslot) -> Result<(), MemError> {
-        if slot.size == 0 || slot.gpa.checked_add(slot.size).is_none() {
+        if slot.size == 0
+            || slot.gpa.checked_add(slot.size).is_none()
+            || slot.ua.checked_add(slot.size).is_none()
+        {
             return Err(MemError::Invalid);
         }
-        let end = slot.gpa + slot.size;
+        let end = slot.gpa.0 + slot.size;
         if self
             .memslots
             .iter()
-            .any(|m| slot.gpa < m.gpa + m.size && m.gpa < end)
+            .any(|m| slot.gpa.0 < m.gpa.0 + m.size && m.gpa.0 < end)
         {
             return Err(MemError::Overlap);
         }
@@ -210,7 +215,7 @@ impl GuestMemory {
     }
 
     /// Removes the memslot starting at `gpa`.
-    pub fn remove_memslot(&mut self, gpa: u64) -> Result<Memslot, MemError> {
+    pub fn remove_memslot(&mut self, gpa: GuestPhys) -> Result<Memslot, MemError> {
         let i = self
             .memslots
             .iter()
@@ -225,9 +230,9 @@ impl GuestMemory {
     }
 
     /// The ua of `[gpa, gpa + len)` if one memslot backs all of it.
-    pub fn gpa_to_ua(&self, gpa: u64, len: u64) -> Option<u64> {
+    pub fn gpa_to_ua(&self, gpa: GuestPhys, len: u64) -> Option<Ua> {
         let m = self.memslots.iter().find(|m| m.contains(gpa, len))?;
-        Some(m.ua + (gpa - m.gpa))
+        Some(m.ua.add(gpa.0 - m.gpa.0))
     }
 
     /// Preregisters `[ua, ua + size)` with pages of `1 << page_shift` bytes, pinning each page of
@@ -235,7 +240,8 @@ impl GuestMemory {
     /// it holds). The same range again only counts up `used`; any other overlap is refused.
     pub fn register(
         &mut self,
-        ua: u64,
+        v: VirtMode,
+        ua: Ua,
         size: u64,
         page_shift: u32,
         backing: Backing,
@@ -253,7 +259,7 @@ impl GuestMemory {
             return Err(MemError::Invalid);
         }
         let mask = (1u64 << page_shift) - 1;
-        if ua & mask != 0 || size & mask != 0 {
+        if ua.0 & mask != 0 || size & mask != 0 {
             return Err(MemError::Invalid);
         }
         if self.regions.iter().any(|r| r.overlaps(ua, size)) {
@@ -264,17 +270,18 @@ impl GuestMemory {
         }
         match &backing {
             Backing::Pages(hpas) => {
-                if hpas.len() as u64 != size >> page_shift || hpas.iter().any(|h| h & mask != 0) {
+                if hpas.len() as u64 != size >> page_shift || hpas.iter().any(|h| h.0 & mask != 0)
+                {
                     return Err(MemError::Invalid);
                 }
                 let frames = frames_of(hpas, page_shift);
-                if frames.clone().any(|pfn| pages.page(pfn).is_none()) {
+                if frames.clone().any(|pfn| pages.page(v, pfn).is_none()) {
                     return Err(MemError::NoDescriptor);
                 }
-                frames.for_each(|pfn| pages.page(pfn).map_or((), |d| d.get()));
+                frames.for_each(|pfn| pages.page(v, pfn).map_or((), |d| d.get()));
             }
             Backing::Device(hpa) => {
-                if hpa & mask != 0 {
+                if hpa.0 & mask != 0 {
                     return Err(MemError::Invalid);
                 }
             }
@@ -296,7 +303,8 @@ impl GuestMemory {
     /// refused as busy (and the registration kept) while hardware TCEs point into the region.
     pub fn unregister(
         &mut self,
-        ua: u64,
+        v: VirtMode,
+        ua: Ua,
         size: u64,
         pages: &dyn PageDescriptors,
     ) -> Result<(), MemError> {
@@ -316,7 +324,7 @@ impl GuestMemory {
         let r = self.regions.swap_remove(i);
         if let Backing::Pages(hpas) = &r.backing {
             for pfn in frames_of(hpas, r.page_shift) {
-                if let Some(d) = pages.page(pfn) {
+                if let Some(d) = pages.page(v, pfn) {
                     d.put();
                 }
             }
@@ -335,14 +343,14 @@ impl GuestMemory {
     }
 
     /// The region holding all of `[ua, ua + len)`. Lock-free and allocation-free (real mode).
-    pub fn region_for(&self, ua: u64, len: u64) -> Option<&PreregRegion> {
+    pub fn region_for(&self, ua: Ua, len: u64) -> Option<&PreregRegion> {
         self.regions.iter().find(|r| r.contains(ua, len))
     }
 
     /// Translates `[ua, ua + 2^shift)` through preregistered memory.
     pub fn ua_to_hpa(
         &self,
-        ua: u64,
+        ua: Ua,
         shift: u32,
     ) -> Result<(&PreregRegion, HostPage), TranslateError> {
         let len = 1u64
@@ -356,17 +364,24 @@ impl GuestMemory {
 }
 
 /// Every 4 KiB frame of every pinned page.
-fn frames_of(hpas: &[u64], page_shift: u32) -> impl Iterator<Item = u64> + Clone + '_ {
+fn frames_of(hpas: &[HostPhys], page_shift: u32) -> impl Iterator<Item = Pfn> + Clone + '_ {
     let per = 1u64 << (page_shift - PAGE_SHIFT);
     hpas.iter()
-        .flat_map(move |h| (0..per).map(move |i| (h >> PAGE_SHIFT) + i))
+        .flat_map(move |h| (0..per).map(move |i| Pfn(h.pfn().0 + i)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::mm::page::FlatPageDescriptors;
-    use alloc::vec;
+    use alloc::vec::Vec;
+
+    // SAFETY: host tests: every pointer is mapped, as in virtual mode.
+    const V: VirtMode = unsafe { VirtMode::new_unchecked() };
+
+    fn hpas(list: &[u64]) -> Box<[HostPhys]> {
+        list.iter().map(|&h| HostPhys(h)).collect::<Vec<_>>().into()
+    }
 
     fn descs() -> FlatPageDescriptors {
         FlatPageDescriptors::new(0x100, 64)
@@ -376,61 +391,62 @@ mod tests {
     fn memslot_translation_and_overlap() {
         let mut m = GuestMemory::new();
         m.add_memslot(Memslot {
-            gpa: 0,
+            gpa: GuestPhys(0),
             size: 0x10000,
-            ua: 0x7000_0000,
+            ua: Ua(0x7000_0000),
         })
         .unwrap();
         assert_eq!(
             m.add_memslot(Memslot {
-                gpa: 0xf000,
+                gpa: GuestPhys(0xf000),
                 size: 0x2000,
-                ua: 0
+                ua: Ua(0)
             }),
             Err(MemError::Overlap)
         );
-        assert_eq!(m.gpa_to_ua(0x1000, 0x1000), Some(0x7000_1000));
-        assert_eq!(m.gpa_to_ua(0xf000, 0x1000), Some(0x7000_f000));
-        assert_eq!(m.gpa_to_ua(0xf000, 0x2000), None);
-        assert_eq!(m.gpa_to_ua(u64::MAX - 0xfff, 0x1000), None);
-        m.remove_memslot(0).unwrap();
-        assert_eq!(m.gpa_to_ua(0x1000, 0x1000), None);
+        let gpa = GuestPhys;
+        assert_eq!(m.gpa_to_ua(gpa(0x1000), 0x1000), Some(Ua(0x7000_1000)));
+        assert_eq!(m.gpa_to_ua(gpa(0xf000), 0x1000), Some(Ua(0x7000_f000)));
+        assert_eq!(m.gpa_to_ua(gpa(0xf000), 0x2000), None);
+        assert_eq!(m.gpa_to_ua(gpa(u64::MAX - 0xfff), 0x1000), None);
+        m.remove_memslot(gpa(0)).unwrap();
+        assert_eq!(m.gpa_to_ua(gpa(0x1000), 0x1000), None);
     }
 
     #[test]
     fn register_pins_and_unregister_unpins() {
         let d = descs();
         let mut m = GuestMemory::new();
-        let hpas: Box<[u64]> = vec![0x100_000, 0x102_000].into();
+        let pages = hpas(&[0x100_000, 0x102_000]);
         let r = m
-            .register(0x5000_0000, 0x4000, 13, Backing::Pages(hpas), &d)
+            .register(V, Ua(0x5000_0000), 0x4000, 13, Backing::Pages(pages), &d)
             .unwrap();
         assert_eq!(r, Registered::New);
         for pfn in 0x100..0x104 {
-            assert_eq!(d.page(pfn).unwrap().count(), 2, "pfn {pfn:#x} pinned");
+            assert_eq!(d.page(V, Pfn(pfn)).unwrap().count(), 2, "pfn {pfn:#x} pinned");
         }
-        assert_eq!(d.page(0x104).unwrap().count(), 1);
+        assert_eq!(d.page(V, Pfn(0x104)).unwrap().count(), 1);
         // Same range: counted; overlapping range: refused.
         assert_eq!(
-            m.register(0x5000_0000, 0x4000, 13, Backing::Device(0), &d),
+            m.register(V, Ua(0x5000_0000), 0x4000, 13, Backing::Device(HostPhys(0)), &d),
             Ok(Registered::Again)
         );
         assert_eq!(m.regions()[0].used(), 2);
         assert_eq!(
-            m.register(0x5000_2000, 0x4000, 13, Backing::Device(0), &d),
+            m.register(V, Ua(0x5000_2000), 0x4000, 13, Backing::Device(HostPhys(0)), &d),
             Err(MemError::Overlap)
         );
-        m.unregister(0x5000_0000, 0x4000, &d).unwrap();
-        assert_eq!(d.page(0x100).unwrap().count(), 2, "still registered once");
+        m.unregister(V, Ua(0x5000_0000), 0x4000, &d).unwrap();
+        assert_eq!(d.page(V, Pfn(0x100)).unwrap().count(), 2, "still registered once");
         m.regions()[0].mapped_inc();
-        assert_eq!(m.unregister(0x5000_0000, 0x4000, &d), Err(MemError::Busy));
+        assert_eq!(m.unregister(V, Ua(0x5000_0000), 0x4000, &d), Err(MemError::Busy));
         assert_eq!(m.regions().len(), 1);
         m.regions()[0].mapped_dec();
-        m.unregister(0x5000_0000, 0x4000, &d).unwrap();
+        m.unregister(V, Ua(0x5000_0000), 0x4000, &d).unwrap();
         assert!(m.regions().is_empty());
         assert!(d.iter().all(|(_, p)| p.count() == 1));
         assert_eq!(
-            m.unregister(0x5000_0000, 0x4000, &d),
+            m.unregister(V, Ua(0x5000_0000), 0x4000, &d),
             Err(MemError::NotFound)
         );
     }
@@ -439,23 +455,23 @@ mod tests {
     fn register_validates() {
         let d = descs();
         let mut m = GuestMemory::new();
-        let two: Box<[u64]> = vec![0x100_000, 0x101_000].into();
+        let two = hpas(&[0x100_000, 0x101_000]);
         assert_eq!(
-            m.register(0x1000, 0x1000, 12, Backing::Pages(two), &d),
+            m.register(V, Ua(0x1000), 0x1000, 12, Backing::Pages(two), &d),
             Err(MemError::Invalid),
             "page array longer than the region"
         );
-        let far: Box<[u64]> = vec![0x900_000].into();
+        let far = hpas(&[0x900_000]);
         assert_eq!(
-            m.register(0x1000, 0x1000, 12, Backing::Pages(far), &d),
+            m.register(V, Ua(0x1000), 0x1000, 12, Backing::Pages(far), &d),
             Err(MemError::NoDescriptor)
         );
         assert_eq!(
-            m.register(0x1800, 0x1000, 12, Backing::Device(0), &d),
+            m.register(V, Ua(0x1800), 0x1000, 12, Backing::Device(HostPhys(0)), &d),
             Err(MemError::Invalid)
         );
         assert_eq!(
-            m.register(0x1000, 0, 12, Backing::Device(0), &d),
+            m.register(V, Ua(0x1000), 0, 12, Backing::Device(HostPhys(0)), &d),
             Err(MemError::Invalid)
         );
         assert!(
@@ -468,33 +484,36 @@ mod tests {
     fn translate_pages_and_device() {
         let d = descs();
         let mut m = GuestMemory::new();
-        let hpas: Box<[u64]> = vec![0x108_000, 0x100_000].into();
-        m.register(0x20_0000, 0x4000, 13, Backing::Pages(hpas), &d)
+        let pages = hpas(&[0x108_000, 0x100_000]);
+        m.register(V, Ua(0x20_0000), 0x4000, 13, Backing::Pages(pages), &d)
             .unwrap();
-        m.register(0x40_0000, 0x10000, 16, Backing::Device(0xdead_0000), &d)
-            .unwrap();
-        let (_, p) = m.ua_to_hpa(0x20_3000, 12).unwrap();
+        let dev = Backing::Device(HostPhys(0xdead_0000));
+        m.register(V, Ua(0x40_0000), 0x10000, 16, dev, &d).unwrap();
+        let (_, p) = m.ua_to_hpa(Ua(0x20_3000), 12).unwrap();
         assert_eq!(
             p,
             HostPage {
-                hpa: 0x101_000,
+                hpa: HostPhys(0x101_000),
                 has_desc: true
             }
         );
-        assert_eq!(m.ua_to_hpa(0x20_0000, 13).unwrap().1.hpa, 0x108_000);
         assert_eq!(
-            m.ua_to_hpa(0x20_0000, 14).map(|(_, p)| p),
+            m.ua_to_hpa(Ua(0x20_0000), 13).unwrap().1.hpa,
+            HostPhys(0x108_000)
+        );
+        assert_eq!(
+            m.ua_to_hpa(Ua(0x20_0000), 14).map(|(_, p)| p),
             Err(TranslateError::PageTooLarge)
         );
         assert_eq!(
-            m.ua_to_hpa(0x20_4000, 12).map(|(_, p)| p),
+            m.ua_to_hpa(Ua(0x20_4000), 12).map(|(_, p)| p),
             Err(TranslateError::NotPreregistered)
         );
-        let (_, p) = m.ua_to_hpa(0x40_8000, 12).unwrap();
+        let (_, p) = m.ua_to_hpa(Ua(0x40_8000), 12).unwrap();
         assert_eq!(
             p,
             HostPage {
-                hpa: 0xdead_8000,
+                hpa: HostPhys(0xdead_8000),
                 has_desc: false
             }
         );

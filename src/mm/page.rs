@@ -7,12 +7,12 @@
 //! [`PageDesc::rm_put`] fails on compound pages and when it would drop the last reference
 //! (add-unless): the caller then returns H_TOO_HARD and virtual mode does the work.
 
+use super::addr::Pfn;
+pub use super::addr::PAGE_SHIFT;
+use super::mode::{RealMode, VirtMode};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-
-/// Granularity of page descriptors: one per 4 KiB host page (page frame number = hpa >> 12).
-pub const PAGE_SHIFT: u32 = 12;
 
 /// Flag: the page is part of a compound (huge) page; real mode declines it.
 pub const PG_COMPOUND: u32 = 1 << 0;
@@ -117,9 +117,9 @@ impl PageDesc {
 pub trait PageDescriptors: Sync {
     /// Real mode: the descriptor, if it is reachable without the MMU (a vmemmap walker returns
     /// `None` when the descriptor straddles two backing blocks).
-    fn rm_page(&self, pfn: u64) -> Option<&PageDesc>;
+    fn rm_page(&self, rm: RealMode, pfn: Pfn) -> Option<&PageDesc>;
     /// Virtual mode: the descriptor of any page this system knows.
-    fn page(&self, pfn: u64) -> Option<&PageDesc>;
+    fn page(&self, v: VirtMode, pfn: Pfn) -> Option<&PageDesc>;
 }
 
 /// Descriptors for one contiguous range of page frames, in a flat array (FLATMEM style). The
@@ -163,18 +163,20 @@ impl FlatPageDescriptors {
             .map(move |(i, d)| (self.base_pfn + i as u64, d))
     }
 
-    fn lookup(&self, pfn: u64) -> Option<&PageDesc> {
-        let i = pfn.checked_sub(self.base_pfn)?;
+    fn lookup(&self, pfn: Pfn) -> Option<&PageDesc> {
+        let i = pfn.0.checked_sub(self.base_pfn)?;
         self.descs.get(usize::try_from(i).ok()?)
     }
 }
 
+/// The array lives in the linear map (the kernel heap), so real mode reaches it by the same
+/// address; a vmemmap does not have that luxury.
 impl PageDescriptors for FlatPageDescriptors {
-    fn rm_page(&self, pfn: u64) -> Option<&PageDesc> {
+    fn rm_page(&self, _: RealMode, pfn: Pfn) -> Option<&PageDesc> {
         self.lookup(pfn)
     }
 
-    fn page(&self, pfn: u64) -> Option<&PageDesc> {
+    fn page(&self, _: VirtMode, pfn: Pfn) -> Option<&PageDesc> {
         self.lookup(pfn)
     }
 }
@@ -223,11 +225,13 @@ mod tests {
 
     #[test]
     fn flat_lookup_bounds() {
+        // SAFETY: host test: the tokens stand for the rules, nothing depends on the MMU.
+        let (rm, v) = unsafe { (RealMode::new_unchecked(), VirtMode::new_unchecked()) };
         let f = FlatPageDescriptors::new(100, 4);
-        assert!(f.page(99).is_none());
-        assert!(f.page(104).is_none());
-        f.page(103).unwrap().get();
-        assert_eq!(f.rm_page(103).unwrap().count(), 2);
+        assert!(f.page(v, Pfn(99)).is_none());
+        assert!(f.page(v, Pfn(104)).is_none());
+        f.page(v, Pfn(103)).unwrap().get();
+        assert_eq!(f.rm_page(rm, Pfn(103)).unwrap().count(), 2);
         assert_eq!(
             f.iter().map(|(pfn, _)| pfn).collect::<Vec<_>>(),
             [100, 101, 102, 103]
