@@ -35,11 +35,11 @@ _start:
 3:  b       3b                      /* kernel_entry never returns */
 
 /*
- * OPAL call trampoline: `opal_call_raw(token, args: *const [u64; 8]) -> i64`.
- * OPAL is entered big-endian with the MMU off through hrfid to its entry point, r0 = token,
- * r2 = OPAL base, r3..r10 = arguments. It returns with blr, big-endian, preserving r1 and
- * r13..r31, so the return address is an endian fix-up that then restores our TOC, CR, LR and
- * HSPRG0.
+ * OPAL call trampoline: `opal_call_raw(token, args: *const [u64; 8]) -> i64`, callable with the
+ * MMU on or off. OPAL is entered big-endian with the MMU off through hrfid to its entry point,
+ * r0 = token, r2 = OPAL base, r3..r10 = arguments. It returns with blr, big-endian, MMU off,
+ * preserving r1 and r13..r31, so the return address is an endian fix-up that then restores our
+ * TOC, CR, LR and HSPRG0, and finally the caller's MSR (MMU on again if it was).
  */
     .text
     .globl opal_call_raw
@@ -52,6 +52,8 @@ opal_call_raw:
     mfspr   11, SPRN_HSPRG0         /* firmware may use the HSPRGs: keep our per-CPU pointer */
     stdu    1, -48(1)
     std     11, 32(1)
+    mfmsr   12
+    std     12, 40(1)               /* the caller's MSR, restored on the way back */
 
     mr      0, 3
     mr      11, 4
@@ -81,7 +83,14 @@ opal_return:
     FIXUP_ENDIAN
     ld      11, 32(1)
     mtspr   SPRN_HSPRG0, 11
-    addi    1, 1, 48
+    ld      11, 40(1)               /* back to the caller's MSR (IR/DR) at 1: */
+    mtspr   SPRN_HSRR1, 11
+    bcl     20, 31, 0f
+0:  mflr    11
+    addi    11, 11, 16
+    mtspr   SPRN_HSRR0, 11
+    hrfid
+1:  addi    1, 1, 48
     ld      2, 24(1)
     lwz     11, 8(1)
     mtcrf   0xff, 11

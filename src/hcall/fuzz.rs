@@ -175,7 +175,11 @@ pub fn build(l: &Layout) -> World {
     w.window(3, 0, 12, 256 << 10, &[]).expect("window 3");
     if let Some(p) = l.compound {
         let pfn = Pfn(w.host.pages.base_pfn() + p);
-        w.host.pages.page(vm(), pfn).expect("page").set_flags(PG_COMPOUND);
+        w.host
+            .pages
+            .page(vm(), pfn)
+            .expect("page")
+            .set_flags(PG_COMPOUND);
     }
     w
 }

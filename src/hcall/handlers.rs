@@ -657,7 +657,10 @@ pub(crate) fn h_put_tce_indirect<M: ExecMode>(
                 return Err(decline_or(m, HcallResult::Parameter));
             };
             for (i, e) in list.iter_mut().enumerate() {
-                *e = env.mem.phys_read_be64(rm, hp.hpa.add(8 * i as u64)).to_cpu();
+                *e = env
+                    .mem
+                    .phys_read_be64(rm, hp.hpa.add(8 * i as u64))
+                    .to_cpu();
             }
         }
         Token::Virt(v) => {

@@ -23,8 +23,8 @@ pub mod sim;
 mod stats;
 mod window;
 
-pub use handlers::MAX_INDIRECT;
 pub use crate::mm::Mode;
+pub use handlers::MAX_INDIRECT;
 pub use stats::{CallStats, HcallStats};
 pub use window::{
     Attached, Guest, GuestView, HwError, HwTable, TceInvalidate, Window, WindowError, MAX_TABLES,

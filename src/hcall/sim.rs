@@ -8,8 +8,8 @@
 use super::window::{Attached, HwError, HwTable, TceInvalidate, WindowError};
 use super::{rm_dispatch, vm_dispatch, Env, Guest, MemAccess, Mode, H_STUFF_TCE};
 use crate::mm::{
-    Backing, FlatPageDescriptors, GuestPhys, HostPhys, MemError, Memslot, RealMode,
-    Registered, TooHard, Ua, VirtMode, PAGE_SHIFT,
+    Backing, FlatPageDescriptors, GuestPhys, HostPhys, MemError, Memslot, RealMode, Registered,
+    TooHard, Ua, VirtMode, PAGE_SHIFT,
 };
 use crate::tce::{Be64, HeapMemory, LockedVm, TceGeometry};
 use alloc::sync::Arc;

@@ -4,7 +4,7 @@
 use super::sim::{vm, FaultyTable, World, H_TOO_HARD};
 use super::*;
 use crate::mm::page::PG_COMPOUND;
-use crate::mm::{GuestPhys, MemError, PageDescriptors, PageDesc, Pfn};
+use crate::mm::{GuestPhys, MemError, PageDesc, PageDescriptors, Pfn};
 use crate::tce::TcePerm;
 use alloc::sync::Arc;
 use core::sync::atomic::Ordering::Relaxed;

@@ -2,10 +2,7 @@
 //! on the console. Returns whether every step did what it should.
 use alloc::format;
 use alloc::string::String;
-use core::sync::atomic::Ordering;
 
-use crate::hcall::sim::World;
-use crate::hcall::{HcallResult, H_GET_TCE, H_PUT_TCE, H_PUT_TCE_INDIRECT, H_STUFF_TCE};
 use crate::kernel::heap::HEAP;
 use crate::kernel::pci::{
     self, find_edu, iova, map, pattern, Backend, DmaPage, EduRig, PciError, FILL,
@@ -51,82 +48,16 @@ fn sparse_tables() -> bool {
     }
 }
 
-/// A guest maps and unmaps DMA pages with the four hypercalls: real mode first, virtual mode
-/// when real mode declines.
+/// A guest maps and unmaps DMA pages with the four hypercalls, through `sc 1`.
 fn hypercalls() -> bool {
-    const LIOBN: u64 = 0x8000_0001;
-    let mut w = World::new(4 << 20);
-    if w.memslot(0, 4 << 20, 0).is_err()
-        || w.prereg(0, 4 << 20, 12).is_err()
-        || w.window(LIOBN, 0, 12, 1 << 30, &[(12, 2)]).is_err()
-    {
-        kprintln!("  [hcall] FAILED to set up the guest");
-        return false;
-    }
-    kprintln!("  [hcall] guest: 4 MiB RAM preregistered, window LIOBN {LIOBN:#x} (1 GiB, 4K pages, 2-level table)");
-    let ok = HcallResult::Success.code();
-    let mut good = true;
-    let mut step = |what: &str, nr: u64, args: [u64; 4], want: (i64, Option<u64>)| {
-        let (r3, r4) = w.hcall(nr, args);
-        let pass = r3 == want.0 && want.1.is_none_or(|v| v == r4);
-        kprintln!(
-            "  [hcall] {what}: r3={r3} r4={r4:#x} {}",
-            if pass { "" } else { "UNEXPECTED" }
-        );
-        good &= pass;
-    };
-    step(
-        "H_PUT_TCE ioba 0x1000 -> gpa 0x2000 rw",
-        H_PUT_TCE,
-        [LIOBN, 0x1000, 0x2000 | 3, 0],
-        (ok, None),
-    );
-    step(
-        "H_GET_TCE ioba 0x1000",
-        H_GET_TCE,
-        [LIOBN, 0x1000, 0, 0],
-        (ok, Some(0x2000 | 3)),
-    );
-    for i in 0..16u64 {
-        w.write_guest(0x10_0000 + i * 8, (0x20_0000 + i * 0x1000) | 1);
-    }
-    step(
-        "H_PUT_TCE_INDIRECT 16 TCEs at ioba 0x10000",
-        H_PUT_TCE_INDIRECT,
-        [LIOBN, 0x10000, 0x10_0000, 16],
-        (ok, None),
-    );
-    step(
-        "H_PUT_TCE unaligned ioba (guest error)",
-        H_PUT_TCE,
-        [LIOBN, 0x1001, 0x2000 | 3, 0],
-        (HcallResult::Parameter.code(), None),
-    );
-    step(
-        "H_STUFF_TCE clear 32 entries",
-        H_STUFF_TCE,
-        [LIOBN, 0, 0, 32],
-        (ok, None),
-    );
-    let s = &w.guest.stats;
-    kprintln!(
-        "  [hcall] real mode finished {} calls, declined {} with H_TOO_HARD (completed in virtual mode), {} guest errors",
-        s.put.rm_done.load(Ordering::Relaxed) + s.get.rm_done.load(Ordering::Relaxed) + s.stuff.rm_done.load(Ordering::Relaxed) + s.indirect.rm_done.load(Ordering::Relaxed),
-        s.put.rm_too_hard.load(Ordering::Relaxed) + s.stuff.rm_too_hard.load(Ordering::Relaxed) + s.indirect.rm_too_hard.load(Ordering::Relaxed),
-        s.put.errors_of(HcallResult::Parameter)
-    );
-    if let Err(e) = w.teardown() {
-        kprintln!("  [hcall] teardown FAILED: {e}");
-        good = false;
-    }
-    good
+    crate::kernel::guests::demo()
 }
-
-/// The PE the demo puts the edu device in (not the reserved PE, which is the last one).
-const DEMO_PE: u32 = 1;
 
 /// A real PCI device's DMA through a TCE table: QEMU's edu device on PHB 0, programmed with
 /// the OPAL back end (what hardware uses). Skipped when QEMU has no edu device.
+/// The PE the demo puts its edu device in.
+const DEMO_PE: u32 = 1;
+
 fn device_dma() -> bool {
     let rig = match find_edu(0) {
         Ok(Some(rig)) => rig,

@@ -7,6 +7,7 @@ use linked_list_allocator::Heap;
 
 use crate::bootinfo::Range;
 use crate::mm::alloc_guard::{set_violation_hook, GuardedAllocator};
+use crate::mm::HostPhys;
 
 pub struct KernelHeap {
     heap: spin::Mutex<Heap>,
@@ -87,12 +88,13 @@ fn report_real_mode_allocation(layout: Layout) {
 /// # Safety
 /// `range` must be RAM that nothing else uses for the rest of the kernel's life; call once.
 pub unsafe fn init(range: Range) {
-    // SAFETY: the caller hands us exclusive use of the range; in real mode its addresses are
-    // its pointers.
+    // SAFETY: the caller hands us exclusive use of the range, used through its linear-map
+    // addresses (valid with the MMU off and on).
     unsafe {
-        HEAP.heap
-            .lock()
-            .init(range.start as *mut u8, range.len() as usize)
+        HEAP.heap.lock().init(
+            HostPhys(range.start).linear() as *mut u8,
+            range.len() as usize,
+        )
     };
     set_violation_hook(report_real_mode_allocation);
 }

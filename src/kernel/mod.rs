@@ -2,6 +2,7 @@
 //! benchmarks. Entered from boot/entry.S in hypervisor real mode, little-endian, on the boot CPU.
 pub mod console;
 mod demo;
+pub mod guests;
 pub mod heap;
 pub mod pci;
 pub mod testing;
@@ -9,19 +10,22 @@ mod tests;
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
+use alloc::vec::Vec;
+
 use crate::arch::ppc64::exception::{self, PerCpu};
+use crate::arch::ppc64::mmu::{self, PhysRange};
 use crate::arch::ppc64::spr::{self, Msr};
 use crate::arch::ppc64::{opal, pmu};
 use crate::bootinfo::{largest_free_range, BootInfo, BootInfoError, Range};
 use crate::harness::{parse_cmdline, Mode};
 use crate::kprintln;
+use crate::mm::HostPhys;
 
 extern "C" {
+    static __image_start: u8;
     static __image_end: u8;
 }
 
-/// Where the kernel image is loaded (see linker.ld).
-const KERNEL_BASE: u64 = 0x2000_0000;
 /// Low memory kept for the vector block (copied to real address 0).
 const VECTORS_END: u64 = 0x1_0000;
 /// The heap stays below 4 GiB: DMA tests hand its addresses to devices with 32-bit windows.
@@ -49,7 +53,8 @@ pub fn boot() -> &'static Boot {
 #[no_mangle]
 extern "C" fn kernel_entry(fdt_addr: usize, r8_opal_base: u64, r9_opal_entry: u64) -> ! {
     // SAFETY: firmware hands us a valid FDT that stays in place (its range is kept out of the heap).
-    let parsed = unsafe { fdt::Fdt::from_ptr(fdt_addr as *const u8) }
+    let fdt_ptr = HostPhys(fdt_addr as u64).linear() as *const u8;
+    let parsed = unsafe { fdt::Fdt::from_ptr(fdt_ptr) }
         .map_err(|_| BootInfoError::BadFdt)
         .and_then(|fdt| BootInfo::from_fdt(&fdt).map(|info| (fdt, info)));
     let (fdt, info) = match parsed {
@@ -77,8 +82,13 @@ extern "C" fn kernel_entry(fdt_addr: usize, r8_opal_base: u64, r9_opal_entry: u6
     unsafe { spr::set_msr(spr::msr() | Msr::ME) };
     pmu::enable();
 
-    // SAFETY: the linker defines __image_end.
-    let image_end = unsafe { &__image_end as *const u8 as u64 };
+    // SAFETY: the linker defines both symbols (linear-map addresses of the image's bounds).
+    let (image_start, image_end) = unsafe {
+        (
+            HostPhys::of_linear(&__image_start).0,
+            HostPhys::of_linear(&__image_end).0,
+        )
+    };
     let mut reserved = info.reserved.clone();
     let own = [
         Range {
@@ -86,7 +96,7 @@ extern "C" fn kernel_entry(fdt_addr: usize, r8_opal_base: u64, r9_opal_entry: u6
             end: VECTORS_END,
         },
         Range {
-            start: KERNEL_BASE,
+            start: image_start,
             end: image_end,
         },
         Range {
@@ -117,6 +127,28 @@ extern "C" fn kernel_entry(fdt_addr: usize, r8_opal_base: u64, r9_opal_entry: u6
         heap_range.len() >> 20,
         spr::timebase()
     );
+    // The hypervisor's MMU: a linear map of all RAM, the PHBs' registers and windows as I/O.
+    let ram: Vec<PhysRange> = info
+        .memory
+        .iter()
+        .map(|r| PhysRange {
+            start: r.start,
+            len: r.len(),
+        })
+        .collect();
+    let io = device_ranges(&fdt);
+    // SAFETY: boot CPU, real mode, heap up; the kernel is linked in the linear map and the heap
+    // hands out linear-map addresses.
+    if let Err(e) = unsafe { mmu::init(&ram, &io) } {
+        kprintln!("p9iommu: MMU set-up failed: {e:?}");
+        testing::exit(false);
+    }
+    kprintln!(
+        "p9iommu: MMU on: radix, linear map of {} MiB of RAM at {:#x}, {} I/O ranges",
+        ram.iter().map(|r| r.len).sum::<u64>() >> 20,
+        mmu::LINEAR_BASE,
+        io.len()
+    );
     let bootargs = info.bootargs;
     BOOT.call_once(|| Boot {
         fdt,
@@ -135,6 +167,33 @@ extern "C" fn kernel_entry(fdt_addr: usize, r8_opal_base: u64, r9_opal_entry: u6
         }
     };
     testing::exit(ok)
+}
+
+/// The PHBs' register spaces and PCI windows (`reg` and `ranges` of every `pciex@` node):
+/// what the kernel touches as I/O with the MMU on.
+fn device_ranges(fdt: &fdt::Fdt<'_>) -> Vec<PhysRange> {
+    let mut out = Vec::new();
+    for node in fdt.all_nodes().filter(|n| n.name.starts_with("pciex@")) {
+        if let Some(reg) = node.reg() {
+            out.extend(reg.map(|r| PhysRange {
+                start: r.starting_address as u64,
+                len: r.size.unwrap_or(0) as u64,
+            }));
+        }
+        // ranges: 3 cells of PCI address, 2 of CPU address, 2 of size.
+        if let Some(p) = node.property("ranges") {
+            for e in p.value.chunks_exact(28) {
+                let cell =
+                    |i: usize| u64::from(u32::from_be_bytes([e[i], e[i + 1], e[i + 2], e[i + 3]]));
+                out.push(PhysRange {
+                    start: (cell(12) << 32) | cell(16),
+                    len: (cell(20) << 32) | cell(24),
+                });
+            }
+        }
+    }
+    out.retain(|r| r.len != 0);
+    out
 }
 
 /// The FDT cannot be used. Report it through the OPAL entry firmware passed in registers when

@@ -108,7 +108,12 @@ pub fn phbs() -> Result<Vec<PhbInfo>, PciError> {
     let b = boot();
     // SAFETY: the FDT stays in place for the kernel's life (its range is kept out of the
     // heap) and is `total_size` bytes long.
-    let blob = unsafe { core::slice::from_raw_parts(b.fdt_addr as *const u8, b.fdt.total_size()) };
+    let blob = unsafe {
+        core::slice::from_raw_parts(
+            crate::mm::HostPhys(b.fdt_addr).linear() as *const u8,
+            b.fdt.total_size(),
+        )
+    };
     parse_phbs(blob).map_err(PciError::Fdt)
 }
 
@@ -322,9 +327,9 @@ impl DmaPage {
         p
     }
 
-    /// The physical address (MMU off: the pointer).
+    /// The physical address (the page is heap memory, in the linear map).
     pub fn pa(&self) -> u64 {
-        self.0 .0.get() as u64
+        crate::mm::HostPhys::of_linear(self.0 .0.get()).0
     }
 
     /// Writes `f(i)` at every offset `i`.

@@ -270,8 +270,7 @@ impl GuestMemory {
         }
         match &backing {
             Backing::Pages(hpas) => {
-                if hpas.len() as u64 != size >> page_shift || hpas.iter().any(|h| h.0 & mask != 0)
-                {
+                if hpas.len() as u64 != size >> page_shift || hpas.iter().any(|h| h.0 & mask != 0) {
                     return Err(MemError::Invalid);
                 }
                 let frames = frames_of(hpas, page_shift);
@@ -423,23 +422,48 @@ mod tests {
             .unwrap();
         assert_eq!(r, Registered::New);
         for pfn in 0x100..0x104 {
-            assert_eq!(d.page(V, Pfn(pfn)).unwrap().count(), 2, "pfn {pfn:#x} pinned");
+            assert_eq!(
+                d.page(V, Pfn(pfn)).unwrap().count(),
+                2,
+                "pfn {pfn:#x} pinned"
+            );
         }
         assert_eq!(d.page(V, Pfn(0x104)).unwrap().count(), 1);
         // Same range: counted; overlapping range: refused.
         assert_eq!(
-            m.register(V, Ua(0x5000_0000), 0x4000, 13, Backing::Device(HostPhys(0)), &d),
+            m.register(
+                V,
+                Ua(0x5000_0000),
+                0x4000,
+                13,
+                Backing::Device(HostPhys(0)),
+                &d
+            ),
             Ok(Registered::Again)
         );
         assert_eq!(m.regions()[0].used(), 2);
         assert_eq!(
-            m.register(V, Ua(0x5000_2000), 0x4000, 13, Backing::Device(HostPhys(0)), &d),
+            m.register(
+                V,
+                Ua(0x5000_2000),
+                0x4000,
+                13,
+                Backing::Device(HostPhys(0)),
+                &d
+            ),
             Err(MemError::Overlap)
         );
         m.unregister(V, Ua(0x5000_0000), 0x4000, &d).unwrap();
-        assert_eq!(d.page(V, Pfn(0x100)).unwrap().count(), 2, "still registered once");
+        assert_eq!(
+            d.page(V, Pfn(0x100)).unwrap().count(),
+            2,
+            "still registered once"
+        );
         m.regions()[0].mapped_inc();
-        assert_eq!(m.unregister(V, Ua(0x5000_0000), 0x4000, &d), Err(MemError::Busy));
+        assert_eq!(
+            m.unregister(V, Ua(0x5000_0000), 0x4000, &d),
+            Err(MemError::Busy)
+        );
         assert_eq!(m.regions().len(), 1);
         m.regions()[0].mapped_dec();
         m.unregister(V, Ua(0x5000_0000), 0x4000, &d).unwrap();

@@ -5,6 +5,7 @@
 //! - [`page`]: host page descriptors with atomic reference counts; the real-mode get/put rules.
 //! - [`guest`]: memslots (guest physical -> ua) and preregistered, pinned regions (ua -> host
 //!   physical pages).
+//! - [`radix`]: POWER9 radix page tables (the hypervisor's tree, a guest's partition-scoped tree).
 //! - [`alloc_guard`]: the global-allocator wrapper that enforces "real mode allocates nothing".
 
 pub mod addr;
@@ -12,6 +13,7 @@ pub mod alloc_guard;
 pub mod guest;
 pub mod mode;
 pub mod page;
+pub mod radix;
 
 pub use addr::{GuestPhys, HostPhys, Ioba, Pfn, Ua};
 pub use mode::{ExecMode, Mode, RealMode, Token, TooHard, VirtMode};

@@ -1,5 +1,6 @@
 //! How tables reach physical memory: one trait, a heap implementation for host and kernel.
 
+use crate::mm::addr::HostPhys;
 use core::alloc::Layout;
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -86,10 +87,9 @@ macro_rules! forward_tce_memory {
 
 forward_tce_memory!(&T, alloc::sync::Arc<T>);
 
-/// Levels from the global allocator: a pointer is the physical address.
-///
-/// True on the host (for tests) and in the kernel with the MMU off and an identity-mapped
-/// heap. Counts bytes, and can be told to fail, so tests can check for leaks and failure
+/// Levels from the global allocator, whose memory is in the linear map: the physical address
+/// is the pointer's linear-map offset ([`HostPhys::of_linear`]; on the host, the pointer
+/// itself), and levels are reached through the linear map in both modes. Counts bytes, and can be told to fail, so tests can check for leaks and failure
 /// handling. The NUMA node is ignored.
 #[derive(Debug)]
 pub struct HeapMemory {
@@ -169,7 +169,7 @@ impl HeapMemory {
         // SAFETY: per the caller, `phys` points at 8 aligned, live bytes of a level we
         // allocated; levels are only ever accessed through atomics, so no non-atomic access
         // races with this reference.
-        unsafe { AtomicU64::from_ptr(phys as usize as *mut u64) }
+        unsafe { AtomicU64::from_ptr(HostPhys(phys).linear() as *mut u64) }
     }
 }
 
@@ -197,7 +197,7 @@ impl TceMemory for HeapMemory {
         self.outstanding_bytes
             .fetch_add(size as u64, Ordering::SeqCst);
         self.outstanding_levels.fetch_add(1, Ordering::SeqCst);
-        Ok(ptr as usize as u64)
+        Ok(HostPhys::of_linear(ptr).0)
     }
 
     unsafe fn free_level(&self, phys: u64, size: usize) {
@@ -206,7 +206,7 @@ impl TceMemory for HeapMemory {
         };
         // SAFETY: per the caller, `phys` came from `alloc_level(size)`, which allocated it
         // with this same layout, and it is not used again.
-        unsafe { alloc::alloc::dealloc(phys as usize as *mut u8, layout) };
+        unsafe { alloc::alloc::dealloc(HostPhys(phys).linear() as *mut u8, layout) };
         self.outstanding_bytes
             .fetch_sub(size as u64, Ordering::SeqCst);
         self.outstanding_levels.fetch_sub(1, Ordering::SeqCst);

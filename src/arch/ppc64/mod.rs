@@ -3,6 +3,7 @@
 
 pub mod exception;
 pub mod mmio;
+pub mod mmu;
 pub mod opal;
 pub mod phb;
 pub mod pmu;

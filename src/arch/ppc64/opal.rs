@@ -38,6 +38,12 @@ extern "C" {
     fn opal_call_raw(token: u64, args: *const [u64; 8]) -> i64;
 }
 
+/// The physical address of kernel memory handed to OPAL (which runs with the MMU off and is
+/// given physical addresses, as Linux gives it `__pa()`).
+fn pa<T>(p: *const T) -> u64 {
+    crate::mm::HostPhys::of_linear(p).0
+}
+
 /// Record OPAL's base and entry (from `/ibm,opal` in the FDT).
 pub fn init(base: u64, entry: u64) {
     opal_base_addr.store(base, Ordering::Relaxed);
@@ -79,13 +85,8 @@ pub fn console_write(bytes: &[u8]) {
     while !rest.is_empty() && stalls < 100_000 {
         // OPAL reads and writes the length big-endian.
         let mut len_be: u64 = (rest.len() as u64).to_be();
-        // SAFETY: len_be and rest outlive the call; real mode: addresses are real addresses.
-        let rc = unsafe {
-            call(
-                OPAL_CONSOLE_WRITE,
-                &[0, &mut len_be as *mut u64 as u64, rest.as_ptr() as u64],
-            )
-        };
+        // SAFETY: len_be and rest outlive the call; OPAL gets their physical addresses.
+        let rc = unsafe { call(OPAL_CONSOLE_WRITE, &[0, pa(&mut len_be), pa(rest.as_ptr())]) };
         let written = if rc == OPAL_SUCCESS {
             u64::from_be(len_be) as usize
         } else {
@@ -140,7 +141,7 @@ pub fn pci_config_read(phb_id: u64, bdfn: u16, offset: u16, size: u8) -> Result<
             let rc = unsafe {
                 call(
                     OPAL_PCI_CONFIG_READ_BYTE,
-                    &[phb_id, bdfn.into(), offset.into(), &mut v as *mut u8 as u64],
+                    &[phb_id, bdfn.into(), offset.into(), pa(&mut v)],
                 )
             };
             (rc, u32::from(v))
@@ -151,12 +152,7 @@ pub fn pci_config_read(phb_id: u64, bdfn: u16, offset: u16, size: u8) -> Result<
             let rc = unsafe {
                 call(
                     OPAL_PCI_CONFIG_READ_HALF_WORD,
-                    &[
-                        phb_id,
-                        bdfn.into(),
-                        offset.into(),
-                        &mut v_be as *mut u16 as u64,
-                    ],
+                    &[phb_id, bdfn.into(), offset.into(), pa(&mut v_be)],
                 )
             };
             (rc, u32::from(u16::from_be(v_be)))
@@ -167,12 +163,7 @@ pub fn pci_config_read(phb_id: u64, bdfn: u16, offset: u16, size: u8) -> Result<
             let rc = unsafe {
                 call(
                     OPAL_PCI_CONFIG_READ_WORD,
-                    &[
-                        phb_id,
-                        bdfn.into(),
-                        offset.into(),
-                        &mut v_be as *mut u32 as u64,
-                    ],
+                    &[phb_id, bdfn.into(), offset.into(), pa(&mut v_be)],
                 )
             };
             (rc, u32::from_be(v_be))

@@ -4,6 +4,7 @@
 //! Each type is an edge: its constructor is `unsafe` and names the address it trusts, and
 //! after that the portable code (`crate::phb`) drives it through the safe traits.
 
+use crate::mm::HostPhys;
 use crate::phb::edu::EduMmio;
 use crate::phb::hw::{OpalPci, PhbMmio, PhysMemory};
 use crate::phb::regs::PhbReg;
@@ -47,7 +48,7 @@ impl PhbMmio for PhbRegs {
     }
 }
 
-/// Host physical memory in hypervisor real mode (MMU off: a physical address is a pointer).
+/// Host physical memory through the linear map (valid with the MMU on and off).
 /// Used for the RTT that skiboot allocated and `RTT_BAR` points at.
 pub struct RealMemory {
     _private: (),
@@ -57,7 +58,7 @@ impl RealMemory {
     /// Real-mode access to physical memory.
     ///
     /// # Safety
-    /// The kernel must run with the MMU off, and the value may be handed only to code that
+    /// The value may be handed only to code that
     /// follows the [`PhysMemory`] contract: addresses the PHB itself was given (the RTT), which
     /// are RAM that no Rust reference covers.
     pub unsafe fn new() -> Self {
@@ -70,14 +71,14 @@ impl PhysMemory for RealMemory {
         for (i, b) in buf.iter_mut().enumerate() {
             // SAFETY: real mode, and `pa..pa + len` is a PHB table in RAM (constructor
             // contract); volatile because the PHB, not Rust, owns those bytes.
-            *b = unsafe { core::ptr::read_volatile((pa as usize + i) as *const u8) };
+            *b = unsafe { core::ptr::read_volatile((HostPhys(pa).linear() + i) as *const u8) };
         }
     }
 
     fn write(&self, pa: u64, buf: &[u8]) {
         for (i, &b) in buf.iter().enumerate() {
             // SAFETY: as for `read`.
-            unsafe { core::ptr::write_volatile((pa as usize + i) as *mut u8, b) };
+            unsafe { core::ptr::write_volatile((HostPhys(pa).linear() + i) as *mut u8, b) };
         }
     }
 }

@@ -4,16 +4,24 @@ use alloc::vec::Vec;
 use crate::arch::ppc64::{pmu, spr};
 use crate::kernel::testing::TestResult;
 use crate::kernel::{boot, heap};
+use crate::mm::HostPhys;
 use crate::{kassert, kassert_eq, ktest};
 
 fn fdt_discovery() -> TestResult {
     let b = boot();
     kassert!(b.opal_base != 0, "no OPAL base");
     kassert!(b.heap.len() >= 64 << 20, "heap only {} bytes", b.heap.len());
-    let image = super::super::KERNEL_BASE..super::super::KERNEL_BASE + 0x10_0000;
+    extern "C" {
+        static __image_start: u8;
+        static __image_end: u8;
+    }
+    // SAFETY: linker symbols bounding the image (linear-map addresses).
+    let image =
+        unsafe { HostPhys::of_linear(&__image_start).0..HostPhys::of_linear(&__image_end).0 };
     kassert!(
-        !image.contains(&b.heap.start),
-        "heap starts inside the image"
+        !image.contains(&b.heap.start) && !(b.heap.start..b.heap.end).contains(&image.start),
+        "heap {:#x?} overlaps the image {image:#x?}",
+        b.heap
     );
     Ok(())
 }
@@ -47,12 +55,9 @@ fn vectors_installed_at_zero() -> TestResult {
     // SAFETY: linker symbol; the vector block is readable code.
     let image = unsafe { &__vectors_start as *const u8 as u64 };
     for off in [0x300u64, 0x700, 0xc00, 0xe40] {
-        let at_zero: u64;
-        // SAFETY: real address `off` is inside the installed vector block (RAM); read through asm
-        // because Rust must not dereference low addresses as pointers.
-        unsafe {
-            core::arch::asm!("ldx {0}, 0, {1}", out(reg) at_zero, in(reg) off, options(nostack, readonly))
-        };
+        // SAFETY: real address `off` is inside the installed vector block (RAM), read through
+        // its linear-map address (valid with the MMU on).
+        let at_zero = unsafe { core::ptr::read_volatile(HostPhys(off).linear() as *const u64) };
         // SAFETY: the same offset inside the block in the image.
         let in_image = unsafe { core::ptr::read((image + off) as *const u64) };
         kassert_eq!(at_zero, in_image);

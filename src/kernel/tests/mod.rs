@@ -1,7 +1,6 @@
 //! In-kernel tests and benchmarks, grouped by the component they exercise. Each registers
 //! itself with `ktest!`/`kbench!`.
 mod boot;
-mod hcall;
 mod phb;
 mod selftest;
 mod tce;

@@ -4,6 +4,7 @@ use crate::arch::ppc64::pmu;
 use crate::kernel::heap::HEAP;
 use crate::kernel::testing::fail;
 use crate::kernel::testing::{Figures, TestResult};
+use crate::mm::HostPhys;
 use crate::tce::{
     sparse_demo, HeapMemory, LockedVm, MayAlloc, Tce, TceGeometry, TcePerm, TceTable, TCE_INDIRECT,
 };
@@ -12,7 +13,7 @@ use crate::{kassert, kassert_eq, kbench, ktest};
 /// The 8 bytes at a physical address as they lie in memory (MMU off: physical = pointer).
 fn bytes_at(pa: u64) -> [u8; 8] {
     // SAFETY: callers pass addresses of entries inside levels the table allocated and still owns.
-    unsafe { core::ptr::read_volatile(pa as *const [u8; 8]) }
+    unsafe { core::ptr::read_volatile(HostPhys(pa).linear() as *const [u8; 8]) }
 }
 
 fn multilevel_table_is_big_endian_in_memory() -> TestResult {
