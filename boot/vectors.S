@@ -23,6 +23,8 @@
 .set PCPU_SCRATCH,  344
 .set PCPU_STACK,    352
 .set PCPU_HANDLER,  360
+.set PCPU_HCALL_ENTRY, 368
+.set PCPU_SCRATCH_CTR, 376
 
     .section .vectors, "ax"
     .balign 4096
@@ -31,13 +33,25 @@
     mtspr   SPRN_HSPRG1, 13
     mfspr   13, SPRN_HSPRG0
     std     12, PCPU_SCRATCH(13)
+    .if vec == 0xc00
+    /* System call: the hypercall entry (arch::ppc64::guest), reached through the per-CPU area;
+     * CTR is guest state, so it is spilled first. */
+    mfctr   12
+    std     12, PCPU_SCRATCH_CTR(13)
+    ld      12, PCPU_HCALL_ENTRY(13)
+    mtctr   12
+    bctr
+    .else
     li      12, vec
     b       exception_common
+    .endif
     .balign 32
     .set vec, vec + 0x20
     .endr
 
 /* Save the whole interrupted state into the per-CPU frame and call the Rust handler. */
+    .globl p9_exception_common
+p9_exception_common:
 exception_common:
     std     0, PCPU_GPR + 0*8(13)
     std     1, PCPU_GPR + 1*8(13)

@@ -1,7 +1,668 @@
-//! Guest partitions run by the kernel: the demo's guest, the tests' guests, hypercall scripts.
+//! Guest partitions run by the kernel: a test guest (`guest/`) in LPID 1 making real `sc 1`
+//! hypercalls, handled in real mode at the vector and, when real mode declines, in virtual mode.
+//!
+//! A partition's memory is 64 MiB of guest physical space backed by host chunks that are not
+//! physically contiguous: 16 chunks of 2 MiB (gpa 0..32M) and 512 of 64 KiB (gpa 32M..64M),
+//! handed out in a shuffled order. They are mapped three times: in the guest's partition-scoped
+//! tree (gpa -> hpa), contiguously in the hypervisor's virtual-only area (the guest's `ua`,
+//! unreachable with the MMU off), and, as all RAM, in the linear map. The memslot maps gpa 0 to
+//! that `ua`; preregistration pins gpa 0..32M in 2 MiB pages and 32M..48M in 64 KiB pages;
+//! 48M..64M is not preregistered, so real mode declines whatever touches it.
+use alloc::boxed::Box;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::alloc::Layout;
+use core::sync::atomic::{AtomicU64, Ordering};
 
-/// The demo's guest (placeholder while the partition code lands).
+use crate::arch::ppc64::exception::TrapFrame;
+use crate::arch::ppc64::guest::{self, GuestRegs};
+use crate::arch::ppc64::mmu::{self, GuestTree, VirtRange};
+use crate::arch::ppc64::spr::{self, Msr};
+use crate::hcall::{
+    rm_dispatch, vm_dispatch, Attached, Env, Guest, HcallResult, HcallReturn, MemAccess,
+    TceInvalidate, H_PUT_TERM_CHAR,
+};
+use crate::hv::abi::{self, CallResult, Mailbox, H_P9_EXIT};
+use crate::mm::radix::PageSize;
+use crate::mm::{
+    Backing, FlatPageDescriptors, GuestPhys, HostPhys, Memslot, Mode, RealMode, TooHard, Ua,
+    VirtMode,
+};
+use crate::tce::{Be64, HeapMemory, LockedVm, TceGeometry, TceTable};
+use crate::{kprint, kprintln};
+
+/// The test guest's image (built by build.rs from `guest/`).
+static GUEST_ELF: &[u8] = include_bytes!(env!("P9_GUEST_ELF"));
+
+/// Exit code bit: the guest was stopped by an interrupt (vector in the low bits).
+pub const EXIT_FAULT: u64 = 1 << 32;
+/// Exit code bit: the guest ended itself with H_P9_EXIT (its code in the low bits).
+pub const EXIT_GUEST: u64 = 1 << 33;
+
+/// The guest's LPID.
+pub const LPID: u64 = 1;
+/// Guest RAM.
+pub const GUEST_RAM: u64 = 64 << 20;
+const LARGE: u64 = 2 << 20;
+const SMALL: u64 = 64 << 10;
+/// gpa 0..32M in 2 MiB chunks, then 64 KiB chunks.
+const LARGE_END: u64 = 32 << 20;
+/// End of the preregistered part (64 KiB pages from LARGE_END).
+pub const PINNED_END: u64 = 48 << 20;
+/// Pools for script buffers: pinned and not preregistered.
+pub const PINNED_POOL: (u64, u64) = (4 << 20, PINNED_END);
+pub const UNPINNED_POOL: (u64, u64) = (PINNED_END, GUEST_RAM);
+
+/// LIOBNs the guest can use: 4 KiB pages, 256 MiB at bus 0; 64 KiB pages, 1 GiB at 4 GiB.
+pub const LIOBN_4K: u64 = 0x8000_0001;
+pub const LIOBN_64K: u64 = 0x8000_0002;
+/// The symbols scripts may use.
+pub const SYMBOLS: [(&str, u64); 2] = [("liobn_4k", LIOBN_4K), ("liobn_64k", LIOBN_64K)];
+
+/// Which path completed a hypercall.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// Real mode at the vector.
+    Real,
+    /// Virtual mode after real mode declined.
+    Virtual,
+    /// Not a TCE call (console, exit, unknown number).
+    Other,
+}
+
+/// One hypercall as the hypervisor saw it.
+#[derive(Debug, Clone, Copy)]
+pub struct TraceEntry {
+    pub nr: u64,
+    pub r3: i64,
+    pub r4: u64,
+    pub path: Path,
+    /// MSR[IR|DR] while the virtual-mode handler ran.
+    pub virt_msr_ok: bool,
+}
+
+/// Host memory access for the handlers: physical through the linear map (real mode), `ua`
+/// through the hypervisor's own mapping (virtual mode only), checked against the page table.
+pub struct KernelMem {
+    /// `ua` reads done, and how many ran with translation on.
+    pub ua_reads: AtomicU64,
+    pub ua_reads_translated: AtomicU64,
+}
+
+impl MemAccess for KernelMem {
+    fn phys_read_be64(&self, _: RealMode, pa: HostPhys) -> Be64 {
+        // SAFETY: `pa` is inside a pinned page of guest RAM (the handlers translate through
+        // preregistered memory only); the linear map reaches all RAM in both modes.
+        Be64::from_raw(unsafe { core::ptr::read_volatile(pa.linear() as *const u64) })
+    }
+
+    fn ua_read_be64(&self, _: VirtMode, ua: Ua) -> Option<Be64> {
+        self.ua_reads.fetch_add(1, Ordering::Relaxed);
+        if spr::msr().contains(Msr::IR | Msr::DR) {
+            self.ua_reads_translated.fetch_add(1, Ordering::Relaxed);
+        }
+        if ua.0 & 7 != 0 {
+            return None;
+        }
+        mmu::translate(ua.0)?;
+        // SAFETY: the token says translation is on, and the walk above found `ua` mapped.
+        Some(Be64::from_raw(unsafe {
+            core::ptr::read_volatile(ua.0 as *const u64)
+        }))
+    }
+}
+
+/// TCE kills, counted (no PHB behind these windows yet). Atomics: callable in real mode.
+#[derive(Default)]
+pub struct KillCounter(pub AtomicU64);
+
+impl TceInvalidate for KillCounter {
+    fn invalidate(&self, _cookie: u64, _first: u64, _count: u64) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// One guest partition with one vCPU.
+#[repr(C)]
+pub struct Partition {
+    /// The vCPU's registers; first, so the entry path's pointer is the partition's.
+    pub regs: GuestRegs,
+    pub guest: Guest,
+    pub mem: KernelMem,
+    pub kills: Arc<KillCounter>,
+    tree: GuestTree,
+    /// gpa chunk -> host physical.
+    chunks: Vec<(u64, HostPhys, PageSize)>,
+    pub ua: VirtRange,
+    pub trace: heapless::Vec<TraceEntry, { abi::MAX_CALLS + 8 }>,
+    /// H_PUT_TERM_CHAR output.
+    pub console: heapless::String<4096>,
+    /// The guest's registers when an interrupt stopped it.
+    pub fault: Option<TrapFrame>,
+    /// Force the next hypercall down the virtual-mode path (for benchmarks of that path).
+    pub force_virtual: bool,
+}
+
+static PAGES: spin::Once<FlatPageDescriptors> = spin::Once::new();
+
+/// One descriptor per 4 KiB of RAM (a flat array in the linear map).
+fn pages() -> &'static FlatPageDescriptors {
+    PAGES.call_once(|| {
+        let end = crate::kernel::boot().heap.end.max(1 << 31);
+        FlatPageDescriptors::new(0, (end >> 12) as usize)
+    })
+}
+
+/// Why a partition could not be built.
+#[derive(Debug)]
+pub struct BuildError(pub &'static str);
+
+fn alloc_chunk(size: u64) -> Result<HostPhys, BuildError> {
+    let layout =
+        Layout::from_size_align(size as usize, size as usize).map_err(|_| BuildError("layout"))?;
+    // SAFETY: a non-zero layout; the chunk is leaked to the partition (guest RAM lives as long
+    // as the kernel: partitions are few and never freed in a test run).
+    let p = unsafe { alloc::alloc::alloc_zeroed(layout) };
+    if p.is_null() {
+        return Err(BuildError("out of memory for guest RAM"));
+    }
+    Ok(HostPhys::of_linear(p))
+}
+
+impl Partition {
+    /// Builds LPID 1 with the test guest loaded and its mailbox describing `action`.
+    pub fn new(v: VirtMode) -> Result<Box<Partition>, BuildError> {
+        let mut chunks = Vec::new();
+        // Shuffled: consecutive guest chunks come from non-adjacent host chunks.
+        let large: Vec<HostPhys> = (0..LARGE_END / LARGE)
+            .map(|_| alloc_chunk(LARGE))
+            .collect::<Result<_, _>>()?;
+        let nl = large.len();
+        for i in 0..nl {
+            chunks.push((i as u64 * LARGE, large[(i * 7 + 3) % nl], PageSize::Large));
+        }
+        let small: Vec<HostPhys> = ((LARGE_END / SMALL)..(GUEST_RAM / SMALL))
+            .map(|_| alloc_chunk(SMALL))
+            .collect::<Result<_, _>>()?;
+        let ns = small.len();
+        for i in 0..ns {
+            chunks.push((
+                LARGE_END + i as u64 * SMALL,
+                small[(i * 37 + 11) % ns],
+                PageSize::Small,
+            ));
+        }
+        let mut tree = GuestTree::new().map_err(|_| BuildError("partition tree"))?;
+        let mut vmap = Vec::new();
+        for &(gpa, hpa, size) in &chunks {
+            match size {
+                PageSize::Large => {
+                    tree.map(gpa, hpa, size)
+                        .map_err(|_| BuildError("partition map"))?;
+                    vmap.push((hpa, size));
+                }
+                _ => {
+                    for k in 0..SMALL / 4096 {
+                        tree.map(gpa + k * 4096, hpa.add(k * 4096), PageSize::Small)
+                            .map_err(|_| BuildError("partition map"))?;
+                        vmap.push((hpa.add(k * 4096), PageSize::Small));
+                    }
+                }
+            }
+        }
+        let ua = mmu::vmap(v, &vmap).map_err(|_| BuildError("vmap"))?;
+        let mut guest = Guest::new();
+        guest
+            .mem
+            .add_memslot(Memslot {
+                gpa: GuestPhys(0),
+                size: GUEST_RAM,
+                ua: Ua(ua.base),
+            })
+            .map_err(|_| BuildError("memslot"))?;
+        let backing = |from: u64, to: u64, step: u64| -> Vec<HostPhys> {
+            (from..to)
+                .step_by(step as usize)
+                .map(|g| chunk_hpa(&chunks, g))
+                .collect()
+        };
+        let large_pages = Backing::Pages(backing(0, LARGE_END, LARGE).into());
+        let small_pages = Backing::Pages(backing(LARGE_END, PINNED_END, SMALL).into());
+        guest
+            .mem
+            .register(v, Ua(ua.base), LARGE_END, 21, large_pages, pages())
+            .map_err(|_| BuildError("prereg 2M"))?;
+        guest
+            .mem
+            .register(
+                v,
+                Ua(ua.base + LARGE_END),
+                PINNED_END - LARGE_END,
+                16,
+                small_pages,
+                pages(),
+            )
+            .map_err(|_| BuildError("prereg 64K"))?;
+        let kills = Arc::new(KillCounter::default());
+        for (liobn, bus, shift, size, levels) in [
+            (LIOBN_4K, 0, 12, 256 << 20, 2),
+            (LIOBN_64K, 1 << 32, 16, 1 << 30, 2),
+        ] {
+            guest
+                .create_window(liobn, bus, shift, size)
+                .map_err(|_| BuildError("window"))?;
+            let geo =
+                TceGeometry::new(bus, shift, size, levels).map_err(|_| BuildError("geometry"))?;
+            let t = TceTable::new(geo, 0, HeapMemory::new(), LockedVm::new(u64::MAX))
+                .map_err(|_| BuildError("table"))?;
+            guest
+                .attach_table(
+                    liobn,
+                    Attached {
+                        table: Arc::new(t),
+                        kill: kills.clone(),
+                        cookie: liobn,
+                    },
+                )
+                .map_err(|_| BuildError("attach"))?;
+        }
+        tree.install(LPID).map_err(|_| BuildError("install"))?;
+        let mut p = Box::new(Partition {
+            regs: GuestRegs::default(),
+            guest,
+            mem: KernelMem {
+                ua_reads: AtomicU64::new(0),
+                ua_reads_translated: AtomicU64::new(0),
+            },
+            kills,
+            tree,
+            chunks,
+            ua,
+            trace: heapless::Vec::new(),
+            console: heapless::String::new(),
+            fault: None,
+            force_virtual: false,
+        });
+        p.load_image()?;
+        Ok(p)
+    }
+
+    /// Loads the guest ELF's segments at their guest physical addresses.
+    fn load_image(&mut self) -> Result<(), BuildError> {
+        let e = GUEST_ELF;
+        let u16at = |o: usize| e.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+        let u64at = |o: usize| {
+            e.get(o..o + 8)
+                .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+        };
+        let bad = BuildError("guest ELF");
+        if e.get(0..4) != Some(b"\x7fELF".as_slice()) {
+            return Err(bad);
+        }
+        let entry = u64at(24).ok_or(BuildError("guest ELF"))?;
+        let phoff = u64at(32).ok_or(BuildError("guest ELF"))? as usize;
+        let phnum = u16at(56).ok_or(BuildError("guest ELF"))? as usize;
+        for i in 0..phnum {
+            let ph = phoff + i * 56;
+            if e.get(ph..ph + 4) != Some(&[1, 0, 0, 0][..]) {
+                continue; // not PT_LOAD
+            }
+            let off = u64at(ph + 8).ok_or(BuildError("guest ELF"))? as usize;
+            let paddr = u64at(ph + 24).ok_or(BuildError("guest ELF"))?;
+            let filesz = u64at(ph + 32).ok_or(BuildError("guest ELF"))? as usize;
+            let data = e.get(off..off + filesz).ok_or(BuildError("guest ELF"))?;
+            self.write_bytes(paddr, data)?;
+        }
+        self.regs.pc = entry;
+        Ok(())
+    }
+
+    /// Writes guest memory (through the partition's tree and the linear map).
+    pub fn write_bytes(&self, gpa: u64, data: &[u8]) -> Result<(), BuildError> {
+        for (i, b) in data.iter().enumerate() {
+            let pa = self
+                .tree
+                .translate(gpa + i as u64)
+                .ok_or(BuildError("gpa outside guest RAM"))?;
+            // SAFETY: guest RAM, reached through the linear map; the guest is not running.
+            unsafe { core::ptr::write_volatile(pa.linear() as *mut u8, *b) };
+        }
+        Ok(())
+    }
+
+    /// A guest physical u64, little-endian (the mailbox and results).
+    pub fn read_u64(&self, gpa: u64) -> Option<u64> {
+        let pa = self.tree.translate(gpa)?;
+        // SAFETY: guest RAM through the linear map, 8-aligned by the callers.
+        Some(unsafe { core::ptr::read_volatile(pa.linear() as *const u64) })
+    }
+
+    /// Writes a big-endian u64 (a TCE list entry).
+    pub fn write_be64(&self, gpa: u64, v: u64) -> Result<(), BuildError> {
+        self.write_bytes(gpa, &v.to_be_bytes())
+    }
+
+    /// Writes the mailbox for one run.
+    pub fn set_mailbox(
+        &mut self,
+        action: u64,
+        calls: &[abi::Call],
+        repeat: u64,
+    ) -> Result<(), BuildError> {
+        if calls.len() > abi::MAX_CALLS {
+            return Err(BuildError("too many calls"));
+        }
+        let mut hdr = [0u64; 5];
+        hdr[0] = abi::MAGIC;
+        hdr[1] = action;
+        hdr[2] = calls.len() as u64;
+        hdr[3] = repeat;
+        hdr[4] = 0x7000_0000; // no memory there
+        for (i, w) in hdr.iter().enumerate() {
+            self.write_bytes(abi::MAILBOX_GPA + 8 * i as u64, &w.to_le_bytes())?;
+        }
+        let base = abi::MAILBOX_GPA + core::mem::offset_of!(Mailbox, calls) as u64;
+        for (i, c) in calls.iter().enumerate() {
+            let at = base + (i * core::mem::size_of::<abi::Call>()) as u64;
+            self.write_bytes(at, &c.nr.to_le_bytes())?;
+            for (k, a) in c.args.iter().enumerate() {
+                self.write_bytes(at + 8 + 8 * k as u64, &a.to_le_bytes())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The result of call `i`.
+    pub fn result(&self, i: usize) -> CallResult {
+        let at = abi::RESULTS_GPA + (i * core::mem::size_of::<CallResult>()) as u64;
+        let r = |k: u64| self.read_u64(at + 8 * k).unwrap_or(u64::MAX);
+        CallResult {
+            r3: r(0),
+            r4: r(1),
+            regs_ok: r(2),
+            bad_reg: r(3),
+            bad_value: r(4),
+            insns: r(5),
+        }
+    }
+
+    /// Starts the guest at its entry in guest real mode and runs it until it exits.
+    pub fn run(&mut self) -> u64 {
+        self.regs.gpr = [0; 32];
+        self.regs.gpr[3] = abi::MAILBOX_GPA;
+        self.regs.msr = (Msr::SF | Msr::ME | Msr::RI | Msr::LE).bits();
+        self.regs.lpid = LPID;
+        self.trace.clear();
+        self.fault = None;
+        self.regs.pc = elf_entry();
+        guest::set_hcall_handler(hcall_handler);
+        // SAFETY: partition LPID 1 is installed with this guest's memory; no guest runs now.
+        unsafe { guest::enter(&mut self.regs) }
+    }
+}
+
+fn elf_entry() -> u64 {
+    GUEST_ELF
+        .get(24..32)
+        .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+}
+
+fn chunk_hpa(chunks: &[(u64, HostPhys, PageSize)], gpa: u64) -> HostPhys {
+    chunks
+        .iter()
+        .find(|(g, _, s)| {
+            let len = if *s == PageSize::Large { LARGE } else { SMALL };
+            (*g..*g + len).contains(&gpa)
+        })
+        .map_or(HostPhys(0), |(g, h, _)| h.add(gpa - g))
+}
+
+/// Records the guest's registers at an interrupt that stops it (called by the report path).
+pub fn record_fault(f: &TrapFrame) {
+    let regs = guest::current_regs();
+    if regs.is_null() {
+        return;
+    }
+    // SAFETY: the running vCPU's registers are the first field of its Partition (repr(C)).
+    let p = unsafe { &mut *(regs as *mut Partition) };
+    p.fault = Some(TrapFrame { ..*f });
+}
+
+/// The hypercall handler `p9_hcall_entry` calls: real mode, MMU off, on the host stack.
+extern "C" fn hcall_handler(regs: &mut GuestRegs) -> u64 {
+    // SAFETY: `regs` is the first field of a Partition (repr(C)): the vCPU the kernel entered.
+    let p = unsafe { &mut *(regs as *mut GuestRegs as *mut Partition) };
+    let nr = p.regs.gpr[3];
+    let args = [p.regs.gpr[4], p.regs.gpr[5], p.regs.gpr[6], p.regs.gpr[7]];
+    match nr {
+        H_P9_EXIT => return EXIT_GUEST | (p.regs.gpr[4] & 0xffff_ffff),
+        H_PUT_TERM_CHAR => {
+            let len = (p.regs.gpr[5] as usize).min(16);
+            let mut bytes = [0u8; 16];
+            bytes[..8].copy_from_slice(&p.regs.gpr[6].to_be_bytes());
+            bytes[8..].copy_from_slice(&p.regs.gpr[7].to_be_bytes());
+            for &b in &bytes[..len] {
+                let _ = p.console.push(b as char);
+            }
+            return p.finish(
+                nr,
+                HcallReturn::status(HcallResult::Success),
+                Path::Other,
+                false,
+            );
+        }
+        _ => {}
+    }
+    let env = Env {
+        pages: pages(),
+        mem: &p.mem,
+    };
+    // SAFETY: this is the real-mode entry path: MMU off (vector 0xC00), and rm_dispatch enters
+    // the allocation guard.
+    let rm = unsafe { RealMode::new_unchecked() };
+    let first = if p.force_virtual {
+        Err(TooHard)
+    } else {
+        rm_dispatch(&p.guest, &env, rm, nr, args)
+    };
+    match first {
+        Ok(r) => {
+            let path = if is_tce(nr) { Path::Real } else { Path::Other };
+            p.finish(nr, r, path, false)
+        }
+        Err(TooHard) => {
+            let (r, msr_ok) = in_virtual_mode(|v| {
+                let ok = spr::msr().contains(Msr::IR | Msr::DR);
+                (vm_dispatch(&p.guest, &env, v, nr, args), ok)
+            });
+            p.finish(nr, r, Path::Virtual, msr_ok)
+        }
+    }
+}
+
+fn is_tce(nr: u64) -> bool {
+    matches!(
+        nr,
+        crate::hcall::H_PUT_TCE
+            | crate::hcall::H_GET_TCE
+            | crate::hcall::H_STUFF_TCE
+            | crate::hcall::H_PUT_TCE_INDIRECT
+    )
+}
+
+impl Partition {
+    fn finish(&mut self, nr: u64, r: HcallReturn, path: Path, virt_msr_ok: bool) -> u64 {
+        self.regs.gpr[3] = r.r3.code() as u64;
+        if abi::returns_r4(nr) {
+            self.regs.gpr[4] = r.r4;
+        }
+        let _ = self.trace.push(TraceEntry {
+            nr,
+            r3: r.r3.code(),
+            r4: r.r4,
+            path,
+            virt_msr_ok,
+        });
+        0
+    }
+}
+
+/// Runs `f` with the MMU on (hrfid with IR/DR set), then drops back to real mode.
+fn in_virtual_mode<R>(f: impl FnOnce(VirtMode) -> R) -> R {
+    let msr = spr::msr();
+    // SAFETY: the hypervisor's tables map all kernel memory (code, host stack, heap) at the
+    // linear addresses used here; translation on is the state the token stands for.
+    let r = unsafe {
+        spr::set_msr(msr | Msr::IR | Msr::DR);
+        f(VirtMode::new_unchecked())
+    };
+    // SAFETY: back to the real-mode state the vector path runs in.
+    unsafe { spr::set_msr(msr) };
+    r
+}
+
+/// The guest partition, built once and reused by every run.
+static PARTITION: spin::Once<spin::Mutex<Box<Partition>>> = spin::Once::new();
+
+/// The partition (built on first use). Runs serialise on its lock.
+pub fn partition() -> Result<spin::MutexGuard<'static, Box<Partition>>, BuildError> {
+    if let Some(p) = PARTITION.get() {
+        return Ok(p.lock());
+    }
+    let v = mmu::virt_mode().ok_or(BuildError("partitions are built with the MMU on"))?;
+    let p = Partition::new(v)?;
+    Ok(PARTITION.call_once(|| spin::Mutex::new(p)).lock())
+}
+
+/// Describes an exit code.
+pub fn describe_exit(code: u64) -> alloc::string::String {
+    use alloc::format;
+    if code & EXIT_GUEST != 0 {
+        format!("the guest exited with code {:#x}", code & 0xffff_ffff)
+    } else if code & EXIT_FAULT != 0 {
+        let v = code & 0xffff;
+        format!(
+            "the guest was stopped by interrupt {v:#x} ({})",
+            crate::arch::ppc64::exception::vector_name(v)
+        )
+    } else {
+        format!("exit code {code:#x}")
+    }
+}
+
+/// The demo's guest: the four TCE hypercalls through `sc 1`, the fallback, a guest error.
 pub fn demo() -> bool {
-    crate::kprintln!("  [hcall] guest partitions: not yet");
-    true
+    let Ok(mut p) = partition() else {
+        kprintln!("  [hcall] FAILED: could not build the guest partition");
+        return false;
+    };
+    let list = PINNED_POOL.0;
+    for i in 0..8u64 {
+        let _ = p.write_be64(list + 8 * i, (PINNED_POOL.0 + 0x10000 + i * 0x1000) | 3);
+    }
+    let calls = [
+        call(
+            crate::hcall::H_PUT_TCE,
+            &[LIOBN_4K, 0x1000, (PINNED_POOL.0 + 0x2000) | 3],
+        ),
+        call(
+            crate::hcall::H_PUT_TCE,
+            &[LIOBN_4K, 0x3000, (PINNED_POOL.0 + 0x5000) | 1],
+        ),
+        call(crate::hcall::H_GET_TCE, &[LIOBN_4K, 0x3000]),
+        call(
+            crate::hcall::H_PUT_TCE_INDIRECT,
+            &[LIOBN_4K, 0x8000, list, 8],
+        ),
+        call(crate::hcall::H_PUT_TCE, &[LIOBN_4K, 0x1001, 0]),
+        call(crate::hcall::H_STUFF_TCE, &[LIOBN_4K, 0, 0, 16]),
+    ];
+    if p.set_mailbox(abi::action::CALLS, &calls, 1).is_err() {
+        return false;
+    }
+    let code = p.run();
+    let mut ok = code == EXIT_GUEST;
+    kprintln!(
+        "  [hcall] a guest in LPID {LPID} makes {} hypercalls by sc 1 ({}):",
+        calls.len(),
+        describe_exit(code)
+    );
+    for (i, t) in p.trace.iter().enumerate() {
+        let r = p.result(i);
+        kprint!("  [hcall]   {} -> {}", hcall_name(t.nr), code_name(t.r3));
+        if abi::returns_r4(t.nr) {
+            kprint!(" r4={:#x}", t.r4);
+        }
+        if r.regs_ok == 1 {
+            kprintln!("  ({}; registers intact)", path_name(t.path));
+        } else {
+            kprintln!(
+                "  ({}; register {} CHANGED to {:#x})",
+                path_name(t.path),
+                reg_name(r.bad_reg),
+                r.bad_value
+            );
+        }
+        ok &= r.regs_ok == 1;
+    }
+    let want = [0, 0, 0, 0, HcallResult::Parameter.code(), 0];
+    ok &= p.trace.len() == want.len() && p.trace.iter().zip(want).all(|(t, w)| t.r3 == w);
+    ok
+}
+
+/// A call for the mailbox.
+pub fn call(nr: u64, args: &[u64]) -> abi::Call {
+    let mut c = abi::Call { nr, args: [0; 8] };
+    c.args[..args.len()].copy_from_slice(args);
+    c
+}
+
+/// PAPR's name for a hypercall number.
+pub fn hcall_name(nr: u64) -> &'static str {
+    match nr {
+        crate::hcall::H_PUT_TCE => "H_PUT_TCE",
+        crate::hcall::H_GET_TCE => "H_GET_TCE",
+        crate::hcall::H_STUFF_TCE => "H_STUFF_TCE",
+        crate::hcall::H_PUT_TCE_INDIRECT => "H_PUT_TCE_INDIRECT",
+        H_PUT_TERM_CHAR => "H_PUT_TERM_CHAR",
+        H_P9_EXIT => "H_P9_EXIT",
+        _ => "hcall",
+    }
+}
+
+/// PAPR's name for a return code.
+pub fn code_name(r3: i64) -> &'static str {
+    HcallResult::from_code(r3).map_or("?", HcallResult::name)
+}
+
+/// How a path is printed.
+pub fn path_name(p: Path) -> &'static str {
+    match p {
+        Path::Real => "real mode",
+        Path::Virtual => "virtual mode after H_TOO_HARD",
+        Path::Other => "hypervisor",
+    }
+}
+
+/// The label for counters.
+pub fn mode_of(p: Path) -> Option<Mode> {
+    match p {
+        Path::Real => Some(Mode::Real),
+        Path::Virtual => Some(Mode::Virtual),
+        Path::Other => None,
+    }
+}
+
+/// The name of a register in [`CallResult::bad_reg`] numbering.
+pub fn reg_name(k: u64) -> alloc::string::String {
+    match k {
+        0..=31 => alloc::format!("r{k}"),
+        32 => "CR".into(),
+        33 => "LR".into(),
+        34 => "CTR".into(),
+        35 => "XER".into(),
+        36 => "SRR0".into(),
+        37 => "SRR1".into(),
+        _ => alloc::format!("#{k}"),
+    }
 }

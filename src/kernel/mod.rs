@@ -231,6 +231,12 @@ fn fail(what: core::fmt::Arguments) -> ! {
 extern "C" fn report_exception(pc: &mut PerCpu) -> ! {
     let f = &pc.frame;
     let vector = f.vector;
+    if crate::arch::ppc64::guest::in_guest() {
+        // An interrupt while a guest runs is that guest's exit, not a kernel fault.
+        guests::record_fault(f);
+        // SAFETY: a guest runs on this CPU and this is the interrupt path.
+        unsafe { crate::arch::ppc64::guest::exit_from_fault(guests::EXIT_FAULT | vector) };
+    }
     let p = console::print_emergency;
     if FAILING.load(Ordering::SeqCst) {
         opal::power_down();

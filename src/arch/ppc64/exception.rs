@@ -27,11 +27,28 @@ pub struct TrapFrame {
 pub struct PerCpu {
     pub frame: TrapFrame,
     /// Spill slot for r12 in the first instructions of a vector.
-    scratch: u64,
+    pub(super) scratch: u64,
     /// Top of the stack the handler runs on (never the interrupted stack: it may be the fault).
     exception_stack_top: u64,
     /// Address of the Rust handler (`extern "C" fn(&mut PerCpu)`).
     handler: u64,
+    /// Where vector 0xC00 goes: the hypercall entry (`arch::ppc64::guest`).
+    pub(super) hcall_entry: u64,
+    /// Spill slot for CTR in the hypercall vector.
+    pub(super) scratch_ctr: u64,
+    /// Spill slot for CR in the hypercall entry (saved before anything compares).
+    pub(super) scratch_cr: u64,
+    /// The running vCPU's registers (`*mut GuestRegs`), null when no guest runs.
+    pub(super) guest: u64,
+    /// 1 while a guest runs on this CPU (its interrupts are exits, not kernel faults).
+    pub(super) in_guest: u64,
+    /// The host's stack pointer and MSR while a guest runs.
+    pub(super) host_sp: u64,
+    pub(super) host_msr: u64,
+    /// The Rust hypercall handler (`extern "C" fn(&mut GuestRegs) -> u64`).
+    pub(super) hcall_fn: u64,
+    /// Real address of the vector block's common path (for an `sc 1` with no guest).
+    pub(super) exception_common: u64,
 }
 
 // The offsets boot/vectors.S uses.
@@ -51,6 +68,8 @@ const _: () = {
     assert!(offset_of!(PerCpu, scratch) == 344);
     assert!(offset_of!(PerCpu, exception_stack_top) == 352);
     assert!(offset_of!(PerCpu, handler) == 360);
+    assert!(offset_of!(PerCpu, hcall_entry) == 368);
+    assert!(offset_of!(PerCpu, scratch_ctr) == 376);
 };
 
 const EXCEPTION_STACK_SIZE: usize = 64 * 1024;
@@ -83,6 +102,15 @@ static BOOT_CPU: BootCpu = BootCpu {
         scratch: 0,
         exception_stack_top: 0,
         handler: 0,
+        hcall_entry: 0,
+        scratch_ctr: 0,
+        scratch_cr: 0,
+        guest: 0,
+        in_guest: 0,
+        host_sp: 0,
+        host_msr: 0,
+        hcall_fn: 0,
+        exception_common: 0,
     }),
     stack: UnsafeCell::new([0; EXCEPTION_STACK_SIZE]),
 };
@@ -90,6 +118,12 @@ static BOOT_CPU: BootCpu = BootCpu {
 extern "C" {
     static __vectors_start: u8;
     static __vectors_end: u8;
+    static p9_exception_common: u8;
+}
+
+/// The boot CPU's area.
+pub fn this_cpu() -> *mut PerCpu {
+    BOOT_CPU.percpu.get()
 }
 
 /// Copy the vector block to real address 0 and point HSPRG0 at the boot CPU's area.
@@ -104,6 +138,11 @@ pub unsafe fn install(handler: extern "C" fn(&mut PerCpu) -> !) {
         (*pc).exception_stack_top =
             (BOOT_CPU.stack.get() as u64 + EXCEPTION_STACK_SIZE as u64) & !0xf;
         (*pc).handler = handler as usize as u64;
+        (*pc).hcall_entry = super::guest::hcall_entry_addr();
+        (*pc).hcall_fn = super::guest::hcall_fn_addr();
+        // The common path's real address: its offset inside the block copied to 0.
+        (*pc).exception_common =
+            &p9_exception_common as *const u8 as u64 - &__vectors_start as *const u8 as u64;
         mtspr::<{ spr::HSPRG0 }>(pc as u64);
     }
     // SAFETY: linker-provided symbols bracket the vector block.

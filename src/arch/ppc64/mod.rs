@@ -2,6 +2,7 @@
 //! exceptions, cache-inhibited MMIO and the PMU.
 
 pub mod exception;
+pub mod guest;
 pub mod mmio;
 pub mod mmu;
 pub mod opal;

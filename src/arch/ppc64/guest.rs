@@ -1,0 +1,267 @@
+//! Running a guest partition on this CPU: entering it, the hypercall path from vector 0xC00, and
+//! the exits back to the host.
+//!
+//! - [`enter`] saves the host's callee-saved state, marks the CPU as running a guest, and
+//!   resumes the vCPU (LPIDR, HSRR0/HSRR1 = its PC/MSR, its SRR0/SRR1, CR, LR, CTR, XER, all
+//!   GPRs, `hrfid`).
+//! - `sc 1` from the guest arrives at 0xC00 in hypervisor real mode; the vector spills r12/CTR
+//!   and jumps to `p9_hcall_entry`, which saves every guest register into the vCPU and calls the
+//!   Rust handler on the host stack, MMU still off. The handler returns 0 to resume the guest
+//!   (r3/r4 set in the saved registers) or an exit code to leave it.
+//! - Any other interrupt while the guest runs goes through the exception report path, which sees
+//!   [`in_guest`] and calls [`exit_from_fault`].
+//!
+//! Offsets come from the Rust structures as `const` operands, never mirrored by hand.
+use core::mem::offset_of;
+
+use super::exception::{this_cpu, PerCpu};
+use super::spr::{HSPRG0, HSPRG1, HSRR0, HSRR1, SRR0, SRR1};
+
+/// A vCPU's registers as the entry and exit paths save and load them.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GuestRegs {
+    pub gpr: [u64; 32],
+    pub cr: u64,
+    pub lr: u64,
+    pub ctr: u64,
+    pub xer: u64,
+    /// Where the guest resumes (HSRR0) and its MSR there (HSRR1).
+    pub pc: u64,
+    pub msr: u64,
+    /// The guest's own SRR0/SRR1, restored on every resume.
+    pub srr0: u64,
+    pub srr1: u64,
+    /// Its partition.
+    pub lpid: u64,
+}
+
+const FRAME: usize = 256;
+
+core::arch::global_asm!(
+    r#"
+    .text
+    .globl p9_enter_guest
+p9_enter_guest:
+    mflr    0
+    std     0, 16(1)
+    mfcr    0
+    stw     0, 8(1)
+    stdu    1, -{frame}(1)
+    std     2, 24(1)
+    .irp r, 14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
+    std     \r, (\r * 8 - 80)(1)
+    .endr
+    mfspr   4, {hsprg0}
+    std     1, {host_sp}(4)
+    mfmsr   0
+    std     0, {host_msr}(4)
+    std     3, {guest}(4)
+    li      0, 1
+    std     0, {in_guest}(4)
+    b       p9_guest_resume
+
+/* Resume the vCPU whose registers PerCpu.guest points at; r4 = PerCpu. */
+    .globl p9_guest_resume
+p9_guest_resume:
+    ld      3, {guest}(4)
+    ld      0, {lpid}(3)
+    mtspr   {lpidr}, 0
+    isync
+    ld      0, {pc}(3)
+    mtspr   {hsrr0}, 0
+    ld      0, {msr}(3)
+    mtspr   {hsrr1}, 0
+    ld      0, {srr0}(3)
+    mtspr   {srr0_spr}, 0
+    ld      0, {srr1}(3)
+    mtspr   {srr1_spr}, 0
+    ld      0, {cr}(3)
+    mtcrf   0xff, 0
+    ld      0, {lr}(3)
+    mtlr    0
+    ld      0, {ctr}(3)
+    mtctr   0
+    ld      0, {xer}(3)
+    mtxer   0
+    ld      0, 0(3)
+    ld      1, 8(3)
+    ld      2, 16(3)
+    .irp r, 4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
+    ld      \r, (\r * 8)(3)
+    .endr
+    ld      3, 24(3)
+    hrfid
+
+/* From vector 0xC00: r13 = PerCpu, guest r13 in HSPRG1, r12 in PerCpu.scratch, CTR in
+ * PerCpu.scratch_ctr. MMU off. */
+    .globl p9_hcall_entry
+p9_hcall_entry:
+    mfcr    12
+    std     12, {scratch_cr}(13)
+    ld      12, {in_guest}(13)
+    cmpdi   12, 0
+    beq     9f
+    ld      12, {guest}(13)
+    std     0, 0(12)
+    std     1, 8(12)
+    std     2, 16(12)
+    .irp r, 3,4,5,6,7,8,9,10,11
+    std     \r, (\r * 8)(12)
+    .endr
+    ld      0, {scratch}(13)
+    std     0, 96(12)
+    mfspr   0, {hsprg1}
+    std     0, 104(12)
+    .irp r, 14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
+    std     \r, (\r * 8)(12)
+    .endr
+    ld      0, {scratch_cr}(13)
+    std     0, {cr}(12)
+    mflr    0
+    std     0, {lr}(12)
+    ld      0, {scratch_ctr}(13)
+    std     0, {ctr}(12)
+    mfxer   0
+    std     0, {xer}(12)
+    mfspr   0, {srr0_spr}
+    std     0, {pc}(12)
+    std     0, {srr0}(12)
+    mfspr   0, {srr1_spr}
+    std     0, {msr}(12)
+    std     0, {srr1}(12)
+    /* The handler runs on the host stack, below the frame p9_enter_guest left. */
+    ld      1, {host_sp}(13)
+    li      0, 0
+    stdu    0, -128(1)
+    mr      3, 12
+    ld      12, {hcall_fn}(13)
+    mtctr   12
+    bctrl
+    mfspr   4, {hsprg0}
+    cmpdi   3, 0
+    beq     p9_guest_resume
+    b       p9_guest_exit
+9:  /* sc with no guest running: report it as an unexpected interrupt. */
+    ld      12, {scratch_cr}(13)
+    mtcrf   0xff, 12
+    ld      12, {scratch_ctr}(13)
+    mtctr   12
+    ld      12, {exc_common}(13)
+    mtspr   {hsrr0}, 12
+    mfmsr   12
+    mtspr   {hsrr1}, 12
+    li      12, 0xc00
+    hrfid
+
+/* Leave the guest: r3 = exit code, r4 = PerCpu. Back to p9_enter_guest's caller, in the
+ * host's MSR. */
+    .globl p9_guest_exit
+p9_guest_exit:
+    li      0, 0
+    std     0, {in_guest}(4)
+    mtspr   {lpidr}, 0
+    isync
+    ld      1, {host_sp}(4)
+    ld      2, 24(1)
+    .irp r, 14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
+    ld      \r, (\r * 8 - 80)(1)
+    .endr
+    addi    1, 1, {frame}
+    ld      0, 16(1)
+    mtlr    0
+    mtspr   {hsrr0}, 0
+    lwz     0, 8(1)
+    mtcrf   0xff, 0
+    ld      0, {host_msr}(4)
+    mtspr   {hsrr1}, 0
+    hrfid
+"#,
+    frame = const FRAME,
+    hsprg0 = const HSPRG0,
+    hsprg1 = const HSPRG1,
+    hsrr0 = const HSRR0,
+    hsrr1 = const HSRR1,
+    srr0_spr = const SRR0,
+    srr1_spr = const SRR1,
+    lpidr = const super::mmu::LPIDR,
+    host_sp = const offset_of!(PerCpu, host_sp),
+    host_msr = const offset_of!(PerCpu, host_msr),
+    guest = const offset_of!(PerCpu, guest),
+    in_guest = const offset_of!(PerCpu, in_guest),
+    scratch = const offset_of!(PerCpu, scratch),
+    scratch_ctr = const offset_of!(PerCpu, scratch_ctr),
+    scratch_cr = const offset_of!(PerCpu, scratch_cr),
+    hcall_fn = const offset_of!(PerCpu, hcall_fn),
+    exc_common = const offset_of!(PerCpu, exception_common),
+    lpid = const offset_of!(GuestRegs, lpid),
+    pc = const offset_of!(GuestRegs, pc),
+    msr = const offset_of!(GuestRegs, msr),
+    srr0 = const offset_of!(GuestRegs, srr0),
+    srr1 = const offset_of!(GuestRegs, srr1),
+    cr = const offset_of!(GuestRegs, cr),
+    lr = const offset_of!(GuestRegs, lr),
+    ctr = const offset_of!(GuestRegs, ctr),
+    xer = const offset_of!(GuestRegs, xer),
+);
+
+// The save area below the frame: r14..r31 at 32.. (r * 8 - 80), r2 at 24, inside FRAME.
+const _: () = assert!(31 * 8 - 80 + 8 <= FRAME);
+
+extern "C" {
+    fn p9_enter_guest(regs: *mut GuestRegs) -> u64;
+    fn p9_hcall_entry();
+    fn p9_guest_exit(code: u64, percpu: *mut PerCpu) -> !;
+}
+
+/// The Rust hypercall handler the entry path calls (installed by the kernel).
+pub type HcallFn = extern "C" fn(&mut GuestRegs) -> u64;
+
+static HCALL_FN: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Names the function `p9_hcall_entry` calls, in real mode, for every hypercall: it returns 0
+/// to resume the guest or an exit code to leave it. Call before the first [`enter`].
+pub fn set_hcall_handler(f: HcallFn) {
+    HCALL_FN.store(f as usize as u64, core::sync::atomic::Ordering::Relaxed);
+    // SAFETY: the boot CPU's area; only this CPU touches it, and no guest runs now.
+    unsafe { (*this_cpu()).hcall_fn = f as usize as u64 };
+}
+
+pub(super) fn hcall_entry_addr() -> u64 {
+    p9_hcall_entry as *const () as usize as u64
+}
+
+pub(super) fn hcall_fn_addr() -> u64 {
+    HCALL_FN.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+/// Runs the vCPU until it exits; returns the exit code.
+///
+/// # Safety
+/// `regs` describes a guest of an installed partition (`mmu::GuestTree::install`) whose memory
+/// is ready; a hypercall handler is set; no guest runs on this CPU.
+pub unsafe fn enter(regs: &mut GuestRegs) -> u64 {
+    // SAFETY: per the caller; the assembly saves and restores every callee-saved register.
+    unsafe { p9_enter_guest(regs) }
+}
+
+/// Whether a guest is running on this CPU (its interrupts are exits).
+pub fn in_guest() -> bool {
+    // SAFETY: read of this CPU's own area.
+    unsafe { (*this_cpu()).in_guest != 0 }
+}
+
+/// The running vCPU's registers (the interrupted guest state is copied there by the caller).
+pub fn current_regs() -> *mut GuestRegs {
+    // SAFETY: read of this CPU's own area.
+    unsafe { (*this_cpu()).guest as *mut GuestRegs }
+}
+
+/// Leaves the running guest from an interrupt handler with `code`.
+///
+/// # Safety
+/// A guest runs on this CPU ([`in_guest`]) and the caller is the interrupt path (real mode).
+pub unsafe fn exit_from_fault(code: u64) -> ! {
+    // SAFETY: per the caller: the host state p9_enter_guest saved is intact.
+    unsafe { p9_guest_exit(code, this_cpu()) }
+}
