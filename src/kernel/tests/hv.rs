@@ -1,0 +1,268 @@
+//! The hypervisor around the TCE code: the MMU, and a guest partition making real `sc 1`
+//! hypercalls, valid and invalid, handled in real mode at the vector or in virtual mode after
+//! real mode declined.
+use alloc::vec::Vec;
+use core::sync::atomic::Ordering;
+
+use crate::arch::ppc64::mmu;
+use crate::arch::ppc64::spr::{self, Msr};
+use crate::hcall::{HcallResult, H_GET_TCE, H_PUT_TCE, H_PUT_TCE_INDIRECT, H_STUFF_TCE};
+use crate::hv::abi::{self, action, Call};
+use crate::kernel::guests::{
+    call, describe_exit, partition, Partition, Path, EXIT_FAULT, EXIT_GUEST, LIOBN_4K, LIOBN_64K,
+    PINNED_POOL, UNPINNED_POOL,
+};
+use crate::kernel::testing::{fail, TestResult};
+use crate::mm::HostPhys;
+use crate::{kassert, kassert_eq, ktest};
+
+const OK: i64 = 0;
+const PARAM: i64 = HcallResult::Parameter.code();
+
+fn mmu_is_on_and_maps_the_kernel_linearly() -> TestResult {
+    kassert!(
+        spr::msr().contains(Msr::IR | Msr::DR),
+        "the kernel runs with the MMU off"
+    );
+    let x = 0x1234u64;
+    let ea = &x as *const u64 as u64;
+    kassert_eq!(ea >> 60, 0xc, "a stack address outside the linear map");
+    kassert_eq!(mmu::translate(ea), Some(HostPhys::of_linear(&x)));
+    Ok(())
+}
+ktest!(
+    "hv.mmu_on_linear_map",
+    mmu_is_on_and_maps_the_kernel_linearly
+);
+
+/// Runs `calls` in the guest; fails unless it exits normally with every register intact.
+fn run_calls(p: &mut Partition, calls: &[Call]) -> TestResult {
+    p.set_mailbox(action::CALLS, calls, 1)
+        .map_err(|e| fail(e.0))?;
+    let code = p.run();
+    kassert_eq!(code, EXIT_GUEST, "{}", describe_exit(code));
+    kassert_eq!(
+        p.trace.len(),
+        calls.len(),
+        "hypercalls seen by the hypervisor"
+    );
+    for (i, c) in calls.iter().enumerate() {
+        let r = p.result(i);
+        kassert!(
+            r.regs_ok == 1,
+            "call {i} ({:#x}): register {} changed to {:#x}",
+            c.nr,
+            crate::kernel::guests::reg_name(r.bad_reg),
+            r.bad_value
+        );
+        kassert_eq!(r.r3 as i64, p.trace[i].r3, "r3 the guest saw, call {i}");
+    }
+    Ok(())
+}
+
+fn codes(p: &Partition) -> Vec<(i64, Path)> {
+    p.trace.iter().map(|t| (t.r3, t.path)).collect()
+}
+
+fn every_tce_hcall_through_sc1() -> TestResult {
+    let mut p = partition().map_err(|e| fail(e.0))?;
+    let stats = |p: &Partition| {
+        let s = &p.guest.stats;
+        (
+            s.put.rm_done.load(Ordering::Relaxed),
+            s.put.rm_too_hard.load(Ordering::Relaxed),
+            s.put.vm_done.load(Ordering::Relaxed),
+        )
+    };
+    let before = stats(&p);
+    let pin = PINNED_POOL.0 + 0x40_0000;
+    let unpinned = UNPINNED_POOL.0;
+    let list = PINNED_POOL.0 + 0x30_0000;
+    for i in 0..4u64 {
+        p.write_be64(list + 8 * i, (pin + 0x1_0000 + i * 0x1000) | 3)
+            .map_err(|e| fail(e.0))?;
+    }
+    let calls = [
+        // A window level is missing: real mode declines, virtual mode allocates.
+        call(H_PUT_TCE, &[LIOBN_4K, 0x10_0000, pin | 3]),
+        // Now real mode finishes on its own.
+        call(H_PUT_TCE, &[LIOBN_4K, 0x10_1000, (pin + 0x1000) | 1]),
+        call(H_GET_TCE, &[LIOBN_4K, 0x10_1000]),
+        call(H_PUT_TCE_INDIRECT, &[LIOBN_4K, 0x10_4000, list, 4]),
+        call(H_STUFF_TCE, &[LIOBN_4K, 0x10_0000, 0, 8]),
+        call(H_GET_TCE, &[LIOBN_4K, 0x10_1000]),
+        // Invalid: unknown LIOBN, misaligned IOBA, bits below the page, stuff with permission,
+        // a list longer than 512, a TCE outside guest RAM, an unknown hypercall.
+        call(H_PUT_TCE, &[0xdead, 0, pin | 3]),
+        call(H_PUT_TCE, &[LIOBN_4K, 0x10_0800, pin | 3]),
+        call(H_PUT_TCE, &[LIOBN_4K, 0x10_0000, pin | 0x13]),
+        call(H_STUFF_TCE, &[LIOBN_4K, 0, 3, 1]),
+        call(H_PUT_TCE_INDIRECT, &[LIOBN_4K, 0, list, 513]),
+        call(H_PUT_TCE, &[LIOBN_4K, 0, (1 << 40) | 3]),
+        call(0x1234, &[]),
+        // Memory that is not preregistered: real mode declines, virtual mode refuses it.
+        call(H_PUT_TCE, &[LIOBN_4K, 0x10_0000, unpinned | 3]),
+        // A 64 KiB window over 64 KiB pinned pages.
+        call(H_PUT_TCE, &[LIOBN_64K, 1 << 32, (32 << 20) | 3]),
+        call(H_GET_TCE, &[LIOBN_64K, 1 << 32]),
+        call(H_STUFF_TCE, &[LIOBN_64K, 1 << 32, 0, 1]),
+    ];
+    run_calls(&mut p, &calls)?;
+    let got = codes(&p);
+    let func = HcallResult::Function.code();
+    let want = [
+        (OK, Path::Virtual),
+        (OK, Path::Real),
+        (OK, Path::Real),
+        (OK, Path::Real),
+        (OK, Path::Real),
+        (OK, Path::Real),
+        (PARAM, Path::Real),
+        (PARAM, Path::Real),
+        (PARAM, Path::Real),
+        (PARAM, Path::Real),
+        (PARAM, Path::Real),
+        (PARAM, Path::Real),
+        (func, Path::Other),
+        (PARAM, Path::Virtual),
+    ];
+    for (i, w) in want.iter().enumerate() {
+        kassert_eq!(got[i], *w, "call {i}");
+    }
+    kassert_eq!(
+        p.trace[2].r4,
+        (pin + 0x1000) | 1,
+        "H_GET_TCE returns the TCE"
+    );
+    kassert_eq!(p.trace[5].r4, 0, "cleared by H_STUFF_TCE");
+    // The 64K window: the first map allocates (virtual), the rest complete in real mode.
+    kassert_eq!(p.trace[14].r3, OK);
+    kassert_eq!(p.trace[15].r4, (32 << 20) | 3);
+    kassert_eq!(p.trace[16].r3, OK);
+    let after = stats(&p);
+    kassert!(
+        after.0 >= before.0 + 1 && after.1 >= before.1 + 2 && after.2 >= before.2 + 1,
+        "H_PUT_TCE counters did not move as expected: {before:?} -> {after:?}"
+    );
+    kassert!(
+        p.trace
+            .iter()
+            .filter(|t| t.path == Path::Virtual)
+            .all(|t| t.virt_msr_ok),
+        "a virtual-mode handler ran without MSR[IR|DR]"
+    );
+    Ok(())
+}
+ktest!(
+    "hv.every_tce_hcall_through_sc1",
+    every_tce_hcall_through_sc1
+);
+
+fn virtual_mode_reads_the_list_through_the_ua_mapping() -> TestResult {
+    let mut p = partition().map_err(|e| fail(e.0))?;
+    // The list lives in memory that is not preregistered: real mode cannot reach it and
+    // declines; virtual mode reads it through the guest's ua, a virtual-only mapping.
+    let list = UNPINNED_POOL.0 + 0x1000;
+    let target = PINNED_POOL.0 + 0x60_0000;
+    for i in 0..16u64 {
+        p.write_be64(list + 8 * i, (target + i * 0x1000) | 3)
+            .map_err(|e| fail(e.0))?;
+    }
+    let ua_list = p.ua.base + list;
+    kassert!(
+        ua_list >> 52 == 0xc00 && (ua_list & 0x000f_ffff_ffff_ffff) != list,
+        "the ua {ua_list:#x} is not a virtual-only address"
+    );
+    kassert!(
+        mmu::translate(ua_list).is_some(),
+        "the list's ua is not mapped"
+    );
+    let reads = p.mem.ua_reads_translated.load(Ordering::Relaxed);
+    let all_reads = p.mem.ua_reads.load(Ordering::Relaxed);
+    run_calls(
+        &mut p,
+        &[
+            call(H_PUT_TCE_INDIRECT, &[LIOBN_4K, 0x20_0000, list, 16]),
+            call(H_GET_TCE, &[LIOBN_4K, 0x20_f000]),
+            call(H_STUFF_TCE, &[LIOBN_4K, 0x20_0000, 0, 16]),
+        ],
+    )?;
+    kassert_eq!(
+        codes(&p)[..2],
+        [(OK, Path::Virtual), (OK, Path::Real)],
+        "indirect through the ua, then a read in real mode"
+    );
+    kassert_eq!(p.trace[1].r4, (target + 0xf000) | 3);
+    kassert_eq!(
+        p.mem.ua_reads.load(Ordering::Relaxed) - all_reads,
+        16,
+        "list entries read through the ua"
+    );
+    kassert_eq!(
+        p.mem.ua_reads_translated.load(Ordering::Relaxed) - reads,
+        16,
+        "ua reads with MSR[IR|DR] set"
+    );
+    kassert!(p.trace[0].virt_msr_ok);
+    Ok(())
+}
+ktest!(
+    "hv.virtual_mode_reads_the_list_through_the_ua",
+    virtual_mode_reads_the_list_through_the_ua_mapping
+);
+
+fn registers_survive_every_kind_of_call() -> TestResult {
+    let mut p = partition().map_err(|e| fail(e.0))?;
+    p.force_virtual = false;
+    let pin = PINNED_POOL.0 + 0x70_0000;
+    let calls = [
+        call(0x4242, &[1, 2, 3, 4, 5, 6, 7, 8]),
+        call(H_PUT_TCE, &[LIOBN_4K, 0x30_0000, pin | 3]),
+        call(H_PUT_TCE, &[LIOBN_4K, 0x30_1000, pin | 3]),
+        call(H_GET_TCE, &[LIOBN_4K, 0x30_1000]),
+        call(H_STUFF_TCE, &[LIOBN_4K, 0x30_0000, 0, 2]),
+        call(H_PUT_TCE, &[0xbad, 0, 0]),
+    ];
+    // Once in real mode where it can, once with every call forced down the virtual path.
+    run_calls(&mut p, &calls)?;
+    p.force_virtual = true;
+    let r = run_calls(&mut p, &calls);
+    p.force_virtual = false;
+    r?;
+    kassert!(
+        p.trace.iter().skip(1).all(|t| t.path == Path::Virtual),
+        "forced calls did not take the virtual path"
+    );
+    Ok(())
+}
+ktest!(
+    "hv.registers_survive_every_kind_of_call",
+    registers_survive_every_kind_of_call
+);
+
+fn faulting_guests_are_stopped_and_reported() -> TestResult {
+    let mut p = partition().map_err(|e| fail(e.0))?;
+    for (what, act) in [
+        ("illegal instruction", action::ILLEGAL),
+        ("unmapped load", action::UNMAPPED_LOAD),
+    ] {
+        p.set_mailbox(act, &[], 1).map_err(|e| fail(e.0))?;
+        let code = p.run();
+        let stopped = code & EXIT_FAULT != 0 || (code & EXIT_GUEST != 0 && code & 0xffff != 0);
+        kassert!(stopped, "{what}: {}", describe_exit(code));
+        crate::kprint!("({what}: {}) ", describe_exit(code));
+    }
+    // The hypervisor carries on: the same partition runs a normal guest again.
+    run_calls(&mut p, &[call(H_GET_TCE, &[LIOBN_4K, 0])])?;
+    kassert_eq!(p.trace[0].r3, OK);
+    kassert!(
+        spr::msr().contains(Msr::IR | Msr::DR),
+        "the host came back in real mode"
+    );
+    let _ = abi::MAX_CALLS;
+    Ok(())
+}
+ktest!(
+    "hv.faulting_guests_are_stopped_and_reported",
+    faulting_guests_are_stopped_and_reported
+);
