@@ -31,6 +31,7 @@ extern crate alloc;
 pub mod bootinfo;
 pub mod harness;
 pub mod hcall;
+pub mod hv;
 pub mod mm;
 pub mod phb;
 pub mod tce;

@@ -1,0 +1,3 @@
+//! Partitions, vCPUs and guest exits.
+
+pub mod script;
