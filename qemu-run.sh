@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Build the kernel and boot it on QEMU's powernv9 machine (POWER9 under skiboot), console on stdio.
 #
-#   ./qemu-run.sh [options] [demo | test [FILTER] | bench [FILTER]]
+#   ./qemu-run.sh [options] [demo | test [FILTER] | bench [FILTER] | script FILE...]
+#
+# `script FILE...` boots a guest that runs the hypercall scripts FILE... (see README.md,
+# "Hypercall scripts"); they reach the kernel as an initrd.
 #
 # Options:
 #   --smp N         hardware threads (default 1)
@@ -40,11 +43,19 @@ while [ $# -gt 0 ]; do
     *) args+=("$1"); shift ;;
   esac
 done
+scripts=() bundle=
 case "${args[0]:-demo}" in
-  demo|test|bench) ;;
-  *) echo "qemu-run: unknown mode '${args[0]}': expected demo, test [FILTER] or bench [FILTER]" >&2; exit 2 ;;
+  demo|test|bench)
+    if [ "${#args[@]}" -gt 2 ]; then echo "qemu-run: too many arguments: ${args[*]}" >&2; exit 2; fi ;;
+  script)
+    scripts=("${args[@]:1}")
+    if [ "${#scripts[@]}" = 0 ]; then echo "qemu-run: script needs at least one FILE" >&2; exit 2; fi
+    for f in "${scripts[@]}"; do
+      [ -f "$f" ] && [ -r "$f" ] || { echo "qemu-run: cannot read script '$f'" >&2; exit 2; }
+    done
+    args=(script) ;;
+  *) echo "qemu-run: unknown mode '${args[0]}': expected demo, test [FILTER], bench [FILTER] or script FILE..." >&2; exit 2 ;;
 esac
-if [ "${#args[@]}" -gt 2 ]; then echo "qemu-run: too many arguments: ${args[*]}" >&2; exit 2; fi
 
 say() { echo "qemu-run: $*" >&2; }
 
@@ -84,6 +95,12 @@ qemu=(qemu-system-ppc64 -M powernv9 -smp "$smp" -m "$mem"
       -display none -serial stdio -monitor none
       -kernel "$kernel" -append "${args[*]:-demo}")
 for ((i = 0; i < edu; i++)); do qemu+=(-device "edu,bus=pcie.$i,dma_mask=0xffffffffffffffff"); done
+if [ "${#scripts[@]}" -gt 0 ]; then
+  # The scripts as one initrd: each file after a `#@file NAME` line (hv::script::parse_bundle).
+  bundle=$(mktemp "${TMPDIR:-/tmp}/qemu-run.XXXXXX.hcall")
+  for f in "${scripts[@]}"; do printf '#@file %s\n' "$f"; cat "$f"; printf '\n'; done >"$bundle"
+  qemu+=(-initrd "$bundle")
+fi
 [ "$trace" = 1 ] && qemu+=(-d guest_errors)
 if [ "$gdb" = 1 ]; then
   qemu+=(-s -S)
@@ -92,7 +109,7 @@ if [ "$gdb" = 1 ]; then
 fi
 
 log=$(mktemp "${TMPDIR:-/tmp}/qemu-run.XXXXXX.log")
-trap 'rm -f "$log"' EXIT
+trap 'rm -f "$log" ${bundle:+"$bundle"}' EXIT
 say "booting: ${qemu[*]}"
 set +e
 if [ "$quiet" = 1 ]; then

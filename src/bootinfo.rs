@@ -30,6 +30,9 @@ pub struct BootInfo<'a> {
     pub memory: heapless::Vec<Range, MAX_RANGES>,
     pub reserved: heapless::Vec<Range, MAX_RANGES>,
     pub bootargs: &'a str,
+    /// The initrd the loader placed (`/chosen` `linux,initrd-start`/`-end`), if any: the kernel
+    /// must keep it out of its heap. It carries hypercall scripts (`qemu-run.sh script`).
+    pub initrd: Option<Range>,
 }
 
 /// Why the FDT could not be used.
@@ -94,7 +97,22 @@ impl<'a> BootInfo<'a> {
             }
         }
         let bootargs = fdt.chosen().bootargs().unwrap_or("");
+        let chosen = fdt.find_node("/chosen");
+        // One or two cells, big-endian (QEMU writes one, Linux loaders often two).
+        let cell = |name: &str| {
+            let v = chosen?.property(name)?.value;
+            match v.len() {
+                4 => Some(u64::from(u32::from_be_bytes(v.try_into().ok()?))),
+                8 => Some(u64::from_be_bytes(v.try_into().ok()?)),
+                _ => None,
+            }
+        };
+        let initrd = match (cell("linux,initrd-start"), cell("linux,initrd-end")) {
+            (Some(start), Some(end)) if end > start => Some(Range { start, end }),
+            _ => None,
+        };
         Ok(BootInfo {
+            initrd,
             opal_base,
             opal_entry,
             memory,

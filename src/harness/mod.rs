@@ -23,6 +23,8 @@ pub enum Mode<'a> {
     Test(Option<&'a str>),
     /// Run the benchmarks whose name contains the filter.
     Bench(Option<&'a str>),
+    /// Run the hypercall scripts in the initrd in a guest (`qemu-run.sh script FILE...`).
+    Script,
 }
 
 /// A command line the kernel does not understand.
@@ -31,7 +33,7 @@ pub struct CmdlineError<'a> {
     pub word: &'a str,
 }
 
-/// Parse `demo`, `test [FILTER]` or `bench [FILTER]`; empty means `demo`.
+/// Parse `demo`, `test [FILTER]`, `bench [FILTER]` or `script`; empty means `demo`.
 ///
 /// ```
 /// use p9iommu::harness::{parse_cmdline, Mode};
@@ -51,6 +53,8 @@ pub fn parse_cmdline(bootargs: &str) -> Result<Mode<'_>, CmdlineError<'_>> {
         (Some("demo"), Some(extra)) => Err(CmdlineError { word: extra }),
         (Some("test"), _) => Ok(Mode::Test(filter)),
         (Some("bench"), _) => Ok(Mode::Bench(filter)),
+        (Some("script"), None) => Ok(Mode::Script),
+        (Some("script"), Some(extra)) => Err(CmdlineError { word: extra }),
         (Some(other), _) | (None, Some(other)) => Err(CmdlineError { word: other }),
     }
 }
@@ -243,6 +247,8 @@ mod tests {
         assert_eq!(parse_cmdline("tset"), Err(CmdlineError { word: "tset" }));
         assert_eq!(parse_cmdline("test a b"), Err(CmdlineError { word: "b" }));
         assert_eq!(parse_cmdline("demo x"), Err(CmdlineError { word: "x" }));
+        assert_eq!(parse_cmdline("script"), Ok(Mode::Script));
+        assert_eq!(parse_cmdline("script x"), Err(CmdlineError { word: "x" }));
     }
 
     #[test]

@@ -244,28 +244,7 @@ impl Partition {
             )
             .map_err(|_| BuildError("prereg 64K"))?;
         let kills = Arc::new(KillCounter::default());
-        for (liobn, bus, shift, size, levels) in [
-            (LIOBN_4K, 0, 12, 256 << 20, 2),
-            (LIOBN_64K, 1 << 32, 16, 1 << 30, 2),
-        ] {
-            guest
-                .create_window(liobn, bus, shift, size)
-                .map_err(|_| BuildError("window"))?;
-            let geo =
-                TceGeometry::new(bus, shift, size, levels).map_err(|_| BuildError("geometry"))?;
-            let t = TceTable::new(geo, 0, HeapMemory::new(), LockedVm::new(u64::MAX))
-                .map_err(|_| BuildError("table"))?;
-            guest
-                .attach_table(
-                    liobn,
-                    Attached {
-                        table: Arc::new(t),
-                        kill: kills.clone(),
-                        cookie: liobn,
-                    },
-                )
-                .map_err(|_| BuildError("attach"))?;
-        }
+        create_windows(&mut guest, &kills)?;
         tree.install(LPID).map_err(|_| BuildError("install"))?;
         let mut p = Box::new(Partition {
             regs: GuestRegs::default(),
@@ -399,6 +378,32 @@ impl Partition {
         // SAFETY: partition LPID 1 is installed with this guest's memory; no guest runs now.
         unsafe { guest::enter(&mut self.regs) }
     }
+}
+
+/// The guest's TCE windows, each over a fresh hardware table whose levels are not allocated yet.
+fn create_windows(guest: &mut Guest, kills: &Arc<KillCounter>) -> Result<(), BuildError> {
+    for (liobn, bus, shift, size, levels) in [
+        (LIOBN_4K, 0, 12, 256 << 20, 2),
+        (LIOBN_64K, 1 << 32, 16, 1 << 30, 2),
+    ] {
+        guest
+            .create_window(liobn, bus, shift, size)
+            .map_err(|_| BuildError("window"))?;
+        let geo = TceGeometry::new(bus, shift, size, levels).map_err(|_| BuildError("geometry"))?;
+        let t = TceTable::new(geo, 0, HeapMemory::new(), LockedVm::new(u64::MAX))
+            .map_err(|_| BuildError("table"))?;
+        guest
+            .attach_table(
+                liobn,
+                Attached {
+                    table: Arc::new(t),
+                    kill: kills.clone(),
+                    cookie: liobn,
+                },
+            )
+            .map_err(|_| BuildError("attach"))?;
+    }
+    Ok(())
 }
 
 fn elf_entry() -> u64 {
@@ -664,5 +669,39 @@ pub fn reg_name(k: u64) -> alloc::string::String {
         36 => "SRR0".into(),
         37 => "SRR1".into(),
         _ => alloc::format!("#{k}"),
+    }
+}
+
+impl Partition {
+    /// Clears every window (virtual mode, as the hypervisor itself) and replaces the windows
+    /// with fresh ones, so that a run starts from empty tables with no level allocated; returns
+    /// false if something refused.
+    pub fn reset(&mut self, v: VirtMode) -> bool {
+        let env = Env {
+            pages: pages(),
+            mem: &self.mem,
+        };
+        let windows: Vec<(u64, u64, u64)> = self
+            .guest
+            .windows()
+            .iter()
+            .map(|w| (w.liobn(), w.bus_offset(), w.entries()))
+            .collect();
+        windows.into_iter().all(|(liobn, bus, n)| {
+            let r = vm_dispatch(
+                &self.guest,
+                &env,
+                v,
+                crate::hcall::H_STUFF_TCE,
+                [liobn, bus, 0, n],
+            );
+            r.r3 == HcallResult::Success
+        }) && {
+            let liobns: Vec<u64> = self.guest.windows().iter().map(|w| w.liobn()).collect();
+            liobns
+                .into_iter()
+                .all(|l| self.guest.remove_window(l).is_ok())
+                && create_windows(&mut self.guest, &self.kills).is_ok()
+        }
     }
 }

@@ -5,6 +5,7 @@ mod demo;
 pub mod guests;
 pub mod heap;
 pub mod pci;
+mod script;
 pub mod testing;
 mod tests;
 
@@ -34,6 +35,8 @@ const HEAP_CEILING: u64 = 1 << 32;
 /// Facts the tests check (what the boot found).
 pub struct Boot {
     pub fdt: fdt::Fdt<'static>,
+    /// The initrd (physical range), kept out of the heap.
+    pub initrd: Option<Range>,
     /// Real address of the FDT blob (`fdt.total_size()` bytes), for parsers that take bytes.
     pub fdt_addr: u64,
     pub heap: Range,
@@ -104,7 +107,7 @@ extern "C" fn kernel_entry(fdt_addr: usize, r8_opal_base: u64, r9_opal_entry: u6
             end: fdt_addr as u64 + fdt.total_size() as u64,
         },
     ];
-    for r in own {
+    for r in own.into_iter().chain(info.initrd) {
         if reserved.push(r).is_err() {
             kprintln!("p9iommu: too many reserved ranges in the FDT");
             testing::exit(false);
@@ -151,6 +154,7 @@ extern "C" fn kernel_entry(fdt_addr: usize, r8_opal_base: u64, r9_opal_entry: u6
     );
     let bootargs = info.bootargs;
     BOOT.call_once(|| Boot {
+        initrd: info.initrd,
         fdt,
         fdt_addr: fdt_addr as u64,
         heap: heap_range,
@@ -161,8 +165,9 @@ extern "C" fn kernel_entry(fdt_addr: usize, r8_opal_base: u64, r9_opal_entry: u6
         Ok(Mode::Demo) => demo::run(),
         Ok(Mode::Test(filter)) => testing::run_tests(filter),
         Ok(Mode::Bench(filter)) => testing::run_benches(filter),
+        Ok(Mode::Script) => script::run_initrd(),
         Err(e) => {
-            kprintln!("p9iommu: unknown command line word {:?}; expected `demo`, `test [FILTER]` or `bench [FILTER]`", e.word);
+            kprintln!("p9iommu: unknown command line word {:?}; expected `demo`, `test [FILTER]`, `bench [FILTER]` or `script`", e.word);
             false
         }
     };

@@ -97,9 +97,7 @@ pub use format::Outcome;
 pub use parse::{parse, parse_bundle, PREAMBLE};
 pub use resolve::{Layout, Pool, Resolved, ResolvedBuffer, ResolvedCall, ResolvedList};
 
-/// H_PUT_TERM_CHAR: write up to 16 bytes to a virtual terminal (termno, len, chars_hi,
-/// chars_lo). Scripts may name it; it belongs with the console hypercalls, not here.
-pub const H_PUT_TERM_CHAR: u64 = 0x58;
+pub use crate::hcall::H_PUT_TERM_CHAR;
 
 /// At most this many calls in one script.
 pub const MAX_CALLS: usize = 4096;
@@ -157,7 +155,7 @@ pub fn hcall_name(nr: u64) -> Option<&'static str> {
 
 /// The name of result code `code` (`H_SUCCESS` ... `H_NO_MEM`, and `H_TOO_HARD`).
 pub fn code_name(code: i64) -> Option<&'static str> {
-    if code == HcallResult::TooHard.code() {
+    if code == crate::mm::TooHard::CODE {
         return Some(TOO_HARD);
     }
     CODES.iter().find(|c| c.1.code() == code).map(|c| c.0)

@@ -7,9 +7,9 @@ use alloc::vec::Vec;
 
 use super::lex::{self, describe, is_number, number, quote, Tok};
 use super::{
-    hcall_name, Buffer, Call, ExpectExpr, Expr, HcallResult, Item, List, Mode, Op, Script,
-    ScriptError, Statement, StatementKind, Term, CALLS, CODES, H_GET_TCE, KEYWORDS, MAX_ARGS,
-    MAX_CALLS, MAX_DEFINITIONS, MAX_LIST_ENTRIES, TOO_HARD,
+    hcall_name, Buffer, Call, ExpectExpr, Expr, Item, List, Mode, Op, Script, ScriptError,
+    Statement, StatementKind, Term, CALLS, CODES, H_GET_TCE, KEYWORDS, MAX_ARGS, MAX_CALLS,
+    MAX_DEFINITIONS, MAX_LIST_ENTRIES, TOO_HARD,
 };
 
 /// The file name of the text before a bundle's first `#@file` line.
@@ -404,7 +404,7 @@ impl Parser {
                 ))
             }
         };
-        if code == HcallResult::TooHard.code() {
+        if code == crate::mm::TooHard::CODE {
             return Err(too_hard(&format!("{code} (H_TOO_HARD)")));
         }
         let r4 = match c.peek() {
