@@ -143,3 +143,62 @@ fn a_real_mode_allocation_fails_the_test_loudly() {
     );
     assert_eq!(report.exit, Some(1), "{console}");
 }
+
+/// Every `examples/*.hcall`, in one boot: each script must report `ok`.
+#[test]
+fn example_scripts_pass() {
+    let mut examples: Vec<String> = std::fs::read_dir(root().join("examples"))
+        .expect("examples/")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "hcall"))
+        .map(|p| format!("examples/{}", p.file_name().unwrap().to_string_lossy()))
+        .collect();
+    examples.sort();
+    assert!(examples.len() >= 3, "too few examples: {examples:?}");
+    let mut args = vec!["script"];
+    args.extend(examples.iter().map(String::as_str));
+    let (ok, console, stderr) = boot(&args);
+    assert!(ok, "example scripts failed:\n{console}\n{stderr}");
+    for e in &examples {
+        assert!(
+            console.contains(&format!("script {e} ... ok")),
+            "{e} did not pass:\n{console}"
+        );
+    }
+    assert!(
+        console.contains("via real") || console.contains("(real mode)"),
+        "{console}"
+    );
+    assert!(
+        console.contains("(virtual mode after H_TOO_HARD)"),
+        "{console}"
+    );
+    assert!(
+        console.contains(&format!("{} passed, 0 failed", examples.len())),
+        "{console}"
+    );
+}
+
+/// A wrong expectation and a malformed line each fail the run, naming file and line.
+#[test]
+fn bad_scripts_fail_naming_the_line() {
+    let (ok, console, _) = boot(&[
+        "script",
+        "tests/scripts/malformed.hcall",
+        "tests/scripts/wrong_expectation.hcall",
+    ]);
+    assert!(!ok, "qemu-run.sh must fail:\n{console}");
+    assert!(
+        console.contains(
+            "tests/scripts/malformed.hcall:3: error: H_PUT_TCE takes 3 arguments (liobn ioba tce), found 2"
+        ),
+        "{console}"
+    );
+    assert!(
+        console.contains("tests/scripts/wrong_expectation.hcall:4: H_GET_TCE(")
+            && console.contains("MISMATCH, expected H_PARAMETER"),
+        "{console}"
+    );
+    assert!(console.contains("0 passed, 2 failed"), "{console}");
+    assert_eq!(Report::parse(&console).exit, Some(1), "{console}");
+}

@@ -376,7 +376,55 @@ impl Partition {
         self.regs.pc = elf_entry();
         guest::set_hcall_handler(hcall_handler);
         // SAFETY: partition LPID 1 is installed with this guest's memory; no guest runs now.
-        unsafe { guest::enter(&mut self.regs) }
+        let code = unsafe { guest::enter(&mut self.regs) };
+        if code != EXIT_GUEST {
+            self.report_exit(code);
+        }
+        code
+    }
+
+    /// Prints why the guest stopped and its state: the hypervisor carries on.
+    fn report_exit(&self, code: u64) {
+        kprintln!();
+        kprintln!("p9iommu: guest LPID {LPID} ended: {}", describe_exit(code));
+        if let Some(f) = &self.fault {
+            // Hypervisor interrupts leave the guest's PC/MSR in HSRR0/1, others in SRR0/1.
+            kprintln!(
+                "    HSRR0 {:016x} HSRR1 {:016x} SRR0 {:016x} SRR1 {:016x}",
+                f.hsrr0,
+                f.hsrr1,
+                f.srr0,
+                f.srr1
+            );
+            kprintln!(
+                "    HDAR  {:016x} DAR   {:016x} DSISR {:08x} LR {:016x}",
+                spr::mfspr::<307>(),
+                f.dar,
+                f.dsisr,
+                f.lr
+            );
+            for row in 0..8 {
+                let r = row * 4;
+                kprintln!(
+                    "    r{:<2} {:016x} r{:<2} {:016x} r{:<2} {:016x} r{:<2} {:016x}",
+                    r,
+                    f.gpr[r],
+                    r + 1,
+                    f.gpr[r + 1],
+                    r + 2,
+                    f.gpr[r + 2],
+                    r + 3,
+                    f.gpr[r + 3]
+                );
+            }
+        } else if code & EXIT_GUEST != 0 {
+            kprintln!(
+                "    the guest's SRR0 {:016x} SRR1 {:016x} (its own vector {:#x})",
+                self.regs.gpr[5],
+                self.regs.gpr[6],
+                code & 0xffff
+            );
+        }
     }
 }
 

@@ -250,7 +250,10 @@ fn faulting_guests_are_stopped_and_reported() -> TestResult {
         let code = p.run();
         let stopped = code & EXIT_FAULT != 0 || (code & EXIT_GUEST != 0 && code & 0xffff != 0);
         kassert!(stopped, "{what}: {}", describe_exit(code));
-        crate::kprint!("({what}: {}) ", describe_exit(code));
+        kassert!(
+            code & EXIT_GUEST != 0 || p.fault.is_some(),
+            "{what}: no state recorded"
+        );
     }
     // The hypervisor carries on: the same partition runs a normal guest again.
     run_calls(&mut p, &[call(H_GET_TCE, &[LIOBN_4K, 0])])?;
