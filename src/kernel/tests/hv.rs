@@ -269,3 +269,92 @@ ktest!(
     "hv.faulting_guests_are_stopped_and_reported",
     faulting_guests_are_stopped_and_reported
 );
+
+/// Round trips from the guest's `sc 1` to its next instruction, counted exactly by the
+/// insn-count plugin (the guest brackets each `sc 1` with the markers; `./qemu-run.sh bench`
+/// loads the plugin).
+fn bench_round_trips(out: crate::kernel::testing::Figures) {
+    let (Ok(mut p), Some(v)) = (partition(), mmu::virt_mode()) else {
+        crate::kprintln!("bench hcall.* unavailable: the guest partition could not be built");
+        return;
+    };
+    if !p.reset(v) {
+        crate::kprintln!("bench hcall.* unavailable: could not reset the guest's windows");
+        return;
+    }
+    let base = PINNED_POOL.0;
+    let list = base + 0x10_0000;
+    for i in 0..512u64 {
+        if p.write_be64(list + 8 * i, (base + 0x20_0000 + i * 0x1000) | 3)
+            .is_err()
+        {
+            return;
+        }
+    }
+    // Warm up: levels allocated, 512 entries mapped (the indirect bench replaces them).
+    let warm = [
+        call(H_PUT_TCE, &[LIOBN_4K, 0x40_0000, base | 3]),
+        call(H_PUT_TCE, &[LIOBN_4K, 0x60_0000, base | 3]),
+        call(H_PUT_TCE_INDIRECT, &[LIOBN_4K, 0x40_0000, list, 512]),
+    ];
+    if run_calls(&mut p, &warm).is_err() {
+        crate::kprintln!("bench hcall.* unavailable: warm-up failed");
+        return;
+    }
+    let calls = [
+        call(0x4242, &[]),
+        call(H_PUT_TCE, &[LIOBN_4K, 0x60_1000, (base + 0x1000) | 3]),
+        call(H_GET_TCE, &[LIOBN_4K, 0x60_1000]),
+        call(H_PUT_TCE, &[LIOBN_4K, 0x60_1000, 0]),
+        call(H_PUT_TCE_INDIRECT, &[LIOBN_4K, 0x40_0000, list, 512]),
+        call(H_STUFF_TCE, &[LIOBN_4K, 0x40_0000, 0, 512]),
+    ];
+    let timed = |p: &mut Partition, calls: &[Call]| -> Option<Vec<u64>> {
+        p.set_mailbox(action::BENCH, calls, 1).ok()?;
+        if p.run() != EXIT_GUEST {
+            return None;
+        }
+        (0..calls.len())
+            .map(|i| {
+                let r = p.result(i);
+                (r.insns != u64::MAX && r.r3 as i64 == p.trace[i].r3).then_some(r.insns)
+            })
+            .collect()
+    };
+    let Some(real) = timed(&mut p, &calls) else {
+        crate::kprintln!(
+            "bench hcall.* unavailable: no exact count (boot with the insn-count plugin: ./qemu-run.sh bench)"
+        );
+        return;
+    };
+    let paths: Vec<Path> = p.trace.iter().map(|t| t.path).collect();
+    if paths[1..] != [Path::Real; 5] {
+        crate::kprintln!("bench hcall.* unavailable: a call left real mode: {paths:?}");
+        return;
+    }
+    p.force_virtual = true;
+    let virt = timed(
+        &mut p,
+        &[call(H_PUT_TCE, &[LIOBN_4K, 0x60_2000, (base + 0x2000) | 3])],
+    );
+    p.force_virtual = false;
+    out("hcall.null.insns", real[0], "insns");
+    out("hcall.put_tce.real.insns", real[1], "insns");
+    out("hcall.get_tce.real.insns", real[2], "insns");
+    out("hcall.put_tce_clear.real.insns", real[3], "insns");
+    out(
+        "hcall.put_tce_indirect.real.insns_per_tce",
+        real[4] / 512,
+        "insns",
+    );
+    out("hcall.stuff_tce.real.insns_per_tce", real[5] / 512, "insns");
+    if let Some(virt) = virt {
+        out("hcall.put_tce.virt.insns", virt[0], "insns");
+        out(
+            "hcall.put_tce.virt_over_real.percent",
+            virt[0] * 100 / real[1].max(1),
+            "percent",
+        );
+    }
+}
+crate::kbench!("hcall.round_trips", bench_round_trips);
