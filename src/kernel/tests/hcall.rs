@@ -4,12 +4,13 @@
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 
+use crate::arch::ppc64::icount::count_instructions;
 use crate::hcall::sim::World;
 use crate::hcall::{
     fuzz, HcallResult, Mode, H_GET_TCE, H_PUT_TCE, H_PUT_TCE_INDIRECT, H_STUFF_TCE,
 };
 use crate::kernel::testing::fail;
-use crate::kernel::testing::TestResult;
+use crate::kernel::testing::{BenchResult, TestResult};
 use crate::mm::alloc_guard;
 use crate::tce::{Tce, TcePerm};
 use crate::{kassert, kassert_eq, ktest};
@@ -157,12 +158,12 @@ ktest!(
 
 /// Instructions per real-mode hypercall on a warm window (levels and guest-view pages present):
 /// the hot path a network card's per-packet map/unmap takes. Averaged over 64 calls each.
-fn bench_real_mode(out: crate::kernel::testing::Figures) {
+fn bench_real_mode(out: crate::kernel::testing::Figures) -> BenchResult {
     const N: u64 = 64;
     let w = world();
     // Warm up: virtual mode allocates the levels and guest-view page real mode needs.
     let _ = w.hcall(H_PUT_TCE, [LIOBN, 0, 0x1000 | 3, 0]);
-    let (put, _) = crate::arch::ppc64::pmu::count_instructions(|| {
+    let (put, _) = count_instructions(|| {
         for i in 0..N {
             let r = w.call(
                 Mode::Real,
@@ -171,25 +172,24 @@ fn bench_real_mode(out: crate::kernel::testing::Figures) {
             );
             core::hint::black_box(r);
         }
-    });
-    let (get, _) = crate::arch::ppc64::pmu::count_instructions(|| {
+    })?;
+    let (get, _) = count_instructions(|| {
         for i in 0..N {
             core::hint::black_box(w.call(Mode::Real, H_GET_TCE, [LIOBN, i << 12, 0, 0]));
         }
-    });
-    let (clear, _) = crate::arch::ppc64::pmu::count_instructions(|| {
+    })?;
+    let (clear, _) = count_instructions(|| {
         for i in 0..N {
             core::hint::black_box(w.call(Mode::Real, H_PUT_TCE, [LIOBN, i << 12, 0, 0]));
         }
-    });
+    })?;
     let list = 0x10_0000;
     for i in 0..512u64 {
         w.write_guest(list + i * 8, ((i + 1) << 12) | 3);
     }
     let _ = w.hcall(H_PUT_TCE_INDIRECT, [LIOBN, 0, list, 512]);
-    let (indirect, r) = crate::arch::ppc64::pmu::count_instructions(|| {
-        w.call(Mode::Real, H_PUT_TCE_INDIRECT, [LIOBN, 0, list, 512])
-    });
+    let (indirect, r) =
+        count_instructions(|| w.call(Mode::Real, H_PUT_TCE_INDIRECT, [LIOBN, 0, list, 512]))?;
     out("hcall.put_tce.rm.insns", put / N, "insns");
     out("hcall.get_tce.rm.insns", get / N, "insns");
     out("hcall.put_tce_clear.rm.insns", clear / N, "insns");
@@ -202,5 +202,6 @@ fn bench_real_mode(out: crate::kernel::testing::Figures) {
     } else {
         crate::kprintln!("hcall.put_tce_indirect_512: real mode returned {}", r.0);
     }
+    Ok(())
 }
 crate::kbench!("hcall.real_mode", bench_real_mode);
