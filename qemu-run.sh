@@ -3,12 +3,18 @@
 #
 #   ./qemu-run.sh [options] [demo | test [FILTER] | bench [FILTER]]
 #
+# `bench` loads the insn-count QEMU plugin (tools/insn-count, built during set-up): the figures
+# are exact instruction counts, and without the plugin the kernel reports them unavailable.
+#
 # Options:
 #   --smp N         hardware threads (default 1)
 #   --mem SIZE      RAM, as QEMU's -m takes it (default 2G)
 #   --edu N         attach N QEMU edu devices, one per PHB starting at PHB 0 (default 2; 0 for none)
 #   --gdb           wait for gdb on localhost:1234 (target remote :1234); disables the timeout
 #   --trace         log guest errors (-d guest_errors: TCE faults, invalid TVEs...) to stderr
+#   --count         load the insn-count plugin in any mode (bench always loads it)
+#   --count-log F   load it and have it write one line per counted region to file F
+#                   (-d plugin -D F; with --trace the guest errors go to F too)
 #   --timeout S     kill QEMU after S seconds of wall time (default 120)
 #   --quiet         do not stream the console; on failure show its last lines
 #   --no-build      boot the kernel already built
@@ -20,9 +26,10 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+caller_dir=$PWD
 cd "$root"
 
-smp=1 mem=2G edu=2 gdb=0 trace=0 timeout_s=120 quiet=0 build=1
+smp=1 mem=2G edu=2 gdb=0 trace=0 count=0 count_log= timeout_s=120 quiet=0 build=1
 args=()
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
@@ -32,6 +39,9 @@ while [ $# -gt 0 ]; do
     --edu) edu=${2:?--edu needs a number}; shift 2 ;;
     --gdb) gdb=1; shift ;;
     --trace) trace=1; shift ;;
+    --count) count=1; shift ;;
+    --count-log) count=1; count_log=${2:?--count-log needs a file}; shift 2
+                 case "$count_log" in /*) ;; *) count_log="$caller_dir/$count_log" ;; esac ;;
     --timeout) timeout_s=${2:?--timeout needs seconds}; shift 2 ;;
     --quiet) quiet=1; shift ;;
     --no-build) build=0; shift ;;
@@ -45,6 +55,7 @@ case "${args[0]:-demo}" in
   *) echo "qemu-run: unknown mode '${args[0]}': expected demo, test [FILTER] or bench [FILTER]" >&2; exit 2 ;;
 esac
 if [ "${#args[@]}" -gt 2 ]; then echo "qemu-run: too many arguments: ${args[*]}" >&2; exit 2; fi
+[ "${args[0]:-demo}" = bench ] && count=1
 
 say() { echo "qemu-run: $*" >&2; }
 
@@ -79,12 +90,31 @@ if [ "$build" = 1 ]; then
 fi
 [ -f "$kernel" ] || { say "no kernel at $kernel (drop --no-build)"; exit 2; }
 
+# The instruction-count plugin, a host cdylib (built even with --no-build: it is set-up, and a
+# no-op when up to date).
+plugin="${CARGO_TARGET_DIR:-$root/tools/insn-count/target}/release/libinsn_count.so"
+if [ "$count" = 1 ]; then
+  say "building the instruction-count plugin..."
+  cargo build --release --quiet --manifest-path "$root/tools/insn-count/Cargo.toml" >&2
+  [ -f "$plugin" ] || { say "no plugin at $plugin"; exit 2; }
+fi
+
 # --- boot -------------------------------------------------------------------------------------
 qemu=(qemu-system-ppc64 -M powernv9 -smp "$smp" -m "$mem"
       -display none -serial stdio -monitor none
       -kernel "$kernel" -append "${args[*]:-demo}")
 for ((i = 0; i < edu; i++)); do qemu+=(-device "edu,bus=pcie.$i,dma_mask=0xffffffffffffffff"); done
-[ "$trace" = 1 ] && qemu+=(-d guest_errors)
+log_items=()
+[ "$trace" = 1 ] && log_items+=(guest_errors)
+if [ "$count" = 1 ]; then
+  if [ -n "$count_log" ]; then
+    qemu+=(-plugin "$plugin,print=on" -D "$count_log")
+    log_items+=(plugin)
+  else
+    qemu+=(-plugin "$plugin")
+  fi
+fi
+if [ "${#log_items[@]}" -gt 0 ]; then qemu+=(-d "$(IFS=,; echo "${log_items[*]}")"); fi
 if [ "$gdb" = 1 ]; then
   qemu+=(-s -S)
   say "waiting for gdb: gdb -ex 'target remote :1234' $kernel"
