@@ -6,12 +6,18 @@
 # `script FILE...` boots a guest that runs the hypercall scripts FILE... (see README.md,
 # "Hypercall scripts"); they reach the kernel as an initrd.
 #
+# `bench` loads the insn-count QEMU plugin (tools/insn-count, built during set-up): the figures
+# are exact instruction counts, and without the plugin the kernel reports them unavailable.
+#
 # Options:
 #   --smp N         hardware threads (default 1)
 #   --mem SIZE      RAM, as QEMU's -m takes it (default 2G)
 #   --edu N         attach N QEMU edu devices, one per PHB starting at PHB 0 (default 2; 0 for none)
 #   --gdb           wait for gdb on localhost:1234 (target remote :1234); disables the timeout
 #   --trace         log guest errors (-d guest_errors: TCE faults, invalid TVEs...) to stderr
+#   --count         load the insn-count plugin in any mode (bench always loads it)
+#   --count-log F   load it and have it write one line per counted region to file F
+#                   (-d plugin -D F; with --trace the guest errors go to F too)
 #   --timeout S     kill QEMU after S seconds of wall time (default 120)
 #   --quiet         do not stream the console; on failure show its last lines
 #   --no-build      boot the kernel already built
@@ -23,9 +29,10 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+caller_dir=$PWD
 cd "$root"
 
-smp=1 mem=2G edu=2 gdb=0 trace=0 timeout_s=120 quiet=0 build=1
+smp=1 mem=2G edu=2 gdb=0 trace=0 count=0 count_log= timeout_s=120 quiet=0 build=1
 args=()
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
@@ -35,6 +42,9 @@ while [ $# -gt 0 ]; do
     --edu) edu=${2:?--edu needs a number}; shift 2 ;;
     --gdb) gdb=1; shift ;;
     --trace) trace=1; shift ;;
+    --count) count=1; shift ;;
+    --count-log) count=1; count_log=${2:?--count-log needs a file}; shift 2
+                 case "$count_log" in /*) ;; *) count_log="$caller_dir/$count_log" ;; esac ;;
     --timeout) timeout_s=${2:?--timeout needs seconds}; shift 2 ;;
     --quiet) quiet=1; shift ;;
     --no-build) build=0; shift ;;
@@ -56,6 +66,7 @@ case "${args[0]:-demo}" in
     args=(script) ;;
   *) echo "qemu-run: unknown mode '${args[0]}': expected demo, test [FILTER], bench [FILTER] or script FILE..." >&2; exit 2 ;;
 esac
+[ "${args[0]:-demo}" = bench ] && count=1
 
 say() { echo "qemu-run: $*" >&2; }
 
@@ -90,6 +101,15 @@ if [ "$build" = 1 ]; then
 fi
 [ -f "$kernel" ] || { say "no kernel at $kernel (drop --no-build)"; exit 2; }
 
+# The instruction-count plugin, a host cdylib (built even with --no-build: it is set-up, and a
+# no-op when up to date).
+plugin="${CARGO_TARGET_DIR:-$root/tools/insn-count/target}/release/libinsn_count.so"
+if [ "$count" = 1 ]; then
+  say "building the instruction-count plugin..."
+  cargo build --release --quiet --manifest-path "$root/tools/insn-count/Cargo.toml" >&2
+  [ -f "$plugin" ] || { say "no plugin at $plugin"; exit 2; }
+fi
+
 # --- boot -------------------------------------------------------------------------------------
 qemu=(qemu-system-ppc64 -M powernv9 -smp "$smp" -m "$mem"
       -display none -serial stdio -monitor none
@@ -101,7 +121,17 @@ if [ "${#scripts[@]}" -gt 0 ]; then
   for f in "${scripts[@]}"; do printf '#@file %s\n' "$f"; cat "$f"; printf '\n'; done >"$bundle"
   qemu+=(-initrd "$bundle")
 fi
-[ "$trace" = 1 ] && qemu+=(-d guest_errors)
+log_items=()
+[ "$trace" = 1 ] && log_items+=(guest_errors)
+if [ "$count" = 1 ]; then
+  if [ -n "$count_log" ]; then
+    qemu+=(-plugin "$plugin,print=on" -D "$count_log")
+    log_items+=(plugin)
+  else
+    qemu+=(-plugin "$plugin")
+  fi
+fi
+if [ "${#log_items[@]}" -gt 0 ]; then qemu+=(-d "$(IFS=,; echo "${log_items[*]}")"); fi
 if [ "$gdb" = 1 ]; then
   qemu+=(-s -S)
   say "waiting for gdb: gdb -ex 'target remote :1234' $kernel"

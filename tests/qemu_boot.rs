@@ -34,7 +34,8 @@ fn build_kernel() {
     }
 }
 
-/// Boot with a kernel command line; returns (qemu-run.sh succeeded, console, stderr).
+/// Boot with a kernel command line, after any qemu-run.sh options; returns (qemu-run.sh
+/// succeeded, console, stderr).
 fn boot(cmdline: &[&str]) -> (bool, String, String) {
     build_kernel();
     let out = Command::new(root().join("qemu-run.sh"))
@@ -53,7 +54,9 @@ fn boot(cmdline: &[&str]) -> (bool, String, String) {
 
 #[test]
 fn in_kernel_tests_pass() {
-    let (ok, console, stderr) = boot(&["test"]);
+    // With the insn-count plugin (qemu-run.sh builds it): the tests pass without it too, and
+    // `icount.*` then also checks that instruction counts are exact.
+    let (ok, console, stderr) = boot(&["--count", "test"]);
     let report = Report::parse(&console);
     if let Some(why) = report.test_run_problem() {
         panic!("the in-kernel test run failed:\n{why}\n---- console ----\n{console}\n---- qemu-run.sh ----\n{stderr}");

@@ -15,8 +15,8 @@ use alloc::vec::Vec;
 
 use crate::arch::ppc64::exception::{self, PerCpu};
 use crate::arch::ppc64::mmu::{self, PhysRange};
+use crate::arch::ppc64::opal;
 use crate::arch::ppc64::spr::{self, Msr};
-use crate::arch::ppc64::{opal, pmu};
 use crate::bootinfo::{largest_free_range, BootInfo, BootInfoError, Range};
 use crate::harness::{parse_cmdline, Mode};
 use crate::kprintln;
@@ -83,7 +83,6 @@ extern "C" fn kernel_entry(fdt_addr: usize, r8_opal_base: u64, r9_opal_entry: u6
     // skiboot hands over with MSR[ME] = 0: take machine checks as interrupts from now on.
     // SAFETY: setting ME only enables machine-check interrupts, whose vector is installed.
     unsafe { spr::set_msr(spr::msr() | Msr::ME) };
-    pmu::enable();
 
     // SAFETY: the linker defines both symbols (linear-map addresses of the image's bounds).
     let (image_start, image_end) = unsafe {

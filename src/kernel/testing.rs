@@ -7,6 +7,7 @@
 use alloc::string::String;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
+use crate::arch::ppc64::icount::Unavailable;
 use crate::harness::{self, selected};
 use crate::{kprint, kprintln};
 
@@ -31,10 +32,14 @@ pub struct KTest {
 /// Where a benchmark reports: one call per figure, printed as `bench <name> <value> <unit>`.
 pub type Figures<'a> = &'a mut dyn FnMut(&str, u64, &str);
 
+/// A benchmark's outcome: `Err` when it has no exact instruction counts to report (the kernel
+/// was not booted with the insn-count plugin); the runner then says so and the run fails.
+pub type BenchResult = Result<(), Unavailable>;
+
 /// One registered benchmark (it may print several figures, each named in full).
 pub struct KBench {
     pub name: &'static str,
-    pub run: fn(Figures),
+    pub run: fn(Figures) -> BenchResult,
 }
 
 /// Register a test: `ktest!("tce.map_read_back", map_read_back);`
@@ -52,7 +57,7 @@ macro_rules! ktest {
     };
 }
 
-/// Register a benchmark: `kbench!("tce.set", bench_set);`
+/// Register a benchmark: `kbench!("tce.set", bench_set);` (`fn bench_set(out: Figures) -> BenchResult`)
 #[macro_export]
 macro_rules! kbench {
     ($name:literal, $f:path) => {
@@ -168,20 +173,24 @@ pub fn run_tests(filter: Option<&str>) -> bool {
     failed == 0 && count > 0
 }
 
-/// Run the selected benchmarks; returns whether any ran.
+/// Run the selected benchmarks; returns whether any ran and all had their figures.
 pub fn run_benches(filter: Option<&str>) -> bool {
-    let mut ran = 0;
+    let (mut ran, mut unavailable) = (0, 0);
     for b in registered_benches()
         .iter()
         .filter(|b| selected(b.name, filter))
     {
-        (b.run)(&mut |name, value, unit| kprintln!("bench {name} {value} {unit}"));
+        let r = (b.run)(&mut |name, value, unit| kprintln!("bench {name} {value} {unit}"));
+        if let Err(e) = r {
+            kprintln!("bench {} unavailable: {e}", b.name);
+            unavailable += 1;
+        }
         ran += 1;
     }
     if ran == 0 {
         kprintln!("no benchmark matches {:?}", filter.unwrap_or(""));
     }
-    ran > 0
+    ran > 0 && unavailable == 0
 }
 
 /// Print the kernel's last line and power off. `p9iommu: exit <status>` is what the host

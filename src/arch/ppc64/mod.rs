@@ -1,13 +1,13 @@
 //! POWER9 (ppc64le, hypervisor real mode) support: boot and vector assembly, SPR access, OPAL,
-//! exceptions, cache-inhibited MMIO and the PMU.
+//! exceptions, cache-inhibited MMIO and exact instruction counts (with QEMU's insn-count plugin).
 
 pub mod exception;
 pub mod guest;
+pub mod icount;
 pub mod mmio;
 pub mod mmu;
 pub mod opal;
 pub mod phb;
-pub mod pmu;
 pub mod spr;
 
 core::arch::global_asm!(

@@ -10,9 +10,6 @@ pub const HSRR0: u32 = 314;
 pub const HSRR1: u32 = 315;
 pub const LPCR: u32 = 318;
 pub const HRMOR: u32 = 313;
-pub const PMC5: u32 = 791;
-pub const PMC6: u32 = 792;
-pub const MMCR0: u32 = 795;
 pub const PIR: u32 = 1023;
 
 bitflags::bitflags! {

@@ -1,7 +1,7 @@
-//! The boot: discovery, heap, vectors, timebase, PMU.
+//! The boot: discovery, heap, vectors, timebase, MSR.
 use alloc::vec::Vec;
 
-use crate::arch::ppc64::{pmu, spr};
+use crate::arch::ppc64::spr;
 use crate::kernel::testing::TestResult;
 use crate::kernel::{boot, heap};
 use crate::mm::HostPhys;
@@ -67,17 +67,12 @@ fn vectors_installed_at_zero() -> TestResult {
 }
 ktest!("boot.vectors_installed_at_zero", vectors_installed_at_zero);
 
-fn timebase_and_pmu_count() -> TestResult {
+fn timebase_and_msr() -> TestResult {
     let t0 = spr::timebase();
-    let (n, sum) =
-        pmu::count_instructions(|| (0..1000u64).fold(0u64, |a, x| core::hint::black_box(a + x)));
+    let sum = (0..1000u64).fold(0u64, |a, x| core::hint::black_box(a + x));
     kassert_eq!(sum, 499_500);
-    kassert!(
-        n >= 1000,
-        "PMC5 counted only {n} instructions for a 1000-iteration loop"
-    );
     kassert!(spr::timebase() > t0, "the timebase does not advance");
     kassert!(spr::msr().contains(spr::Msr::ME | spr::Msr::HV | spr::Msr::LE));
     Ok(())
 }
-ktest!("boot.timebase_and_pmu_count", timebase_and_pmu_count);
+ktest!("boot.timebase_and_msr", timebase_and_msr);

@@ -4,6 +4,7 @@
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 
+use crate::arch::ppc64::icount::Unavailable;
 use crate::arch::ppc64::mmu;
 use crate::arch::ppc64::spr::{self, Msr};
 use crate::hcall::{HcallResult, H_GET_TCE, H_PUT_TCE, H_PUT_TCE_INDIRECT, H_STUFF_TCE};
@@ -12,7 +13,7 @@ use crate::kernel::guests::{
     call, describe_exit, partition, Partition, Path, EXIT_FAULT, EXIT_GUEST, LIOBN_4K, LIOBN_64K,
     PINNED_POOL, UNPINNED_POOL,
 };
-use crate::kernel::testing::{fail, TestResult};
+use crate::kernel::testing::{fail, BenchResult, Figures, TestResult};
 use crate::mm::HostPhys;
 use crate::{kassert, kassert_eq, ktest};
 
@@ -273,23 +274,19 @@ ktest!(
 /// Round trips from the guest's `sc 1` to its next instruction, counted exactly by the
 /// insn-count plugin (the guest brackets each `sc 1` with the markers; `./qemu-run.sh bench`
 /// loads the plugin).
-fn bench_round_trips(out: crate::kernel::testing::Figures) {
+fn bench_round_trips(out: Figures) -> BenchResult {
     let (Ok(mut p), Some(v)) = (partition(), mmu::virt_mode()) else {
-        crate::kprintln!("bench hcall.* unavailable: the guest partition could not be built");
-        return;
+        panic!("hcall benches: the guest partition could not be built");
     };
-    if !p.reset(v) {
-        crate::kprintln!("bench hcall.* unavailable: could not reset the guest's windows");
-        return;
-    }
+    assert!(
+        p.reset(v),
+        "hcall benches: could not reset the guest's windows"
+    );
     let base = PINNED_POOL.0;
     let list = base + 0x10_0000;
     for i in 0..512u64 {
-        if p.write_be64(list + 8 * i, (base + 0x20_0000 + i * 0x1000) | 3)
-            .is_err()
-        {
-            return;
-        }
+        p.write_be64(list + 8 * i, (base + 0x20_0000 + i * 0x1000) | 3)
+            .expect("the list is in guest RAM");
     }
     // Warm up: levels allocated, 512 entries mapped (the indirect bench replaces them).
     let warm = [
@@ -297,9 +294,8 @@ fn bench_round_trips(out: crate::kernel::testing::Figures) {
         call(H_PUT_TCE, &[LIOBN_4K, 0x60_0000, base | 3]),
         call(H_PUT_TCE_INDIRECT, &[LIOBN_4K, 0x40_0000, list, 512]),
     ];
-    if run_calls(&mut p, &warm).is_err() {
-        crate::kprintln!("bench hcall.* unavailable: warm-up failed");
-        return;
+    if let Err(e) = run_calls(&mut p, &warm) {
+        panic!("hcall benches: warm-up failed: {}", e.0);
     }
     let calls = [
         call(0x4242, &[]),
@@ -309,35 +305,25 @@ fn bench_round_trips(out: crate::kernel::testing::Figures) {
         call(H_PUT_TCE_INDIRECT, &[LIOBN_4K, 0x40_0000, list, 512]),
         call(H_STUFF_TCE, &[LIOBN_4K, 0x40_0000, 0, 512]),
     ];
-    let timed = |p: &mut Partition, calls: &[Call]| -> Option<Vec<u64>> {
-        p.set_mailbox(action::BENCH, calls, 1).ok()?;
-        if p.run() != EXIT_GUEST {
-            return None;
-        }
-        (0..calls.len())
-            .map(|i| {
-                let r = p.result(i);
-                (r.insns != u64::MAX && r.r3 as i64 == p.trace[i].r3).then_some(r.insns)
-            })
-            .collect()
-    };
-    let Some(real) = timed(&mut p, &calls) else {
-        crate::kprintln!(
-            "bench hcall.* unavailable: no exact count (boot with the insn-count plugin: ./qemu-run.sh bench)"
-        );
-        return;
-    };
+    let real = timed(&mut p, &calls)?;
     let paths: Vec<Path> = p.trace.iter().map(|t| t.path).collect();
-    if paths[1..] != [Path::Real; 5] {
-        crate::kprintln!("bench hcall.* unavailable: a call left real mode: {paths:?}");
-        return;
-    }
+    assert_eq!(
+        paths[1..],
+        [Path::Real; 5],
+        "a benchmarked call left real mode"
+    );
     p.force_virtual = true;
     let virt = timed(
         &mut p,
         &[call(H_PUT_TCE, &[LIOBN_4K, 0x60_2000, (base + 0x2000) | 3])],
     );
     p.force_virtual = false;
+    let virt = virt?;
+    assert_eq!(
+        p.trace[0].path,
+        Path::Virtual,
+        "the forced call stayed in real mode"
+    );
     out("hcall.null.insns", real[0], "insns");
     out("hcall.put_tce.real.insns", real[1], "insns");
     out("hcall.get_tce.real.insns", real[2], "insns");
@@ -348,13 +334,32 @@ fn bench_round_trips(out: crate::kernel::testing::Figures) {
         "insns",
     );
     out("hcall.stuff_tce.real.insns_per_tce", real[5] / 512, "insns");
-    if let Some(virt) = virt {
-        out("hcall.put_tce.virt.insns", virt[0], "insns");
-        out(
-            "hcall.put_tce.virt_over_real.percent",
-            virt[0] * 100 / real[1].max(1),
-            "percent",
-        );
-    }
+    out("hcall.put_tce.virt.insns", virt[0], "insns");
+    out(
+        "hcall.put_tce.virt_over_real.percent",
+        virt[0] * 100 / real[1].max(1),
+        "percent",
+    );
+    Ok(())
 }
 crate::kbench!("hcall.round_trips", bench_round_trips);
+
+/// Runs `calls` once each between the count markers; the guest's count for each, or
+/// `Unavailable` if the plugin wrote none.
+fn timed(p: &mut Partition, calls: &[Call]) -> Result<Vec<u64>, Unavailable> {
+    p.set_mailbox(action::BENCH, calls, 1)
+        .expect("the mailbox holds the calls");
+    let code = p.run();
+    assert_eq!(code, EXIT_GUEST, "hcall benches: {}", describe_exit(code));
+    (0..calls.len())
+        .map(|i| {
+            let r = p.result(i);
+            assert_eq!(r.r3 as i64, p.trace[i].r3, "call {i}: r3");
+            if r.insns == u64::MAX {
+                Err(Unavailable)
+            } else {
+                Ok(r.insns)
+            }
+        })
+        .collect()
+}

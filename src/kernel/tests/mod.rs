@@ -2,6 +2,7 @@
 //! itself with `ktest!`/`kbench!`.
 mod boot;
 mod hv;
+mod icount;
 mod phb;
 mod selftest;
 mod tce;

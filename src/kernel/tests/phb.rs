@@ -14,13 +14,13 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec;
 
-use crate::arch::ppc64::pmu;
+use crate::arch::ppc64::icount::count_instructions;
 use crate::kernel::pci::{
     self, backend, direct_backend, find_edu, iova, map, pattern, phbs, Backend, DmaPage, EduRig,
     KTable, Mismatch, PciError, FILL, PAGE_SHIFT, WINDOW1_BUS,
 };
 use crate::kernel::testing::fail;
-use crate::kernel::testing::{Figures, TestFailure, TestResult};
+use crate::kernel::testing::{BenchResult, Figures, TestFailure, TestResult};
 use crate::phb::fdt::PhbInfo;
 use crate::phb::glue::TableKill;
 use crate::phb::pe::{DefaultWindow, PeGroup, TableFactory};
@@ -393,15 +393,15 @@ fn shared_case(rigs: &[EduRig; 2], kind: Backend, phbs: [&dyn PhbDma; 2]) -> Tes
 
 // ---- benchmark -----------------------------------------------------------------------------
 
-/// Instructions per PE kill on PHB 0, through OPAL (firmware instructions included: the PMU
-/// counts them too) and by direct register programming.
-fn bench_kill(out: Figures) {
+/// Instructions per PE kill on PHB 0, through OPAL (firmware instructions included: the
+/// insn-count plugin counts them too) and by direct register programming.
+fn bench_kill(out: Figures) -> BenchResult {
     const N: u64 = 32;
     let info = match phbs().map(|p| p.into_iter().next()) {
         Ok(Some(info)) => info,
         _ => {
             crate::kprintln!("phb.kill: no PHB");
-            return;
+            return Ok(());
         }
     };
     for kind in Backend::ALL {
@@ -410,11 +410,11 @@ fn bench_kill(out: Figures) {
             crate::kprintln!("phb.kill.{}: {e:?}", kind.name());
             continue;
         }
-        let (insns, failures) = pmu::count_instructions(|| {
+        let (insns, failures) = count_instructions(|| {
             (0..N)
                 .filter(|_| core::hint::black_box(phb.kill(Kill::Pe(PE))).is_err())
                 .count()
-        });
+        })?;
         if failures != 0 {
             crate::kprintln!("phb.kill.{}: {failures} kills failed", kind.name());
             continue;
@@ -422,5 +422,6 @@ fn bench_kill(out: Figures) {
         let name: String = format!("phb.kill.{}.insns", kind.name());
         out(&name, insns / N, "insns");
     }
+    Ok(())
 }
 kbench!("phb.kill", bench_kill);

@@ -1,9 +1,9 @@
 //! TCE tables on the target: the same portable code as the host tests, run on ppc64le in
 //! hypervisor real mode, reading back the raw bytes the PHB would read.
-use crate::arch::ppc64::pmu;
+use crate::arch::ppc64::icount::count_instructions;
 use crate::kernel::heap::HEAP;
 use crate::kernel::testing::fail;
-use crate::kernel::testing::{Figures, TestResult};
+use crate::kernel::testing::{BenchResult, Figures, TestResult};
 use crate::mm::HostPhys;
 use crate::tce::{
     sparse_demo, HeapMemory, LockedVm, MayAlloc, Tce, TceGeometry, TcePerm, TceTable, TCE_INDIRECT,
@@ -102,7 +102,7 @@ ktest!(
     sparse_case_allocates_only_touched_levels
 );
 
-fn bench_sparse(out: Figures) {
+fn bench_sparse(out: Figures) -> BenchResult {
     match sparse_demo(HeapMemory::new()) {
         Ok(f) => {
             out("tce.sparse.allocated_bytes", f.allocated_bytes, "bytes");
@@ -115,24 +115,25 @@ fn bench_sparse(out: Figures) {
         }
         Err(e) => crate::kprintln!("tce.sparse failed: {e:?}"),
     }
+    Ok(())
 }
 kbench!("tce.sparse", bench_sparse);
 
 /// Instructions per set/get/clear of one entry of a 2-level table whose level is present,
 /// averaged over 256 entries.
-fn bench_ops(out: Figures) {
+fn bench_ops(out: Figures) -> BenchResult {
     const N: u64 = 256;
     let mem = HeapMemory::new();
     let budget = LockedVm::new(1 << 30);
     let Ok(geo) = TceGeometry::new(0, 12, 1 << 30, 2) else {
-        return;
+        return Ok(());
     };
     let Ok(table) = TceTable::new(geo, 0, &mem, &budget) else {
-        return;
+        return Ok(());
     };
     let _ = table.prepare(0..N, MayAlloc::Yes);
     let perm = TcePerm::READ | TcePerm::WRITE;
-    let (set, _) = pmu::count_instructions(|| {
+    let (set, _) = count_instructions(|| {
         for i in 0..N {
             let _ = core::hint::black_box(table.set(
                 i..i + 1,
@@ -141,19 +142,20 @@ fn bench_ops(out: Figures) {
                 MayAlloc::No,
             ));
         }
-    });
-    let (get, _) = pmu::count_instructions(|| {
+    })?;
+    let (get, _) = count_instructions(|| {
         for i in 0..N {
             let _ = core::hint::black_box(table.get(i));
         }
-    });
-    let (clear, _) = pmu::count_instructions(|| {
+    })?;
+    let (clear, _) = count_instructions(|| {
         for i in 0..N {
             let _ = core::hint::black_box(table.clear(i..i + 1));
         }
-    });
+    })?;
     out("tce.set.insns", set / N, "insns");
     out("tce.get.insns", get / N, "insns");
     out("tce.clear.insns", clear / N, "insns");
+    Ok(())
 }
 kbench!("tce.ops", bench_ops);
