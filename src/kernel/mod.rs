@@ -55,8 +55,9 @@ pub fn boot() -> &'static Boot {
 /// the FDT; the registers serve only to report an FDT the kernel cannot use.
 #[no_mangle]
 extern "C" fn kernel_entry(fdt_addr: usize, r8_opal_base: u64, r9_opal_entry: u64) -> ! {
-    // SAFETY: firmware hands us a valid FDT that stays in place (its range is kept out of the heap).
     let fdt_ptr = HostPhys(fdt_addr as u64).linear() as *const u8;
+    // SAFETY: firmware hands us a valid FDT that stays in place (its range is kept out of the
+    // heap), read through the linear map.
     let parsed = unsafe { fdt::Fdt::from_ptr(fdt_ptr) }
         .map_err(|_| BootInfoError::BadFdt)
         .and_then(|fdt| BootInfo::from_fdt(&fdt).map(|info| (fdt, info)));

@@ -117,6 +117,11 @@ const fn rts_bits() -> u64 {
     ((rts >> 3) << 61) | ((rts & 7) << 5)
 }
 
+/// RTS | root | RPDS for a tree rooted at `root`.
+fn descriptor(root: HostPhys) -> u64 {
+    rts_bits() | (root.0 & PDE_NLB) | ROOT_BITS as u64
+}
+
 impl<M: TceMemory> RadixTree<M> {
     /// An empty tree (a zeroed root of 2^13 entries, naturally aligned).
     pub fn new(mem: M) -> Result<Self, RadixError> {
@@ -139,7 +144,7 @@ impl<M: TceMemory> RadixTree<M> {
 
     /// Process-table doubleword 0 for this tree: RTS | root | RPDS.
     pub fn prte0(&self) -> u64 {
-        rts_bits() | (self.root.0 & PDE_NLB) | ROOT_BITS as u64
+        descriptor(self.root)
     }
 
     fn load(&self, pa: u64) -> u64 {
@@ -276,14 +281,13 @@ mod tests {
 
     #[test]
     fn pate_encoding_matches_the_isa_example() {
-        // REFERENCE.md: a 52-bit tree with a 13-bit root at 0x21010000 is 0xC0000000210100AD.
-        let t = RadixTree {
-            mem: HeapMemory::new(),
-            root: HostPhys(0x2101_0000),
-        };
-        assert_eq!(t.pate0(), 0xC000_0000_2101_00AD);
-        assert_eq!(t.prte0(), 0x4000_0000_2101_00AD);
-        core::mem::forget(t); // its root is not a real allocation
+        // REFERENCE.md: a 52-bit tree with a 13-bit root at 0x21010000 is 0xC0000000210100AD
+        // as a partition-table entry (HR set), 0x40000000210100AD without HR.
+        assert_eq!(descriptor(HostPhys(0x2101_0000)), 0x4000_0000_2101_00AD);
+        let mem = HeapMemory::new();
+        let t = RadixTree::new(&mem).unwrap();
+        assert_eq!(t.pate0(), (1 << 63) | descriptor(t.root()));
+        assert_eq!(t.root().0 & 0xffff, 0, "the root is aligned to its 64 KiB");
     }
 
     #[test]

@@ -86,7 +86,12 @@ pub fn console_write(bytes: &[u8]) {
         // OPAL reads and writes the length big-endian.
         let mut len_be: u64 = (rest.len() as u64).to_be();
         // SAFETY: len_be and rest outlive the call; OPAL gets their physical addresses.
-        let rc = unsafe { call(OPAL_CONSOLE_WRITE, &[0, pa(&mut len_be), pa(rest.as_ptr())]) };
+        let rc = unsafe {
+            call(
+                OPAL_CONSOLE_WRITE,
+                &[0, pa(&raw mut len_be), pa(rest.as_ptr())],
+            )
+        };
         let written = if rc == OPAL_SUCCESS {
             u64::from_be(len_be) as usize
         } else {
@@ -141,7 +146,7 @@ pub fn pci_config_read(phb_id: u64, bdfn: u16, offset: u16, size: u8) -> Result<
             let rc = unsafe {
                 call(
                     OPAL_PCI_CONFIG_READ_BYTE,
-                    &[phb_id, bdfn.into(), offset.into(), pa(&mut v)],
+                    &[phb_id, bdfn.into(), offset.into(), pa(&raw mut v)],
                 )
             };
             (rc, u32::from(v))
@@ -152,7 +157,7 @@ pub fn pci_config_read(phb_id: u64, bdfn: u16, offset: u16, size: u8) -> Result<
             let rc = unsafe {
                 call(
                     OPAL_PCI_CONFIG_READ_HALF_WORD,
-                    &[phb_id, bdfn.into(), offset.into(), pa(&mut v_be)],
+                    &[phb_id, bdfn.into(), offset.into(), pa(&raw mut v_be)],
                 )
             };
             (rc, u32::from(u16::from_be(v_be)))
@@ -163,7 +168,7 @@ pub fn pci_config_read(phb_id: u64, bdfn: u16, offset: u16, size: u8) -> Result<
             let rc = unsafe {
                 call(
                     OPAL_PCI_CONFIG_READ_WORD,
-                    &[phb_id, bdfn.into(), offset.into(), pa(&mut v_be)],
+                    &[phb_id, bdfn.into(), offset.into(), pa(&raw mut v_be)],
                 )
             };
             (rc, u32::from_be(v_be))
