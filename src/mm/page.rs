@@ -123,7 +123,8 @@ pub trait PageDescriptors: Sync {
 }
 
 /// Descriptors for one contiguous range of page frames, in a flat array (FLATMEM style). The
-/// array is allocated once, so real mode reaches it by the same (identity-mapped) address.
+/// array is allocated once on the kernel heap, in the linear map, so real mode reaches it by the
+/// same address (a vmemmap, mapped page by page, would not be reachable that way).
 #[derive(Debug)]
 pub struct FlatPageDescriptors {
     base_pfn: u64,

@@ -9,7 +9,9 @@
 //!   Rust handler on the host stack, MMU still off. The handler returns 0 to resume the guest
 //!   (r3/r4 set in the saved registers) or an exit code to leave it.
 //! - Any other interrupt while the guest runs goes through the exception report path, which sees
-//!   [`in_guest`] and calls [`exit_from_fault`].
+//!   [`in_guest`] and calls [`exit_from_fault`]. While the hypervisor handles a hypercall the
+//!   flag is clear, so a fault of the hypervisor's own is reported as one, never blamed on the
+//!   guest.
 //!
 //! Offsets come from the Rust structures as `const` operands, never mirrored by hand.
 use core::mem::offset_of;
@@ -57,13 +59,13 @@ p9_enter_guest:
     mfmsr   0
     std     0, {host_msr}(4)
     std     3, {guest}(4)
-    li      0, 1
-    std     0, {in_guest}(4)
     b       p9_guest_resume
 
 /* Resume the vCPU whose registers PerCpu.guest points at; r4 = PerCpu. */
     .globl p9_guest_resume
 p9_guest_resume:
+    li      0, 1
+    std     0, {in_guest}(4)
     ld      3, {guest}(4)
     ld      0, {lpid}(3)
     mtspr   {lpidr}, 0
@@ -111,6 +113,9 @@ p9_hcall_entry:
     .endr
     ld      0, {scratch}(13)
     std     0, 96(12)
+    /* From here the hypervisor runs: an interrupt now is its own fault, not the guest's. */
+    li      0, 0
+    std     0, {in_guest}(13)
     mfspr   0, {hsprg1}
     std     0, 104(12)
     .irp r, 14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
