@@ -29,16 +29,16 @@
 191:
 .endm
 
-/* SPR numbers. */
-.set SPRN_DSISR,  18
-.set SPRN_DAR,    19
-.set SPRN_SRR0,   26
-.set SPRN_SRR1,   27
-.set SPRN_HSPRG0, 304
-.set SPRN_HSPRG1, 305
-.set SPRN_HSRR0,  314
-.set SPRN_HSRR1,  315
+/* SPR numbers and MSR bits: const operands from arch::ppc64::spr (see arch/ppc64/mod.rs). */
+.set SPRN_DSISR, {spr_dsisr}
+.set SPRN_DAR, {spr_dar}
+.set SPRN_SRR0, {spr_srr0}
+.set SPRN_SRR1, {spr_srr1}
+.set SPRN_HSPRG0, {spr_hsprg0}
+.set SPRN_HSPRG1, {spr_hsprg1}
+.set SPRN_HSRR0, {spr_hsrr0}
+.set SPRN_HSRR1, {spr_hsrr1}
 
-.set MSR_LE, 0x1
-.set MSR_DR, 0x10
-.set MSR_IR, 0x20
+.set MSR_LE, {msr_le}
+.set MSR_DR, {msr_dr}
+.set MSR_IR, {msr_ir}

@@ -4,27 +4,27 @@
  * branches inside the block, absolute addresses come from the per-CPU area.
  *
  * HSPRG0 holds this CPU's per-CPU area (struct PerCpu in src/arch/ppc64/exception.rs; the PCPU_*
- * offsets below are checked against it at compile time); HSPRG1 is a one-register spill slot.
+ * offsets below are const operands taken from it); HSPRG1 is a one-register spill slot.
  * Every 32-byte slot from 0 to 0x1fe0 holds a stub, so any vector, architected or not, lands on a
  * stub that knows its own number.
  */
-.set PCPU_GPR,      0
-.set PCPU_SRR0,     256
-.set PCPU_SRR1,     264
-.set PCPU_HSRR0,    272
-.set PCPU_HSRR1,    280
-.set PCPU_DAR,      288
-.set PCPU_DSISR,    296
-.set PCPU_LR,       304
-.set PCPU_CTR,      312
-.set PCPU_CR,       320
-.set PCPU_XER,      328
-.set PCPU_VECTOR,   336
-.set PCPU_SCRATCH,  344
-.set PCPU_STACK,    352
-.set PCPU_HANDLER,  360
-.set PCPU_HCALL_ENTRY, 368
-.set PCPU_SCRATCH_CTR, 376
+.set PCPU_GPR, {pcpu_gpr}
+.set PCPU_SRR0, {pcpu_srr0}
+.set PCPU_SRR1, {pcpu_srr1}
+.set PCPU_HSRR0, {pcpu_hsrr0}
+.set PCPU_HSRR1, {pcpu_hsrr1}
+.set PCPU_DAR, {pcpu_dar}
+.set PCPU_DSISR, {pcpu_dsisr}
+.set PCPU_LR, {pcpu_lr}
+.set PCPU_CTR, {pcpu_ctr}
+.set PCPU_CR, {pcpu_cr}
+.set PCPU_XER, {pcpu_xer}
+.set PCPU_VECTOR, {pcpu_vector}
+.set PCPU_SCRATCH, {pcpu_scratch}
+.set PCPU_STACK, {pcpu_stack}
+.set PCPU_HANDLER, {pcpu_handler}
+.set PCPU_HCALL_ENTRY, {pcpu_hcall_entry}
+.set PCPU_SCRATCH_CTR, {pcpu_scratch_ctr}
 
     .section .vectors, "ax"
     .balign 4096

@@ -1,7 +1,6 @@
 //! Exceptions: the per-CPU area the vector block saves into, installation of the vectors at real
 //! address 0, and the report for any interrupt this kernel does not expect (today: all of them).
 use core::cell::UnsafeCell;
-use core::mem::offset_of;
 
 use super::spr::{self, mtspr};
 
@@ -29,9 +28,9 @@ pub struct PerCpu {
     /// Spill slot for r12 in the first instructions of a vector.
     pub(super) scratch: u64,
     /// Top of the stack the handler runs on (never the interrupted stack: it may be the fault).
-    exception_stack_top: u64,
+    pub(super) exception_stack_top: u64,
     /// Address of the Rust handler (`extern "C" fn(&mut PerCpu)`).
-    handler: u64,
+    pub(super) handler: u64,
     /// Where vector 0xC00 goes: the hypercall entry (`arch::ppc64::guest`).
     pub(super) hcall_entry: u64,
     /// Spill slot for CTR in the hypercall vector.
@@ -50,27 +49,6 @@ pub struct PerCpu {
     /// Real address of the vector block's common path (for an `sc 1` with no guest).
     pub(super) exception_common: u64,
 }
-
-// The offsets boot/vectors.S uses.
-const _: () = {
-    assert!(offset_of!(PerCpu, frame) == 0);
-    assert!(offset_of!(TrapFrame, srr0) == 256);
-    assert!(offset_of!(TrapFrame, srr1) == 264);
-    assert!(offset_of!(TrapFrame, hsrr0) == 272);
-    assert!(offset_of!(TrapFrame, hsrr1) == 280);
-    assert!(offset_of!(TrapFrame, dar) == 288);
-    assert!(offset_of!(TrapFrame, dsisr) == 296);
-    assert!(offset_of!(TrapFrame, lr) == 304);
-    assert!(offset_of!(TrapFrame, ctr) == 312);
-    assert!(offset_of!(TrapFrame, cr) == 320);
-    assert!(offset_of!(TrapFrame, xer) == 328);
-    assert!(offset_of!(TrapFrame, vector) == 336);
-    assert!(offset_of!(PerCpu, scratch) == 344);
-    assert!(offset_of!(PerCpu, exception_stack_top) == 352);
-    assert!(offset_of!(PerCpu, handler) == 360);
-    assert!(offset_of!(PerCpu, hcall_entry) == 368);
-    assert!(offset_of!(PerCpu, scratch_ctr) == 376);
-};
 
 const EXCEPTION_STACK_SIZE: usize = 64 * 1024;
 

@@ -5,17 +5,9 @@
 use core::cell::Cell;
 
 use crate::arch::ppc64::icount::{count_instructions, Unavailable};
+use crate::arch::ppc64::probe::nops;
 use crate::kernel::testing::TestResult;
 use crate::{kassert_eq, ktest};
-
-/// Exactly `N` no-ops (`nop` is `ori 0,0,0`).
-#[inline(always)]
-fn nops<const N: usize>() {
-    // SAFETY: no-ops only.
-    unsafe {
-        core::arch::asm!(".rept {n}", "nop", ".endr", n = const N, options(nostack, preserves_flags))
-    };
-}
 
 fn counts_exactly_or_reports_unavailable() -> TestResult {
     let runs = Cell::new(0u32);

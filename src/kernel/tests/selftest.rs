@@ -18,7 +18,7 @@ ktest!("selftest.fails_on_purpose", fails_on_purpose);
 fn illegal_instruction() -> TestResult {
     // SAFETY: deliberately not safe for the run: the program interrupt must be reported and
     // the kernel must power off with failure.
-    unsafe { core::arch::asm!(".long 0", options(nostack)) };
+    unsafe { crate::arch::ppc64::probe::illegal_instruction() };
     Ok(())
 }
 ktest!("selftest.crash.illegal_instruction", illegal_instruction);
@@ -28,7 +28,7 @@ fn misaligned_reservation() -> TestResult {
     let addr = buf.as_ptr() as u64 + 1;
     // SAFETY: deliberately bad: lwarx on a misaligned address raises an alignment interrupt,
     // which must be reported with DAR = the address.
-    unsafe { core::arch::asm!("lwarx {0}, 0, {1}", out(reg) _, in(reg) addr, options(nostack)) };
+    unsafe { crate::arch::ppc64::probe::load_reserve(addr) };
     Ok(())
 }
 ktest!("selftest.crash.misaligned_access", misaligned_reservation);
