@@ -403,20 +403,7 @@ impl Partition {
                 f.dsisr,
                 f.lr
             );
-            for row in 0..8 {
-                let r = row * 4;
-                kprintln!(
-                    "    r{:<2} {:016x} r{:<2} {:016x} r{:<2} {:016x} r{:<2} {:016x}",
-                    r,
-                    f.gpr[r],
-                    r + 1,
-                    f.gpr[r + 1],
-                    r + 2,
-                    f.gpr[r + 2],
-                    r + 3,
-                    f.gpr[r + 3]
-                );
-            }
+            crate::kernel::dump_gprs(&f.gpr, &mut |a| kprint!("{a}"));
         } else if code & EXIT_GUEST != 0 {
             kprintln!(
                 "    the guest's SRR0 {:016x} SRR1 {:016x} (its own vector {:#x})",

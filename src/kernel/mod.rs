@@ -269,22 +269,27 @@ extern "C" fn report_exception(pc: &mut PerCpu) -> ! {
         "    LR    {:016x} CTR   {:016x} CR {:08x} XER {:08x}\n",
         f.lr, f.ctr, f.cr, f.xer
     ));
-    for row in 0..8 {
-        let r = row * 4;
-        p(format_args!(
-            "    r{:<2} {:016x} r{:<2} {:016x} r{:<2} {:016x} r{:<2} {:016x}\n",
-            r,
-            f.gpr[r],
-            r + 1,
-            f.gpr[r + 1],
-            r + 2,
-            f.gpr[r + 2],
-            r + 3,
-            f.gpr[r + 3]
-        ));
-    }
+    dump_gprs(&f.gpr, &mut |a| p(a));
     FAILING.store(true, Ordering::SeqCst);
     testing::exit(false)
+}
+
+/// Prints 32 GPRs, four a line, indented (the exception report and the guest-exit report).
+pub fn dump_gprs(gpr: &[u64; 32], out: &mut dyn FnMut(core::fmt::Arguments)) {
+    for row in gpr.chunks_exact(4).enumerate() {
+        let (i, g) = (row.0 * 4, row.1);
+        out(format_args!(
+            "    r{:<2} {:016x} r{:<2} {:016x} r{:<2} {:016x} r{:<2} {:016x}\n",
+            i,
+            g[0],
+            i + 1,
+            g[1],
+            i + 2,
+            g[2],
+            i + 3,
+            g[3]
+        ));
+    }
 }
 
 #[panic_handler]
