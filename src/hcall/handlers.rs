@@ -585,6 +585,28 @@ fn roll_back<M: ExecMode>(
     debug_assert!(log.len() == 0, "undo log not emptied by the roll-back");
 }
 
+/// Real mode, a TCE list outside preregistered memory: the guest page's host address from the
+/// guest's page table, a reference on that page through the vmemmap walker (declining compound
+/// pages, unreachable descriptors and free pages) held while the list is read, then dropped.
+/// `None`: decline to virtual mode.
+fn rm_read_unpinned_list(
+    env: &Env<'_>,
+    rm: RealMode,
+    gpa: GuestPhys,
+    list: &mut [u64],
+) -> Option<()> {
+    let hpa = env.mem.rm_gpa_to_hpa(rm, gpa)?;
+    let d = env.pages.rm_page(rm, hpa.pfn())?;
+    d.rm_get().ok()?;
+    for (i, e) in list.iter_mut().enumerate() {
+        *e = env.mem.phys_read_be64(rm, hpa.add(8 * i as u64)).to_cpu();
+    }
+    // We hold a reference on top of the page's own: this cannot be the last one.
+    let put = d.rm_put();
+    debug_assert!(put.is_ok(), "real-mode put of the list page refused");
+    Some(())
+}
+
 /// H_PUT_TCE(liobn, ioba, tce): one guest TCE.
 pub(crate) fn h_put_tce<M: ExecMode>(
     g: &Guest,
@@ -652,17 +674,25 @@ pub(crate) fn h_put_tce_indirect<M: ExecMode>(
     let mut list = [0u64; MAX_INDIRECT as usize];
     let list = &mut list[..npages as usize];
     match m.token() {
-        Token::Real(rm) => {
-            let Ok((_, hp)) = g.mem.ua_to_hpa(ua, 12) else {
-                return Err(decline_or(m, HcallResult::Parameter));
-            };
-            for (i, e) in list.iter_mut().enumerate() {
-                *e = env
-                    .mem
-                    .phys_read_be64(rm, hp.hpa.add(8 * i as u64))
-                    .to_cpu();
+        Token::Real(rm) => match g.mem.ua_to_hpa(ua, 12) {
+            Ok((_, hp)) => {
+                for (i, e) in list.iter_mut().enumerate() {
+                    *e = env
+                        .mem
+                        .phys_read_be64(rm, hp.hpa.add(8 * i as u64))
+                        .to_cpu();
+                }
             }
-        }
+            // Not preregistered, whatever else is: the slower way, still in real mode.
+            Err(_) => {
+                rm_read_unpinned_list(env, rm, GuestPhys(tce_list), list)
+                    .ok_or_else(|| decline_or(m, HcallResult::Parameter))?;
+                g.stats
+                    .indirect
+                    .rm_list_walked
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        },
         Token::Virt(v) => {
             for (i, e) in list.iter_mut().enumerate() {
                 match env.mem.ua_read_be64(v, ua.add(8 * i as u64)) {

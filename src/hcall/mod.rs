@@ -32,7 +32,7 @@ pub use window::{
 };
 
 use crate::mm::alloc_guard::RealModeScope;
-use crate::mm::{ExecMode, HostPhys, PageDescriptors, RealMode, TooHard, Ua, VirtMode};
+use crate::mm::{ExecMode, GuestPhys, HostPhys, PageDescriptors, RealMode, TooHard, Ua, VirtMode};
 use crate::tce::Be64;
 use handlers::{Exit, Step};
 
@@ -119,6 +119,14 @@ pub trait MemAccess: Sync {
     fn phys_read_be64(&self, rm: RealMode, pa: HostPhys) -> Be64;
     /// Virtual mode: the 8 bytes at `ua`, if mapped.
     fn ua_read_be64(&self, v: VirtMode, ua: Ua) -> Option<Be64>;
+    /// Real mode: the host physical address of guest physical `gpa`, by walking the guest's
+    /// partition-scoped page table (which lives in the linear map), if the host can do that
+    /// without the MMU. Used when a TCE list is not in preregistered memory; without it (the
+    /// default) real mode declines such lists.
+    fn rm_gpa_to_hpa(&self, rm: RealMode, gpa: GuestPhys) -> Option<HostPhys> {
+        let _ = (rm, gpa);
+        None
+    }
 }
 
 /// What the handlers need from the host besides the guest state.
@@ -184,3 +192,5 @@ pub fn vm_dispatch(g: &Guest, env: &Env<'_>, v: VirtMode, nr: u64, args: [u64; 4
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod walker_tests;

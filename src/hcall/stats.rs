@@ -22,6 +22,9 @@ pub struct CallStats {
     pub rm_too_hard: AtomicU64,
     /// Finished in virtual mode with H_SUCCESS.
     pub vm_done: AtomicU64,
+    /// H_PUT_TCE_INDIRECT: lists real mode read outside preregistered memory, through the
+    /// guest's page table and a page reference taken through the vmemmap walker.
+    pub rm_list_walked: AtomicU64,
     /// Errors returned to the guest, by [`COUNTED_ERRORS`] order, either mode.
     pub errors: [AtomicU64; 4],
 }

@@ -511,7 +511,7 @@ extern "C" fn hcall_handler(regs: &mut GuestRegs) -> u64 {
             p.finish(nr, r, path, false)
         }
         Err(TooHard) => {
-            let (r, msr_ok) = in_virtual_mode(|v| {
+            let (r, msr_ok) = mmu::virtual_mode(|v| {
                 let ok = spr::msr().contains(Msr::IR | Msr::DR);
                 (vm_dispatch(&p.guest, &env, v, nr, args), ok)
             });
@@ -545,20 +545,6 @@ impl Partition {
         });
         0
     }
-}
-
-/// Runs `f` with the MMU on (hrfid with IR/DR set), then drops back to real mode.
-fn in_virtual_mode<R>(f: impl FnOnce(VirtMode) -> R) -> R {
-    let msr = spr::msr();
-    // SAFETY: the hypervisor's tables map all kernel memory (code, host stack, heap) at the
-    // linear addresses used here; translation on is the state the token stands for.
-    let r = unsafe {
-        spr::set_msr(msr | Msr::IR | Msr::DR);
-        f(VirtMode::new_unchecked())
-    };
-    // SAFETY: back to the real-mode state the vector path runs in.
-    unsafe { spr::set_msr(msr) };
-    r
 }
 
 /// The guest partition, built once and reused by every run.

@@ -6,6 +6,7 @@
 //! - [`guest`]: memslots (guest physical -> ua) and preregistered, pinned regions (ua -> host
 //!   physical pages).
 //! - [`radix`]: POWER9 radix page tables (the hypervisor's tree, a guest's partition-scoped tree).
+//! - [`vmemmap`]: page descriptors in a vmemmap and the real-mode block walker.
 //! - [`alloc_guard`]: the global-allocator wrapper that enforces "real mode allocates nothing".
 
 pub mod addr;
@@ -14,6 +15,7 @@ pub mod guest;
 pub mod mode;
 pub mod page;
 pub mod radix;
+pub mod vmemmap;
 
 pub use addr::{GuestPhys, HostPhys, Ioba, Pfn, Ua};
 pub use mode::{ExecMode, Mode, RealMode, Token, TooHard, VirtMode};

@@ -21,10 +21,19 @@ pub const PG_DIRTY: u32 = 1 << 1;
 
 /// One host page's descriptor: reference count and flags, both atomic.
 #[derive(Debug)]
+#[repr(C)]
 pub struct PageDesc {
     count: AtomicU64,
     flags: AtomicU32,
+    /// A word for the page's owner (the hypervisor tags pages it hands out; tests write it
+    /// through one mapping and read it through another). It makes a descriptor 24 bytes, which
+    /// does not divide a vmemmap block: some descriptors straddle two blocks, as on Linux.
+    tag: AtomicU64,
 }
+
+/// Bytes of one descriptor (in a vmemmap, descriptor `pfn` is at `base + pfn * DESC_SIZE`).
+pub const DESC_SIZE: u64 = core::mem::size_of::<PageDesc>() as u64;
+const _: () = assert!(DESC_SIZE == 24);
 
 /// Why real mode could not take or drop a reference: the caller falls back to virtual mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,12 +45,23 @@ impl PageDesc {
         PageDesc {
             count: AtomicU64::new(count),
             flags: AtomicU32::new(flags),
+            tag: AtomicU64::new(0),
         }
     }
 
     /// Current reference count.
     pub fn count(&self) -> u64 {
         self.count.load(Ordering::Acquire)
+    }
+
+    /// The owner's tag.
+    pub fn tag(&self) -> u64 {
+        self.tag.load(Ordering::Acquire)
+    }
+
+    /// Sets the owner's tag.
+    pub fn set_tag(&self, v: u64) {
+        self.tag.store(v, Ordering::Release)
     }
 
     /// Current flags (`PG_*`).

@@ -12,7 +12,7 @@
 //! empty: a stray physical (quadrant 0) pointer faults with the MMU on instead of aliasing RAM.
 use super::spr::{self, mfspr, mtspr, Msr};
 use crate::mm::radix::{Kind, PageSize, RadixError, RadixTree};
-use crate::mm::{HostPhys, VirtMode};
+use crate::mm::{HostPhys, RealMode, VirtMode};
 use crate::tce::{HeapMemory, TceMemory};
 
 /// SPR numbers used here.
@@ -196,6 +196,53 @@ pub fn vmap(_v: VirtMode, chunks: &[(HostPhys, PageSize)]) -> Result<VirtRange, 
     // SAFETY: a barrier.
     unsafe { core::arch::asm!("ptesync", options(nostack)) };
     Ok(VirtRange { base, len: off })
+}
+
+/// Maps the hypervisor effective address `ea` (quadrant 3) to `pa` with one leaf of `size`.
+pub fn map_at(_v: VirtMode, ea: u64, pa: HostPhys, size: PageSize) -> Result<(), MmuError> {
+    let mut mmu = MMU.get().ok_or(MmuError::State)?.lock();
+    mmu.tree.map(ea & !QUADRANT_MASK, pa, size, Kind::Ram)?;
+    // SAFETY: a barrier: a new valid entry needs no invalidation.
+    unsafe { core::arch::asm!("ptesync", options(nostack)) };
+    Ok(())
+}
+
+/// Removes the leaf mapping `ea` and invalidates the TLB; returns what it mapped.
+pub fn unmap(_v: VirtMode, ea: u64) -> Option<HostPhys> {
+    let mut mmu = MMU.get()?.lock();
+    let (pa, _) = mmu.tree.unmap(ea & !QUADRANT_MASK)?;
+    // SAFETY: only drops cached translations after the entry went.
+    unsafe { invalidate_all() };
+    Some(pa)
+}
+
+/// Runs `f` in hypervisor real mode (MMU off, allocation refused), then turns translation back
+/// on. For code that must prove what works without the MMU (the vmemmap walker's tests).
+pub fn real_mode<R>(_v: VirtMode, f: impl FnOnce(RealMode) -> R) -> R {
+    let msr = spr::msr();
+    let _scope = crate::mm::alloc_guard::RealModeScope::enter();
+    // SAFETY: the kernel's code, stack and data are linear-map addresses, valid with the MMU
+    // off; the closure gets a RealMode token and the allocation guard is active.
+    unsafe {
+        spr::set_msr(msr - (Msr::IR | Msr::DR));
+        let r = f(RealMode::new_unchecked());
+        spr::set_msr(msr);
+        r
+    }
+}
+
+/// Runs `f` with translation on (from a real-mode path such as the hypercall vector), then
+/// drops back to real mode.
+pub fn virtual_mode<R>(f: impl FnOnce(VirtMode) -> R) -> R {
+    let msr = spr::msr();
+    // SAFETY: the hypervisor's tables map all kernel memory (code, stacks, heap) at the linear
+    // addresses in use; translation on is the state the token stands for.
+    unsafe {
+        spr::set_msr(msr | Msr::IR | Msr::DR);
+        let r = f(VirtMode::new_unchecked());
+        spr::set_msr(msr);
+        r
+    }
 }
 
 /// The physical address behind a hypervisor effective address, by software walk.
