@@ -24,10 +24,7 @@ use crate::hcall::{
 };
 use crate::hv::abi::{self, CallResult, Mailbox, H_P9_EXIT};
 use crate::mm::radix::PageSize;
-use crate::mm::{
-    Backing, FlatPageDescriptors, GuestPhys, HostPhys, Memslot, Mode, RealMode, TooHard, Ua,
-    VirtMode,
-};
+use crate::mm::{Backing, GuestPhys, HostPhys, Memslot, Mode, RealMode, TooHard, Ua, VirtMode};
 use crate::tce::{Be64, HeapMemory, LockedVm, TceGeometry, TceTable};
 use crate::{kprint, kprintln};
 
@@ -82,8 +79,11 @@ pub struct TraceEntry {
 }
 
 /// Host memory access for the handlers: physical through the linear map (real mode), `ua`
-/// through the hypervisor's own mapping (virtual mode only), checked against the page table.
+/// through the hypervisor's own mapping (virtual mode only), checked against the page table,
+/// and guest physical through the guest's partition-scoped tree (walked in software, from
+/// real mode too: its tables are in the linear map).
 pub struct KernelMem {
+    tree: GuestTree,
     /// `ua` reads done, and how many ran with translation on.
     pub ua_reads: AtomicU64,
     pub ua_reads_translated: AtomicU64,
@@ -110,6 +110,10 @@ impl MemAccess for KernelMem {
             core::ptr::read_volatile(ua.0 as *const u64)
         }))
     }
+
+    fn rm_gpa_to_hpa(&self, _: RealMode, gpa: GuestPhys) -> Option<HostPhys> {
+        self.tree.translate(gpa.0)
+    }
 }
 
 /// TCE kills, counted (no PHB behind these windows yet). Atomics: callable in real mode.
@@ -130,7 +134,6 @@ pub struct Partition {
     pub guest: Guest,
     pub mem: KernelMem,
     pub kills: Arc<KillCounter>,
-    tree: GuestTree,
     /// gpa chunk -> host physical.
     chunks: Vec<(u64, HostPhys, PageSize)>,
     pub ua: VirtRange,
@@ -143,14 +146,9 @@ pub struct Partition {
     pub force_virtual: bool,
 }
 
-static PAGES: spin::Once<FlatPageDescriptors> = spin::Once::new();
-
-/// One descriptor per 4 KiB of RAM (a flat array in the linear map).
-fn pages() -> &'static FlatPageDescriptors {
-    PAGES.call_once(|| {
-        let end = crate::kernel::boot().heap.end.max(1 << 31);
-        FlatPageDescriptors::new(0, (end >> 12) as usize)
-    })
+/// The page descriptors: the kernel's vmemmap.
+fn pages() -> &'static crate::kernel::vmemmap::KernelVmemmap {
+    crate::kernel::vmemmap::get()
 }
 
 /// Why a partition could not be built.
@@ -250,11 +248,11 @@ impl Partition {
             regs: GuestRegs::default(),
             guest,
             mem: KernelMem {
+                tree,
                 ua_reads: AtomicU64::new(0),
                 ua_reads_translated: AtomicU64::new(0),
             },
             kills,
-            tree,
             chunks,
             ua,
             trace: heapless::Vec::new(),
@@ -300,6 +298,7 @@ impl Partition {
     pub fn write_bytes(&self, gpa: u64, data: &[u8]) -> Result<(), BuildError> {
         for (i, b) in data.iter().enumerate() {
             let pa = self
+                .mem
                 .tree
                 .translate(gpa + i as u64)
                 .ok_or(BuildError("gpa outside guest RAM"))?;
@@ -309,9 +308,14 @@ impl Partition {
         Ok(())
     }
 
+    /// The host physical address of guest physical `gpa`.
+    pub fn host_phys(&self, gpa: u64) -> Option<HostPhys> {
+        self.mem.tree.translate(gpa)
+    }
+
     /// A guest physical u64, little-endian (the mailbox and results).
     pub fn read_u64(&self, gpa: u64) -> Option<u64> {
-        let pa = self.tree.translate(gpa)?;
+        let pa = self.mem.tree.translate(gpa)?;
         // SAFETY: guest RAM through the linear map, 8-aligned by the callers.
         Some(unsafe { core::ptr::read_volatile(pa.linear() as *const u64) })
     }

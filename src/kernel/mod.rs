@@ -8,6 +8,7 @@ pub mod pci;
 mod script;
 pub mod testing;
 mod tests;
+pub mod vmemmap;
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -142,16 +143,32 @@ extern "C" fn kernel_entry(fdt_addr: usize, r8_opal_base: u64, r9_opal_entry: u6
     let io = device_ranges(&fdt);
     // SAFETY: boot CPU, real mode, heap up; the kernel is linked in the linear map and the heap
     // hands out linear-map addresses.
-    if let Err(e) = unsafe { mmu::init(&ram, &io) } {
-        kprintln!("p9iommu: MMU set-up failed: {e:?}");
-        testing::exit(false);
-    }
+    let v = match unsafe { mmu::init(&ram, &io) } {
+        Ok(v) => v,
+        Err(e) => {
+            kprintln!("p9iommu: MMU set-up failed: {e:?}");
+            testing::exit(false);
+        }
+    };
     kprintln!(
         "p9iommu: MMU on: radix, linear map of {} MiB of RAM at {:#x}, {} I/O ranges",
         ram.iter().map(|r| r.len).sum::<u64>() >> 20,
         mmu::LINEAR_BASE,
         io.len()
     );
+    let frames = ram.iter().map(|r| r.start + r.len).max().unwrap_or(0) >> 12;
+    match vmemmap::init(v, frames) {
+        Ok(vm) => kprintln!(
+            "p9iommu: vmemmap at {:#x}: {} descriptors in {} scattered 64 KiB blocks",
+            crate::mm::vmemmap::VMEMMAP_BASE,
+            vm.frames(),
+            vm.index.len()
+        ),
+        Err(e) => {
+            kprintln!("p9iommu: vmemmap set-up failed: {e}");
+            testing::exit(false);
+        }
+    }
     let bootargs = info.bootargs;
     BOOT.call_once(|| Boot {
         initrd: info.initrd,

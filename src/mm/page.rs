@@ -89,6 +89,11 @@ impl PageDesc {
         self.flags.fetch_or(flags, Ordering::AcqRel);
     }
 
+    /// Clears flags (e.g. [`PG_COMPOUND`] when a huge page is split).
+    pub fn clear_flags(&self, flags: u32) {
+        self.flags.fetch_and(!flags, Ordering::AcqRel);
+    }
+
     /// Clears the dirty mark (the owner wrote the page back).
     pub fn clear_dirty(&self) {
         self.flags.fetch_and(!PG_DIRTY, Ordering::AcqRel);

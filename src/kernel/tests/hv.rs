@@ -159,16 +159,30 @@ ktest!(
     every_tce_hcall_through_sc1
 );
 
-fn virtual_mode_reads_the_list_through_the_ua_mapping() -> TestResult {
-    let mut p = partition().map_err(|e| fail(e.0))?;
-    // The list lives in memory that is not preregistered: real mode cannot reach it and
-    // declines; virtual mode reads it through the guest's ua, a virtual-only mapping.
-    let list = UNPINNED_POOL.0 + 0x1000;
+/// Writes a 16-entry list at `list` pointing into the pinned pool; returns the first target.
+fn write_list(p: &Partition, list: u64) -> Result<u64, crate::kernel::testing::TestFailure> {
     let target = PINNED_POOL.0 + 0x60_0000;
     for i in 0..16u64 {
         p.write_be64(list + 8 * i, (target + i * 0x1000) | 3)
             .map_err(|e| fail(e.0))?;
     }
+    Ok(target)
+}
+
+/// The descriptor of the page holding guest physical `gpa` (through the vmemmap, MMU on).
+fn guest_page_desc(p: &Partition, gpa: u64) -> Option<&'static crate::mm::PageDesc> {
+    let hpa = p.host_phys(gpa)?;
+    let v = mmu::virt_mode()?;
+    crate::mm::PageDescriptors::page(crate::kernel::vmemmap::get(), v, hpa.pfn())
+}
+
+fn virtual_mode_reads_the_list_through_the_ua_mapping() -> TestResult {
+    let mut p = partition().map_err(|e| fail(e.0))?;
+    // The list lives in memory that is not preregistered, on a page real mode may not take a
+    // reference on (compound): real mode declines; virtual mode reads the list through the
+    // guest's ua, a virtual-only mapping.
+    let list = UNPINNED_POOL.0 + 0x1000;
+    let target = write_list(&p, list)?;
     let ua_list = p.ua.base + list;
     kassert!(
         ua_list >> 52 == 0xc00 && (ua_list & 0x000f_ffff_ffff_ffff) != list,
@@ -178,22 +192,28 @@ fn virtual_mode_reads_the_list_through_the_ua_mapping() -> TestResult {
         mmu::translate(ua_list).is_some(),
         "the list's ua is not mapped"
     );
+    let d = guest_page_desc(&p, list).ok_or_else(|| fail("no descriptor for the list page"))?;
+    d.set_flags(crate::mm::page::PG_COMPOUND);
     let reads = p.mem.ua_reads_translated.load(Ordering::Relaxed);
     let all_reads = p.mem.ua_reads.load(Ordering::Relaxed);
-    run_calls(
+    let r = run_calls(
         &mut p,
         &[
+            // The level first, so that only the list can send the indirect call away.
+            call(H_PUT_TCE, &[LIOBN_4K, 0x20_0000, target | 3]),
             call(H_PUT_TCE_INDIRECT, &[LIOBN_4K, 0x20_0000, list, 16]),
             call(H_GET_TCE, &[LIOBN_4K, 0x20_f000]),
             call(H_STUFF_TCE, &[LIOBN_4K, 0x20_0000, 0, 16]),
         ],
-    )?;
+    );
+    d.clear_flags(crate::mm::page::PG_COMPOUND);
+    r?;
     kassert_eq!(
-        codes(&p)[..2],
+        codes(&p)[1..3],
         [(OK, Path::Virtual), (OK, Path::Real)],
         "indirect through the ua, then a read in real mode"
     );
-    kassert_eq!(p.trace[1].r4, (target + 0xf000) | 3);
+    kassert_eq!(p.trace[2].r4, (target + 0xf000) | 3);
     kassert_eq!(
         p.mem.ua_reads.load(Ordering::Relaxed) - all_reads,
         16,
@@ -204,12 +224,61 @@ fn virtual_mode_reads_the_list_through_the_ua_mapping() -> TestResult {
         16,
         "ua reads with MSR[IR|DR] set"
     );
-    kassert!(p.trace[0].virt_msr_ok);
+    kassert!(p.trace[1].virt_msr_ok);
     Ok(())
 }
 ktest!(
     "hv.virtual_mode_reads_the_list_through_the_ua",
     virtual_mode_reads_the_list_through_the_ua_mapping
+);
+
+fn real_mode_reads_an_unpinned_list_through_the_walker() -> TestResult {
+    let mut p = partition().map_err(|e| fail(e.0))?;
+    let list = UNPINNED_POOL.0 + 0x2000;
+    let target = write_list(&p, list)?;
+    let walked = p
+        .guest
+        .stats
+        .indirect
+        .rm_list_walked
+        .load(Ordering::Relaxed);
+    let d = guest_page_desc(&p, list).ok_or_else(|| fail("no descriptor for the list page"))?;
+    let count = d.count();
+    run_calls(
+        &mut p,
+        &[
+            call(H_PUT_TCE, &[LIOBN_4K, 0x28_0000, target | 3]),
+            call(H_PUT_TCE_INDIRECT, &[LIOBN_4K, 0x28_0000, list, 16]),
+            call(H_GET_TCE, &[LIOBN_4K, 0x28_f000]),
+            call(H_STUFF_TCE, &[LIOBN_4K, 0x28_0000, 0, 16]),
+        ],
+    )?;
+    kassert_eq!(
+        codes(&p)[1],
+        (OK, Path::Real),
+        "the unpinned list in real mode"
+    );
+    kassert_eq!(p.trace[2].r4, (target + 0xf000) | 3);
+    kassert_eq!(
+        p.guest
+            .stats
+            .indirect
+            .rm_list_walked
+            .load(Ordering::Relaxed)
+            - walked,
+        1,
+        "lists read through the walker"
+    );
+    kassert_eq!(
+        d.count(),
+        count,
+        "the list page's reference was dropped again"
+    );
+    Ok(())
+}
+ktest!(
+    "hv.real_mode_reads_an_unpinned_list_through_the_walker",
+    real_mode_reads_an_unpinned_list_through_the_walker
 );
 
 fn registers_survive_every_kind_of_call() -> TestResult {
