@@ -6,8 +6,9 @@
 //! does not exist, so real mode asks the [`BlockIndex`] for the block holding a descriptor's
 //! vmemmap address and reads it through the block's physical address (linear map).
 //!
-//! - The index is a sorted array of (vmemmap address, physical address) with a binary search:
-//!   O(log n), allocation-free, lock-free for readers. Blocks come and go (memory hot-plug)
+//! - The index is a sorted array of (vmemmap address, physical address): a lookup probes where
+//!   the block would be if none were missing (one probe for a dense vmemmap) and falls back to
+//!   a binary search, O(log n); allocation-free, lock-free for readers. Blocks come and go (memory hot-plug)
 //!   under a sequence count: a writer makes it odd, edits, makes it even; a reader that sees it
 //!   odd or changed across its lookup gets [`Lookup::Unstable`] and declines to virtual mode. A
 //!   reader never waits.
@@ -165,7 +166,9 @@ impl BlockIndex {
         lo
     }
 
-    /// The block holding `[va, va + len)`, by binary search. Never waits, never allocates.
+    /// The block holding `[va, va + len)`. Never waits, never allocates. First a probe where
+    /// the block would be if none below it were missing (so a dense vmemmap costs one probe),
+    /// then, if that misses, a binary search: O(log n) at worst.
     #[inline]
     pub fn lookup(&self, va: u64, len: u64) -> Lookup {
         let s1 = self.seq.load(Ordering::Acquire);
@@ -173,22 +176,31 @@ impl BlockIndex {
             return Lookup::Unstable;
         }
         let n = self.len.load(Ordering::Relaxed).min(self.va.len());
-        // The last block starting at or below `va`: branch-light search over [base, base+size).
-        let (mut base, mut size) = (0usize, n);
-        while size > 1 {
-            let half = size / 2;
-            let mid = base + half;
-            if self.va[mid].load(Ordering::Relaxed) <= va {
-                base = mid;
-            }
-            size -= half;
-        }
-        let found = if n == 0 {
+        let key = |i: usize| {
+            debug_assert!(i < n);
+            // SAFETY: every caller passes i < n <= capacity (the slices' length).
+            unsafe { self.va.get_unchecked(i) }.load(Ordering::Relaxed)
+        };
+        let found = if n == 0 || va < key(0) {
             None
         } else {
-            let start = self.va[base].load(Ordering::Relaxed);
-            let pa = self.pa[base].load(Ordering::Relaxed);
-            (start <= va).then_some((start, pa))
+            let probe = (((va - key(0)) >> BLOCK_SHIFT) as usize).min(n - 1);
+            let at = if key(probe) <= va && va - key(probe) < BLOCK_SIZE {
+                probe
+            } else {
+                // The last block starting at or below `va`: branch-free halving.
+                let (mut base, mut size) = (0usize, n);
+                while size > 1 {
+                    let half = size / 2;
+                    let mid = base + half;
+                    base = if key(mid) <= va { mid } else { base };
+                    size -= half;
+                }
+                base
+            };
+            // SAFETY: at < n, as for `key`.
+            let pa = unsafe { self.pa.get_unchecked(at) }.load(Ordering::Relaxed);
+            Some((key(at), pa))
         };
         fence(Ordering::Acquire);
         if self.seq.load(Ordering::Relaxed) != s1 {
@@ -391,6 +403,27 @@ mod tests {
             ix.remove(v, VMEMMAP_BASE + BLOCK_SIZE),
             Err(IndexError::NotFound)
         );
+    }
+
+    proptest::proptest! {
+        /// Indexed (probe, then binary search) and linear lookups agree on any set of blocks,
+        /// dense or sparse, for addresses in, between, before and after them.
+        #[test]
+        fn indexed_and_linear_lookups_agree(
+            slots in proptest::collection::btree_set(0u64..200, 0..60),
+            probes in proptest::collection::vec((0u64..210 * BLOCK_SIZE, 1u64..32), 1..64),
+        ) {
+            let (_, v) = tokens();
+            let ix = BlockIndex::new(64);
+            for (i, s) in slots.iter().enumerate() {
+                ix.add(v, VMEMMAP_BASE + s * BLOCK_SIZE, HostPhys((i as u64 + 7) * BLOCK_SIZE)).unwrap();
+            }
+            for (off, len) in probes {
+                let va = VMEMMAP_BASE + off;
+                proptest::prop_assert_eq!(ix.lookup(va, len), ix.lookup_linear(va, len), "va {:#x}", va);
+            }
+            proptest::prop_assert_eq!(ix.lookup(VMEMMAP_BASE - 8, 8), Lookup::Missing);
+        }
     }
 
     #[test]

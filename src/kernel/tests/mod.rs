@@ -6,3 +6,4 @@ mod icount;
 mod phb;
 mod selftest;
 mod tce;
+mod vmemmap;
