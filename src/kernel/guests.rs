@@ -308,6 +308,21 @@ impl Partition {
         Ok(())
     }
 
+    /// A guest physical range of `len` bytes in `[from, to)`, at a multiple of `step`, none of
+    /// whose pages has a vmemmap descriptor straddling two blocks: what a test or benchmark
+    /// that expects real mode to finish needs (real mode declines straddlers, by design).
+    pub fn unstraddled(&self, from: u64, to: u64, len: u64, step: u64) -> Option<u64> {
+        use crate::mm::page::DESC_SIZE;
+        use crate::mm::vmemmap::{desc_va, BLOCK_SIZE};
+        let clean = |gpa: u64| {
+            self.host_phys(gpa)
+                .is_some_and(|h| (desc_va(h.pfn()) % BLOCK_SIZE) + DESC_SIZE <= BLOCK_SIZE)
+        };
+        (from..to.saturating_sub(len))
+            .step_by(step as usize)
+            .find(|&g| (g..g + len).step_by(4096).all(clean))
+    }
+
     /// The host physical address of guest physical `gpa`.
     pub fn host_phys(&self, gpa: u64) -> Option<HostPhys> {
         self.mem.tree.translate(gpa)

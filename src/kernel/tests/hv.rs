@@ -36,6 +36,13 @@ ktest!(
     mmu_is_on_and_maps_the_kernel_linearly
 );
 
+/// 128 KiB of pinned guest memory at or above `PINNED_POOL.0 + from` whose pages' descriptors
+/// real mode can reach (it declines straddling ones, by design).
+fn clean(p: &Partition, from: u64) -> Result<u64, crate::kernel::testing::TestFailure> {
+    p.unstraddled(PINNED_POOL.0 + from, PINNED_POOL.1, 0x2_0000, 0x1_0000)
+        .ok_or_else(|| fail("no pinned memory whose descriptors do not straddle"))
+}
+
 /// Runs `calls` in the guest; fails unless it exits normally with every register intact.
 fn run_calls(p: &mut Partition, calls: &[Call]) -> TestResult {
     p.set_mailbox(action::CALLS, calls, 1)
@@ -76,7 +83,8 @@ fn every_tce_hcall_through_sc1() -> TestResult {
         )
     };
     let before = stats(&p);
-    let pin = PINNED_POOL.0 + 0x40_0000;
+    // Pinned pages real mode can reach: none of their descriptors straddles vmemmap blocks.
+    let pin = clean(&p, 0x40_0000)?;
     let unpinned = UNPINNED_POOL.0;
     let list = PINNED_POOL.0 + 0x30_0000;
     for i in 0..4u64 {
@@ -161,7 +169,7 @@ ktest!(
 
 /// Writes a 16-entry list at `list` pointing into the pinned pool; returns the first target.
 fn write_list(p: &Partition, list: u64) -> Result<u64, crate::kernel::testing::TestFailure> {
-    let target = PINNED_POOL.0 + 0x60_0000;
+    let target = clean(p, 0x60_0000)?;
     for i in 0..16u64 {
         p.write_be64(list + 8 * i, (target + i * 0x1000) | 3)
             .map_err(|e| fail(e.0))?;
@@ -234,7 +242,9 @@ ktest!(
 
 fn real_mode_reads_an_unpinned_list_through_the_walker() -> TestResult {
     let mut p = partition().map_err(|e| fail(e.0))?;
-    let list = UNPINNED_POOL.0 + 0x2000;
+    let list = p
+        .unstraddled(UNPINNED_POOL.0 + 0x2000, UNPINNED_POOL.1, 0x1000, 0x1000)
+        .ok_or_else(|| fail("no unpinned page whose descriptor real mode can reach"))?;
     let target = write_list(&p, list)?;
     let walked = p
         .guest
@@ -284,7 +294,7 @@ ktest!(
 fn registers_survive_every_kind_of_call() -> TestResult {
     let mut p = partition().map_err(|e| fail(e.0))?;
     p.force_virtual = false;
-    let pin = PINNED_POOL.0 + 0x70_0000;
+    let pin = clean(&p, 0x70_0000)?;
     let calls = [
         call(0x4242, &[1, 2, 3, 4, 5, 6, 7, 8]),
         call(H_PUT_TCE, &[LIOBN_4K, 0x30_0000, pin | 3]),
@@ -351,7 +361,10 @@ fn bench_round_trips(out: Figures) -> BenchResult {
         p.reset(v),
         "hcall benches: could not reset the guest's windows"
     );
-    let base = PINNED_POOL.0;
+    // 4 MiB of pinned pages whose descriptors real mode can reach (see `unstraddled`).
+    let base = p
+        .unstraddled(PINNED_POOL.0, PINNED_POOL.1, 0x40_0000, 0x1_0000)
+        .expect("pinned memory whose descriptors do not straddle");
     let list = base + 0x10_0000;
     for i in 0..512u64 {
         p.write_be64(list + 8 * i, (base + 0x20_0000 + i * 0x1000) | 3)
@@ -379,7 +392,8 @@ fn bench_round_trips(out: Figures) -> BenchResult {
     assert_eq!(
         paths[1..],
         [Path::Real; 5],
-        "a benchmarked call left real mode"
+        "a benchmarked call left real mode (pinned memory at gpa {:#x})",
+        base
     );
     p.force_virtual = true;
     let virt = timed(
