@@ -87,6 +87,8 @@ fn every_tce_hcall_through_sc1() -> TestResult {
     let pin = clean(&p, 0x40_0000)?;
     let unpinned = UNPINNED_POOL.0;
     let list = PINNED_POOL.0 + 0x30_0000;
+    let pin_desc = guest_page_desc(&p, pin).ok_or_else(|| fail("descriptor of the pinned page"))?;
+    pin_desc.clear_dirty();
     for i in 0..4u64 {
         p.write_be64(list + 8 * i, (pin + 0x1_0000 + i * 0x1000) | 3)
             .map_err(|e| fail(e.0))?;
@@ -144,6 +146,10 @@ fn every_tce_hcall_through_sc1() -> TestResult {
         "H_GET_TCE returns the TCE"
     );
     kassert_eq!(p.trace[5].r4, 0, "cleared by H_STUFF_TCE");
+    kassert!(
+        pin_desc.is_dirty(),
+        "a page a device could write was not marked dirty when its TCE went (real mode, walker)"
+    );
     // The 64K window: the first map allocates (virtual), the rest complete in real mode.
     kassert_eq!(p.trace[14].r3, OK);
     kassert_eq!(p.trace[15].r4, (32 << 20) | 3);
