@@ -24,7 +24,7 @@ use crate::hcall::{
 };
 use crate::hv::abi::{self, CallResult, Mailbox, H_P9_EXIT};
 use crate::mm::radix::PageSize;
-use crate::mm::{Backing, GuestPhys, HostPhys, Memslot, Mode, RealMode, TooHard, Ua, VirtMode};
+use crate::mm::{Backing, GuestPhys, HostPhys, Memslot, RealMode, TooHard, Ua, VirtMode};
 use crate::tce::{Be64, HeapMemory, LockedVm, TceGeometry, TceTable};
 use crate::{kprint, kprintln};
 
@@ -686,15 +686,6 @@ pub fn path_name(p: Path) -> &'static str {
         Path::Real => "real mode",
         Path::Virtual => "virtual mode after H_TOO_HARD",
         Path::Other => "hypervisor",
-    }
-}
-
-/// The label for counters.
-pub fn mode_of(p: Path) -> Option<Mode> {
-    match p {
-        Path::Real => Some(Mode::Real),
-        Path::Virtual => Some(Mode::Virtual),
-        Path::Other => None,
     }
 }
 
