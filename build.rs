@@ -36,7 +36,7 @@ fn build_guest(dir: &std::path::Path) {
     );
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let target_dir = out.join("guest-target");
-    let spec = dir.join(".cargo/ppc64le-kernel.json");
+    let spec = guest.join("ppc64le-guest.json");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(&guest)
@@ -44,7 +44,7 @@ fn build_guest(dir: &std::path::Path) {
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("CARGO_TARGET_DIR")
         .env(
-            "CARGO_TARGET_PPC64LE_KERNEL_RUSTFLAGS",
+            "CARGO_TARGET_PPC64LE_GUEST_RUSTFLAGS",
             format!(
                 "-Clink-arg=-T{} -Clink-arg=--no-dynamic-linker",
                 guest.join("link.ld").display()
@@ -65,6 +65,6 @@ fn build_guest(dir: &std::path::Path) {
         .status()
         .expect("run cargo for the guest");
     assert!(status.success(), "building the test guest (guest/) failed");
-    let elf = target_dir.join("ppc64le-kernel/release/guest");
+    let elf = target_dir.join("ppc64le-guest/release/guest");
     println!("cargo:rustc-env=P9_GUEST_ELF={}", elf.display());
 }

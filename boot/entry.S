@@ -1,38 +1,83 @@
 /*
- * Kernel entry. skiboot jumps here big-endian with MSR = SF|HV, MMU off (hypervisor real mode),
- * r3 = flattened device tree. We switch to little-endian, set the TOC and a stack, clear .bss
- * (nobody else does) and call `kernel_entry(fdt, opal_base, opal_entry)` in Rust, which never
- * returns.
+ * Kernel entry, the first byte of the loaded segment. Loaders enter here big-endian with
+ * MSR = SF|HV, MMU off (hypervisor real mode), r3 = flattened device tree, wherever they put the
+ * image: skiboot at 0x20000000 + the segment's file offset, kexec-tools at the segment start,
+ * kexec-lite at the entry's offset into the segment (the same byte). The image is a static PIE
+ * linked at LINK_BASE (0xc000000020000000 + offset); we
+ *  1. switch to little-endian and continue at the linear-map alias (0xc000... | pa) of where we
+ *     run, which is valid with the MMU off and, later, on;
+ *  2. apply our own R_PPC64_RELATIVE relocations for the difference between that address and
+ *     the link address (nothing else may be in .rela.dyn: anything else stops here);
+ *  3. set the TOC and a stack, clear .bss, and call `kernel_entry(fdt, opal_base, opal_entry)`.
+ * Everything is PC- or TOC-relative until the relocations are applied.
  */
     .section .text.entry, "ax"
     .globl _start
 _start:
     FIXUP_ENDIAN
-    mr      31, 3                   /* FDT address (callee-saved across the .bss clear) */
+    mr      31, 3                   /* FDT address */
     mr      30, 8                   /* OPAL base and entry as skiboot/kexec pass them: only */
     mr      29, 9                   /* used to report an unusable FDT */
 
-    LOAD_IMM64 2, .TOC.
-    LOAD_IMM64 1, __boot_stack_top
+    bcl     20, 31, 1f
+1:  mflr    10                      /* where 1b runs (physical, or already linear) */
+    lis     11, 0xc000
+    sldi    11, 11, 32
+    or      10, 10, 11              /* its linear-map alias */
+    addi    12, 10, (2f - 1b)
+    mtctr   12
+    bctr
+2:  /* r10 = linear address of 1b. The TOC and the relocation delta from it. */
+    addis   2, 10, (.TOC. - 1b)@ha
+    addi    2, 2, (.TOC. - 1b)@l
+    addi    28, 10, (_start - 1b)   /* runtime address of _start */
+    LOAD_IMM64 27, KERNEL_BASE      /* link address of _start (an absolute constant, linker.ld) */
+    subf    27, 27, 28              /* delta = runtime - link */
+
+    /* Apply .rela.dyn: each entry is r_offset, r_info, r_addend (24 bytes). */
+    addis   4, 2, __rela_dyn_start@toc@ha
+    addi    4, 4, __rela_dyn_start@toc@l
+    addis   5, 2, __rela_dyn_end@toc@ha
+    addi    5, 5, __rela_dyn_end@toc@l
+3:  cmpld   4, 5
+    bge     5f
+    ld      6, 8(4)                 /* r_info: type in the low 32 bits */
+    clrldi  6, 6, 32
+    cmpldi  6, 22                   /* R_PPC64_RELATIVE */
+    bne     4f
+    ld      6, 0(4)
+    add     6, 6, 27                /* where */
+    ld      7, 16(4)
+    add     7, 7, 27                /* what */
+    std     7, 0(6)
+    addi    4, 4, 24
+    b       3b
+4:  b       4b                      /* a relocation we do not apply: stop (no console yet) */
+5:
+    addis   1, 2, __boot_stack_top@toc@ha
+    addi    1, 1, __boot_stack_top@toc@l
     li      0, 0
     stdu    0, -64(1)               /* a null back chain ends stack walks */
 
     /* Clear .bss, 8 bytes at a time (the linker script aligns both ends). */
-    LOAD_IMM64 4, __bss_start
-    LOAD_IMM64 5, __bss_end
-1:  cmpld   4, 5
-    bge     2f
+    addis   4, 2, __bss_start@toc@ha
+    addi    4, 4, __bss_start@toc@l
+    addis   5, 2, __bss_end@toc@ha
+    addi    5, 5, __bss_end@toc@l
+6:  cmpld   4, 5
+    bge     7f
     std     0, 0(4)
     addi    4, 4, 8
-    b       1b
-2:
+    b       6b
+7:
     mr      3, 31
     mr      4, 30
     mr      5, 29
-    LOAD_IMM64 12, kernel_entry
+    addis   12, 2, kernel_entry@toc@ha
+    addi    12, 12, kernel_entry@toc@l
     mtctr   12
     bctrl
-3:  b       3b                      /* kernel_entry never returns */
+8:  b       8b                      /* kernel_entry never returns */
 
 /*
  * OPAL call trampoline: `opal_call_raw(token, args: *const [u64; 8]) -> i64`, callable with the
@@ -66,17 +111,18 @@ opal_call_raw:
     ld      9, 48(11)
     ld      10, 56(11)
 
-    LOAD_IMM64 11, opal_entry_addr
-    ld      12, 0(11)
+    addis   11, 2, opal_entry_addr@toc@ha
+    ld      12, opal_entry_addr@toc@l(11)
     mtspr   SPRN_HSRR0, 12
-    LOAD_IMM64 11, opal_base_addr
-    ld      2, 0(11)
+    addis   11, 2, opal_return@toc@ha
+    addi    11, 11, opal_return@toc@l
+    mtlr    11
+    addis   11, 2, opal_base_addr@toc@ha
+    ld      2, opal_base_addr@toc@l(11)
     mfmsr   12
     li      11, (MSR_LE | MSR_IR | MSR_DR)
     andc    12, 12, 11
     mtspr   SPRN_HSRR1, 12
-    LOAD_IMM64 11, opal_return
-    mtlr    11
     hrfid
 
 opal_return:
