@@ -15,6 +15,9 @@
 #   --edu N         attach N QEMU edu devices, one per PHB starting at PHB 0 (default 2; 0 for none)
 #   --gdb           wait for gdb on localhost:1234 (target remote :1234); disables the timeout
 #   --trace         log guest errors (-d guest_errors: TCE faults, invalid TVEs...) to stderr
+#   --kexec         boot the way petitboot does: Debian's ppc64el Linux first, which loads this
+#                   kernel with `kexec -l` and runs it with `kexec -e` (tools/kexec-trial.sh;
+#                   fetches and caches the packages once, needs root and apt-get)
 #   --count         load the insn-count plugin in any mode (bench always loads it)
 #   --count-log F   load it and have it write one line per counted region to file F
 #                   (-d plugin -D F; with --trace the guest errors go to F too)
@@ -25,14 +28,14 @@
 #
 # Exit status: 0 only when the kernel reported success on its console (`p9iommu: exit 0`);
 # QEMU's own status carries no pass/fail. 1 when the kernel reported failure or never finished,
-# 2 for a usage or set-up error.
+# 2 for a usage or set-up error, 3 when --kexec cannot get its packages here (skipped, loudly).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 caller_dir=$PWD
 cd "$root"
 
-smp=1 mem=2G edu=2 gdb=0 trace=0 count=0 count_log= timeout_s=120 quiet=0 build=1
+smp=1 mem=2G edu=2 gdb=0 trace=0 kexec=0 count=0 count_log= timeout_s=120 quiet=0 build=1
 args=()
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
@@ -42,6 +45,7 @@ while [ $# -gt 0 ]; do
     --edu) edu=${2:?--edu needs a number}; shift 2 ;;
     --gdb) gdb=1; shift ;;
     --trace) trace=1; shift ;;
+    --kexec) kexec=1; shift ;;
     --count) count=1; shift ;;
     --count-log) count=1; count_log=${2:?--count-log needs a file}; shift 2
                  case "$count_log" in /*) ;; *) count_log="$caller_dir/$count_log" ;; esac ;;
@@ -63,6 +67,7 @@ case "${args[0]:-demo}" in
     for f in "${scripts[@]}"; do
       [ -f "$f" ] && [ -r "$f" ] || { echo "qemu-run: cannot read script '$f'" >&2; exit 2; }
     done
+    [ "$kexec" = 0 ] || { echo "qemu-run: --kexec does not take scripts (they travel as the initrd)" >&2; exit 2; }
     args=(script) ;;
   *) echo "qemu-run: unknown mode '${args[0]}': expected demo, test [FILTER], bench [FILTER] or script FILE..." >&2; exit 2 ;;
 esac
@@ -112,8 +117,23 @@ fi
 
 # --- boot -------------------------------------------------------------------------------------
 qemu=(qemu-system-ppc64 -M powernv9 -smp "$smp" -m "$mem"
-      -display none -serial stdio -monitor none
-      -kernel "$kernel" -append "${args[*]:-demo}")
+      -display none -serial stdio -monitor none)
+if [ "$kexec" = 1 ]; then
+  # Linux boots first and kexecs this kernel with the command line (tools/kexec-trial.sh).
+  set +e
+  trial=$("$root/tools/kexec-trial.sh" "${CARGO_TARGET_DIR:-$root/target}/kexec-trial" "$kernel" "${args[*]:-demo}")
+  rc=$?
+  set -e
+  if [ "$rc" = 3 ]; then
+    say "SKIPPED: the kexec trial cannot get Debian's ppc64el packages here (see above)"
+    exit 3
+  fi
+  [ "$rc" = 0 ] || { say "kexec trial set-up failed"; exit 2; }
+  qemu+=(-kernel "$(sed -n 1p <<<"$trial")" -initrd "$(sed -n 2p <<<"$trial")"
+         -append "console=hvc0 rdinit=/init quiet")
+else
+  qemu+=(-kernel "$kernel" -append "${args[*]:-demo}")
+fi
 for ((i = 0; i < edu; i++)); do qemu+=(-device "edu,bus=pcie.$i,dma_mask=0xffffffffffffffff"); done
 if [ "${#scripts[@]}" -gt 0 ]; then
   # The scripts as one initrd: each file after a `#@file NAME` line (hv::script::parse_bundle).

@@ -28,6 +28,9 @@ extern "C" {
     static __image_end: u8;
 }
 
+/// The physical address the image is linked for (linker.ld's KERNEL_PHYS); it runs wherever it
+/// is loaded, relocating itself (boot/entry.S).
+const LINK_PHYS: u64 = 0x2000_0000;
 /// Low memory kept for the vector block (copied to real address 0).
 const VECTORS_END: u64 = 0x1_0000;
 /// The heap stays below 4 GiB: DMA tests hand its addresses to devices with 32-bit windows.
@@ -124,6 +127,14 @@ extern "C" fn kernel_entry(fdt_addr: usize, r8_opal_base: u64, r9_opal_entry: u6
     };
     // SAFETY: the range is RAM that the FDT lists and nothing reserves; it is ours from now on.
     unsafe { heap::init(heap_range) };
+    let (sign, delta) = if image_start >= LINK_PHYS {
+        ('+', image_start - LINK_PHYS)
+    } else {
+        ('-', LINK_PHYS - image_start)
+    };
+    kprintln!(
+        "p9iommu: image at {image_start:#x}..{image_end:#x} (relocated by {sign}{delta:#x} from where it is linked)"
+    );
     kprintln!(
         "p9iommu: heap {:#x}..{:#x} ({} MiB), timebase {}",
         heap_range.start,
