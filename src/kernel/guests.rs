@@ -134,8 +134,6 @@ pub struct Partition {
     pub guest: Guest,
     pub mem: KernelMem,
     pub kills: Arc<KillCounter>,
-    /// gpa chunk -> host physical.
-    chunks: Vec<(u64, HostPhys, PageSize)>,
     pub ua: VirtRange,
     pub trace: heapless::Vec<TraceEntry, { abi::MAX_CALLS + 8 }>,
     /// H_PUT_TERM_CHAR output.
@@ -168,7 +166,8 @@ fn alloc_chunk(size: u64) -> Result<HostPhys, BuildError> {
 }
 
 impl Partition {
-    /// Builds LPID 1 with the test guest loaded and its mailbox describing `action`.
+    /// Builds LPID 1: its memory (see the module doc), TCE windows, partition-table entry, and
+    /// the test guest loaded at guest physical 0.
     pub fn new(v: VirtMode) -> Result<Box<Partition>, BuildError> {
         let mut chunks = Vec::new();
         // Shuffled: consecutive guest chunks come from non-adjacent host chunks.
@@ -253,7 +252,6 @@ impl Partition {
                 ua_reads_translated: AtomicU64::new(0),
             },
             kills,
-            chunks,
             ua,
             trace: heapless::Vec::new(),
             console: heapless::String::new(),
