@@ -10,10 +10,13 @@
 //! 4. real mode: check that each replaced entry's reference can be dropped without the MMU and
 //!    that the replaced mappings fit the undo log;
 //! 5. take the new references (real mode: get-unless-zero, undone on failure);
-//! 6. exchange the hardware entries, logging the mappings they replace; then either drop the
-//!    old references (dirty if writable) and update the guest view, or, if the table refused an
-//!    exchange, put the logged entries back newest first and drop the new references, so the
-//!    batch is all or nothing; invalidate each touched table's TCE cache once.
+//! 6. exchange the hardware entries, logging the mappings they replace, or, if the table
+//!    refused an exchange, put the logged entries back newest first, so the batch is all or
+//!    nothing;
+//! 7. kill each touched table's TCE cache once, and only then drop what the entries that went
+//!    held (the old references, dirty if writable; or, after a roll-back, the new ones): a
+//!    device may reach a page through a cached TCE until the kill completes. A failed kill
+//!    answers H_HARDWARE and keeps every such reference, for good.
 
 use super::window::{HwError, Window};
 use super::{Env, Guest, HcallResult};
@@ -489,40 +492,85 @@ fn update<M: ExecMode>(
             }
         }
     }
-    let touched = match stop {
-        None => {
-            w.hw_mapped.fetch_add(added, Ordering::AcqRel);
-            w.hw_mapped.fetch_sub(log.len() as u64, Ordering::AcqRel);
+    // 7. The PHB's TCE cache forgets the old entries *before* anything they held is given
+    // back: a device may still reach a page through a cached TCE until the kill completes.
+    let Some((ti, p, e)) = stop else {
+        w.hw_mapped.fetch_add(added, Ordering::AcqRel);
+        w.hw_mapped.fetch_sub(log.len() as u64, Ordering::AcqRel);
+        let killed = kill(w, first, n, w.tables.len());
+        if killed {
             for r in log.iter() {
                 let tshift = w.tables[r.table].table.page_shift();
                 release(g, env, m, tshift, r.tce, r.owner);
             }
-            w.tables.len()
+        } else {
+            // The old pages may still be reachable: keep their references and mapped counts
+            // for good (the region stays busy), and say so to the guest. The new entries are
+            // in the table, so the guest view shows them.
+            g.stats.kill_failures.fetch_add(1, Ordering::Relaxed);
         }
-        Some((ti, p, _)) => {
-            roll_back(g, env, m, w, first, n, &target, &mut log, ti, p);
-            ti + 1
+        for i in 0..n {
+            let stored = w.view.set(first + i, tces.at(i));
+            debug_assert!(stored, "guest view page vanished under the window lock");
         }
+        return if killed {
+            Ok(())
+        } else {
+            Err(HcallResult::Hardware.into())
+        };
     };
-    for a in &w.tables[..touched] {
+    let clean = roll_back(g, env, m, w, first, n, &target, &mut log, ti, p);
+    // The put-back entries' new values may be cached: kill before their references go.
+    if kill(w, first, n, ti + 1) && clean {
+        for_exchanged(w, first, n, ti, p, &mut |tshift, pos, sub| {
+            if let Some(x) = target(pos / sub) {
+                unacquire(g, env, m, &x, x.hpa.0 + ((pos % sub) << tshift));
+            }
+        });
+    } else {
+        // Something may still reach those pages: keep what they hold, for good.
+        g.stats.kill_failures.fetch_add(1, Ordering::Relaxed);
+    }
+    Err(e)
+}
+
+/// Calls `f(table page shift, position, sub-entries per TCE)` for every position a stopped
+/// commit exchanged: all of the tables before `stop_table`, and the first `stop_pos` of it.
+fn for_exchanged(
+    w: &Window,
+    first: u64,
+    n: u64,
+    stop_table: usize,
+    stop_pos: u64,
+    f: &mut dyn FnMut(u32, u64, u64),
+) {
+    for (ti, a) in w.tables.iter().enumerate().take(stop_table + 1) {
+        let tshift = a.table.page_shift();
+        let (_, sub) = hw_span(w, tshift, a.table.bus_offset(), first);
+        let done = if ti < stop_table { n * sub } else { stop_pos };
+        for pos in 0..done {
+            f(tshift, pos, sub);
+        }
+    }
+}
+
+/// Kills the TCE cache for the batch in the first `tables` tables; false if any kill failed.
+fn kill(w: &Window, first: u64, n: u64, tables: usize) -> bool {
+    let mut ok = true;
+    for a in &w.tables[..tables] {
         let (hfirst, sub) = hw_span(w, a.table.page_shift(), a.table.bus_offset(), first);
-        a.kill.invalidate(a.cookie, hfirst, n * sub);
+        ok &= a.kill.invalidate(a.cookie, hfirst, n * sub).is_ok();
     }
-    if let Some((_, _, e)) = stop {
-        return Err(e);
-    }
-    for i in 0..n {
-        let stored = w.view.set(first + i, tces.at(i));
-        debug_assert!(stored, "guest view page vanished under the window lock");
-    }
-    Ok(())
+    ok
 }
 
 /// Undoes a commit the table stopped at position `stop_pos` of table `stop_table`: puts back
 /// the entries exchanged before it, newest first (the logged mapping, or empty where there was
-/// none), and drops the new references of every position, exchanged or not. The mapped counts
-/// were not touched yet, so they stay. Should a table also refuse a put-back, that entry keeps
-/// the batch's value and is accounted as committed, keeping counts and table consistent.
+/// none), and drops the new references of the positions never exchanged (no device ever saw
+/// them). The exchanged positions' new references stay for the caller to drop after the TCE
+/// kill. The mapped counts were not touched yet, so they stay. Should a table also refuse a
+/// put-back, that entry keeps the batch's value and is accounted as committed, and what the
+/// replaced mapping held is kept (it may be cached): returns false then.
 #[allow(clippy::too_many_arguments)]
 fn roll_back<M: ExecMode>(
     g: &Guest,
@@ -535,7 +583,8 @@ fn roll_back<M: ExecMode>(
     log: &mut UndoLog,
     stop_table: usize,
     stop_pos: u64,
-) {
+) -> bool {
+    let mut clean = true;
     for (ti, a) in w.tables.iter().enumerate().rev() {
         let t = &a.table;
         let tshift = t.page_shift();
@@ -564,25 +613,19 @@ fn roll_back<M: ExecMode>(
                 // Neither mapped before nor by the batch: skipped by the commit.
                 (false, false) => continue,
             };
-            match t.exchange(h, old, old_owner) {
-                Ok(_) => {
-                    if let Some((x, hpa)) = tgt.map(new_ref) {
-                        unacquire(g, env, m, &x, hpa);
-                    }
+            if t.exchange(h, old, old_owner).is_err() {
+                clean = false;
+                if new != 0 {
+                    w.hw_mapped.fetch_add(1, Ordering::AcqRel);
                 }
-                Err(_) => {
-                    if new != 0 {
-                        w.hw_mapped.fetch_add(1, Ordering::AcqRel);
-                    }
-                    if old & PERM_BITS != 0 {
-                        w.hw_mapped.fetch_sub(1, Ordering::AcqRel);
-                        release(g, env, m, tshift, old, old_owner);
-                    }
+                if old & PERM_BITS != 0 {
+                    w.hw_mapped.fetch_sub(1, Ordering::AcqRel);
                 }
             }
         }
     }
     debug_assert!(log.len() == 0, "undo log not emptied by the roll-back");
+    clean
 }
 
 /// Real mode, a TCE list outside preregistered memory: the guest page's host address from the

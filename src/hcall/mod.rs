@@ -27,8 +27,8 @@ pub use crate::mm::Mode;
 pub use handlers::MAX_INDIRECT;
 pub use stats::{CallStats, HcallStats};
 pub use window::{
-    Attached, Guest, GuestView, HwError, HwTable, TceInvalidate, Window, WindowError, MAX_TABLES,
-    MAX_WINDOWS,
+    Attached, Guest, GuestView, HwError, HwTable, KillFailed, TceInvalidate, Window, WindowError,
+    MAX_TABLES, MAX_WINDOWS,
 };
 
 use crate::mm::alloc_guard::RealModeScope;
@@ -190,6 +190,8 @@ pub fn vm_dispatch(g: &Guest, env: &Env<'_>, v: VirtMode, nr: u64, args: [u64; 4
     }
 }
 
+#[cfg(test)]
+mod kill_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

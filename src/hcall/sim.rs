@@ -5,7 +5,7 @@
 //! it. Userspace addresses (ua) are a separate, fake range (`UA_BASE + offset`) so a mix-up of
 //! ua and hpa shows. Reads outside the buffer return 0 (as real-mode QEMU does) and are counted.
 
-use super::window::{Attached, HwError, HwTable, TceInvalidate, WindowError};
+use super::window::{Attached, HwError, HwTable, KillFailed, TceInvalidate, WindowError};
 use super::{rm_dispatch, vm_dispatch, Env, Guest, MemAccess, Mode, H_STUFF_TCE};
 use crate::mm::{
     Backing, FlatPageDescriptors, GuestPhys, HostPhys, MemError, Memslot, RealMode, Registered,
@@ -161,11 +161,12 @@ pub struct KillLog {
 }
 
 impl TceInvalidate for KillLog {
-    fn invalidate(&self, cookie: u64, first: u64, count: u64) {
+    fn invalidate(&self, cookie: u64, first: u64, count: u64) -> Result<(), KillFailed> {
         self.last[0].store(cookie, Ordering::Relaxed);
         self.last[1].store(first, Ordering::Relaxed);
         self.last[2].store(count, Ordering::Relaxed);
         self.calls.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 }
 

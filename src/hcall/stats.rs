@@ -42,6 +42,9 @@ impl CallStats {
 /// Counters of the four TCE hypercalls and of unknown numbers.
 #[derive(Debug, Default)]
 pub struct HcallStats {
+    /// TCE kills that failed: the calls answered H_HARDWARE and kept every reference the old
+    /// entries held.
+    pub kill_failures: AtomicU64,
     /// H_PUT_TCE.
     pub put: CallStats,
     /// H_GET_TCE.

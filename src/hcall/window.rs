@@ -46,11 +46,17 @@ pub trait HwTable: Send + Sync {
     fn exchange(&self, index: u64, tce: u64, owner: u64) -> Result<(u64, u64), HwError>;
 }
 
+/// A TCE kill did not complete (a fenced PHB, a timeout): the device may still use cached
+/// entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KillFailed;
+
 /// Invalidates the PHB's TCE cache for entries of a table. Implemented by the PHB code; must be
-/// callable in real mode (no allocation, no blocking lock).
+/// callable in real mode (no allocation, no blocking lock). The hypercalls kill before they
+/// give back anything the old entries held, and answer H_HARDWARE when a kill fails.
 pub trait TceInvalidate: Send + Sync {
     /// Entries `[first, first + count)` of the table attached with `cookie` changed.
-    fn invalidate(&self, cookie: u64, first: u64, count: u64);
+    fn invalidate(&self, cookie: u64, first: u64, count: u64) -> Result<(), KillFailed>;
 }
 
 /// A hardware table attached to a window, with whom to tell about its changes.

@@ -19,8 +19,8 @@ use crate::arch::ppc64::guest::{self, GuestRegs};
 use crate::arch::ppc64::mmu::{self, GuestTree, VirtRange};
 use crate::arch::ppc64::spr::{self, Msr};
 use crate::hcall::{
-    rm_dispatch, vm_dispatch, Attached, Env, Guest, HcallResult, HcallReturn, MemAccess,
-    TceInvalidate, H_PUT_TERM_CHAR,
+    rm_dispatch, vm_dispatch, Attached, Env, Guest, HcallResult, HcallReturn, KillFailed,
+    MemAccess, TceInvalidate, H_PUT_TERM_CHAR,
 };
 use crate::hv::abi::{self, CallResult, Mailbox, H_P9_EXIT};
 use crate::mm::radix::PageSize;
@@ -121,8 +121,9 @@ impl MemAccess for KernelMem {
 pub struct KillCounter(pub AtomicU64);
 
 impl TceInvalidate for KillCounter {
-    fn invalidate(&self, _cookie: u64, _first: u64, _count: u64) {
+    fn invalidate(&self, _cookie: u64, _first: u64, _count: u64) -> Result<(), KillFailed> {
         self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 }
 

@@ -5,7 +5,7 @@ use alloc::vec::Vec;
 
 use super::dma::{kill_in_pes, Kill, PhbDma};
 use super::hw::DmaWindowTable;
-use crate::hcall::TceInvalidate;
+use crate::hcall::{KillFailed, TceInvalidate};
 use crate::tce::{LockedMemoryBudget, TceMemory, TceTable};
 
 impl<M: TceMemory, B: LockedMemoryBudget> DmaWindowTable for TceTable<M, B> {
@@ -82,9 +82,7 @@ impl<P: PhbDma> TableKill<P> {
 }
 
 impl<P: PhbDma + Send + Sync> TceInvalidate for TableKill<P> {
-    fn invalidate(&self, _cookie: u64, first: u64, count: u64) {
-        // The trait has no error path; a failed kill (fenced PHB, timeout) cannot be
-        // reported to the hypercall from here.
-        let _ = self.try_invalidate(first, count);
+    fn invalidate(&self, _cookie: u64, first: u64, count: u64) -> Result<(), KillFailed> {
+        self.try_invalidate(first, count).map_err(|_| KillFailed)
     }
 }
