@@ -241,3 +241,32 @@ fn kexec_trial_runs_the_in_kernel_tests() {
         "the kexec'd image should run away from its link address:\n{console}"
     );
 }
+
+/// Without QEMU's edu device (as on a real machine) the tests that need it skip themselves:
+/// the run passes and says how many were skipped.
+#[test]
+fn tests_needing_edu_skip_without_it() {
+    build_kernel();
+    let out = Command::new(root().join("qemu-run.sh"))
+        .args([
+            "--no-build",
+            "--timeout",
+            "90",
+            "--edu",
+            "0",
+            "test",
+            "phb.",
+        ])
+        .current_dir(root())
+        .output()
+        .expect("run qemu-run.sh");
+    let console = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    let report = Report::parse(&console);
+    assert_eq!(report.test_run_problem(), None, "{console}");
+    assert!(out.status.success(), "{console}");
+    assert!(
+        report.results.len() >= 3 && report.results.iter().all(|t| t.skipped),
+        "{console}"
+    );
+    assert_eq!(report.skipped, report.results.len(), "{console}");
+}

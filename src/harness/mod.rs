@@ -59,6 +59,23 @@ pub fn parse_cmdline(bootargs: &str) -> Result<Mode<'_>, CmdlineError<'_>> {
     }
 }
 
+/// Splits a trailing `reboot` word off the command line: the run then ends with a reboot (back
+/// to petitboot on a POWER9 box) instead of powering off.
+///
+/// ```
+/// use p9iommu::harness::split_reboot;
+/// assert_eq!(split_reboot("test phb. reboot"), ("test phb.", true));
+/// assert_eq!(split_reboot("test reboot."), ("test reboot.", false));
+/// ```
+pub fn split_reboot(bootargs: &str) -> (&str, bool) {
+    let t = bootargs.trim_end();
+    match t.rsplit_once(|c: char| c.is_ascii_whitespace()) {
+        Some((rest, "reboot")) => (rest.trim_end(), true),
+        None if t.trim_start() == "reboot" => ("", true),
+        _ => (bootargs, false),
+    }
+}
+
 /// Whether a test or bench named `name` is selected by `filter` (a substring, as libtest does).
 pub fn selected(name: &str, filter: Option<&str>) -> bool {
     filter.is_none_or(|f| name.contains(f))
@@ -71,7 +88,10 @@ pub const EXIT_PREFIX: &str = "p9iommu: exit ";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TestResult {
     pub path: String,
+    /// Passed (or skipped: a skipped test is not a failure).
     pub passed: bool,
+    /// Skipped itself (`test X ... skipped (why)`): it could not run here.
+    pub skipped: bool,
     /// The indented lines after `FAILED`.
     pub message: String,
 }
@@ -93,6 +113,8 @@ pub struct Report {
     pub results: Vec<TestResult>,
     /// From the closing `N passed, M failed` line.
     pub closing: Option<(usize, usize)>,
+    /// From its optional `, K skipped`.
+    pub skipped: usize,
     pub benches: Vec<BenchFigure>,
     /// From `p9iommu: exit <status>`.
     pub exit: Option<i32>,
@@ -109,11 +131,13 @@ impl Report {
         for raw in console.lines() {
             let line = raw.trim_end_matches('\r');
             if let Some(path) = pending.as_ref() {
-                if line == "ok" || line == "FAILED" {
-                    let passed = line == "ok";
+                let skipped = line.starts_with("skipped");
+                if line == "ok" || line == "FAILED" || skipped {
+                    let passed = line != "FAILED";
                     r.results.push(TestResult {
                         path: path.clone(),
                         passed,
+                        skipped,
                         message: String::new(),
                     });
                     pending = None;
@@ -147,12 +171,21 @@ impl Report {
                     r.results.push(TestResult {
                         path: path.into(),
                         passed: true,
+                        skipped: false,
                         message: String::new(),
+                    });
+                } else if let Some(idx) = rest.find(" ... skipped") {
+                    r.results.push(TestResult {
+                        path: rest[..idx].into(),
+                        passed: true,
+                        skipped: true,
+                        message: rest[idx + " ... skipped".len()..].trim().into(),
                     });
                 } else if let Some(idx) = rest.find(" ... FAILED") {
                     r.results.push(TestResult {
                         path: rest[..idx].into(),
                         passed: false,
+                        skipped: false,
                         message: String::new(),
                     });
                     last_failed = Some(r.results.len() - 1);
@@ -172,8 +205,9 @@ impl Report {
                 }
             } else if let Some(rest) = line.strip_prefix(EXIT_PREFIX) {
                 r.exit = rest.trim().parse().ok();
-            } else if let Some(closing) = parse_closing(line) {
-                r.closing = Some(closing);
+            } else if let Some((p, f, k)) = parse_closing(line) {
+                r.closing = Some((p, f));
+                r.skipped = k;
             }
         }
         r
@@ -195,8 +229,16 @@ impl Report {
                 why.push_str("no closing `N passed, M failed` line: the run did not finish\n")
             }
             (Some(n), Some((p, f))) => {
-                if p + f != n || self.results.len() != n {
-                    let _ = writeln!(why, "announced {n} tests, printed {} results, closing line says {p} passed, {f} failed", self.results.len());
+                let k = self.skipped;
+                if p + f + k != n || self.results.len() != n {
+                    let _ = writeln!(why, "announced {n} tests, printed {} results, closing line says {p} passed, {f} failed, {k} skipped", self.results.len());
+                }
+                let marked = self.results.iter().filter(|t| t.skipped).count();
+                if marked != k {
+                    let _ = writeln!(
+                        why,
+                        "closing line says {k} skipped, {marked} results say skipped"
+                    );
                 }
                 if f != failed.len() {
                     let _ = writeln!(
@@ -224,10 +266,13 @@ impl Report {
 }
 
 /// `N passed, M failed` (the closing line), possibly followed by `, K skipped`.
-fn parse_closing(line: &str) -> Option<(usize, usize)> {
+fn parse_closing(line: &str) -> Option<(usize, usize, usize)> {
     let (p, rest) = line.split_once(" passed, ")?;
-    let f = rest.strip_suffix(" failed")?;
-    Some((p.parse().ok()?, f.parse().ok()?))
+    let (f, k) = match rest.split_once(" failed, ") {
+        Some((f, k)) => (f, k.strip_suffix(" skipped")?.parse().ok()?),
+        None => (rest.strip_suffix(" failed")?, 0),
+    };
+    Some((p.parse().ok()?, f.parse().ok()?, k))
 }
 
 #[cfg(test)]
@@ -302,6 +347,28 @@ mod tests {
         assert_eq!(r.results.len(), 1);
         assert!(!r.results[0].passed);
         assert_eq!(r.results[0].message, "panicked at x.rs:1");
+    }
+
+    #[test]
+    fn skipped_tests_are_neither_passed_nor_failed() {
+        let out = "running 3 tests (3 registered)\ntest a.b ... ok\ntest c.d ... skipped (no edu device)\ntest e.f ... \nnoise\nskipped (none)\n1 passed, 0 failed, 2 skipped\np9iommu: exit 0\n";
+        let r = Report::parse(out);
+        assert_eq!(r.results.len(), 3);
+        assert!(r.results[1].skipped && r.results[2].skipped && !r.results[0].skipped);
+        assert_eq!(r.results[1].message, "(no edu device)");
+        assert_eq!((r.closing, r.skipped), (Some((1, 0)), 2));
+        assert_eq!(r.test_run_problem(), None);
+        let lying = out.replace("2 skipped", "1 skipped");
+        assert!(Report::parse(&lying).test_run_problem().is_some());
+    }
+
+    #[test]
+    fn reboot_is_a_trailing_word() {
+        assert_eq!(split_reboot("test phb. reboot"), ("test phb.", true));
+        assert_eq!(split_reboot("reboot"), ("", true));
+        assert_eq!(split_reboot("demo  reboot "), ("demo", true));
+        assert_eq!(split_reboot("test reboot."), ("test reboot.", false));
+        assert_eq!(split_reboot("test"), ("test", false));
     }
 
     #[test]

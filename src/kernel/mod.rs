@@ -19,7 +19,7 @@ use crate::arch::ppc64::mmu::{self, PhysRange};
 use crate::arch::ppc64::opal;
 use crate::arch::ppc64::spr::{self, Msr};
 use crate::bootinfo::{largest_free_range, BootInfo, BootInfoError, Range};
-use crate::harness::{parse_cmdline, Mode};
+use crate::harness::{parse_cmdline, split_reboot, Mode};
 use crate::kprintln;
 use crate::mm::HostPhys;
 
@@ -189,13 +189,15 @@ extern "C" fn kernel_entry(fdt_addr: usize, r8_opal_base: u64, r9_opal_entry: u6
         opal_base: info.opal_base,
     });
 
+    let (bootargs, reboot) = split_reboot(bootargs);
+    testing::REBOOT.store(reboot, Ordering::Relaxed);
     let ok = match parse_cmdline(bootargs) {
         Ok(Mode::Demo) => demo::run(),
         Ok(Mode::Test(filter)) => testing::run_tests(filter),
         Ok(Mode::Bench(filter)) => testing::run_benches(filter),
         Ok(Mode::Script) => script::run_initrd(),
         Err(e) => {
-            kprintln!("p9iommu: unknown command line word {:?}; expected `demo`, `test [FILTER]`, `bench [FILTER]` or `script`", e.word);
+            kprintln!("p9iommu: unknown command line word {:?}; expected `demo`, `test [FILTER]`, `bench [FILTER]` or `script`, optionally followed by `reboot`", e.word);
             false
         }
     };

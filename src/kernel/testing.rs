@@ -18,6 +18,16 @@ pub struct TestFailure(pub String);
 /// A test's outcome.
 pub type TestResult = Result<(), TestFailure>;
 
+/// The reason the running test gave for skipping itself (see [`skip`]).
+static SKIP: spin::Mutex<Option<String>> = spin::Mutex::new(None);
+
+/// Ends the running test as skipped, not passed: it cannot run here (e.g. QEMU's edu device is
+/// missing, as on real hardware). Use as `return skip("why")`.
+pub fn skip(why: impl core::fmt::Display) -> TestResult {
+    *SKIP.lock() = Some(alloc::format!("{why}"));
+    Ok(())
+}
+
 /// A failure with a message, for the tests' `map_err`s and early returns.
 pub fn fail(what: impl core::fmt::Display) -> TestFailure {
     TestFailure(alloc::format!("{what}"))
@@ -149,17 +159,23 @@ pub fn run_tests(filter: Option<&str>) -> bool {
     let registered = all.iter().filter(|t| !is_selftest(t.path)).count();
     let count = all.iter().filter(chosen).count();
     kprintln!("running {count} tests ({registered} registered)");
-    let (mut passed, mut failed) = (0usize, 0usize);
+    let (mut passed, mut failed, mut skipped) = (0usize, 0usize, 0usize);
     for t in all.iter().filter(chosen) {
         kprint!("test {} ... ", t.path);
         CURRENT.store(t as *const KTest as *mut KTest, Ordering::Relaxed);
         let result = (t.run)();
         CURRENT.store(core::ptr::null_mut(), Ordering::Relaxed);
         match result {
-            Ok(()) => {
-                passed += 1;
-                kprintln!("ok");
-            }
+            Ok(()) => match SKIP.lock().take() {
+                Some(why) => {
+                    skipped += 1;
+                    kprintln!("skipped ({why})");
+                }
+                None => {
+                    passed += 1;
+                    kprintln!("ok");
+                }
+            },
             Err(TestFailure(msg)) => {
                 failed += 1;
                 kprintln!("FAILED");
@@ -169,7 +185,11 @@ pub fn run_tests(filter: Option<&str>) -> bool {
             }
         }
     }
-    kprintln!("{passed} passed, {failed} failed");
+    if skipped > 0 {
+        kprintln!("{passed} passed, {failed} failed, {skipped} skipped");
+    } else {
+        kprintln!("{passed} passed, {failed} failed");
+    }
     failed == 0 && count > 0
 }
 
@@ -193,13 +213,21 @@ pub fn run_benches(filter: Option<&str>) -> bool {
     ran > 0 && unavailable == 0
 }
 
-/// Print the kernel's last line and power off. `p9iommu: exit <status>` is what the host
-/// harness and qemu-run.sh read: QEMU's own exit status carries no pass/fail.
+/// Whether the run ends with a reboot (back to petitboot) instead of powering off: the
+/// command line's trailing `reboot` word.
+pub static REBOOT: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Print the kernel's last line and power off (or reboot, see [`REBOOT`]). `p9iommu: exit
+/// <status>` is what the host harness and qemu-run.sh read: QEMU's own exit status carries no
+/// pass/fail.
 pub fn exit(success: bool) -> ! {
     crate::kernel::console::print_emergency(format_args!(
         "{}{}\n",
         harness::EXIT_PREFIX,
         if success { 0 } else { 1 }
     ));
+    if REBOOT.load(core::sync::atomic::Ordering::Relaxed) {
+        crate::arch::ppc64::opal::reboot()
+    }
     crate::arch::ppc64::opal::power_down()
 }

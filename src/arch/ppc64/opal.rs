@@ -5,6 +5,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 pub const OPAL_CONSOLE_WRITE: u64 = 1;
 pub const OPAL_CEC_POWER_DOWN: u64 = 5;
+pub const OPAL_CEC_REBOOT: u64 = 6;
 pub const OPAL_POLL_EVENTS: u64 = 10;
 pub const OPAL_PCI_CONFIG_READ_BYTE: u64 = 13;
 pub const OPAL_PCI_CONFIG_READ_HALF_WORD: u64 = 14;
@@ -107,6 +108,22 @@ pub fn console_write(bytes: &[u8]) {
         if rc != OPAL_SUCCESS && rc != OPAL_BUSY && rc != OPAL_BUSY_EVENT {
             return;
         }
+    }
+}
+
+/// Reboot the machine (on a POWER9 box: back to petitboot, for the next trial). Under QEMU this
+/// restarts the emulated machine, so the QEMU runs power off instead.
+pub fn reboot() -> ! {
+    loop {
+        // SAFETY: CEC_REBOOT takes no argument.
+        let rc = unsafe { call(OPAL_CEC_REBOOT, &[]) };
+        if rc != OPAL_BUSY && rc != OPAL_BUSY_EVENT {
+            break;
+        }
+        poll_events();
+    }
+    loop {
+        poll_events();
     }
 }
 
