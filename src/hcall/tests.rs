@@ -614,3 +614,52 @@ fn real_mode_leaves_batches_beyond_its_undo_log_to_virtual_mode() {
     );
     w.teardown().unwrap();
 }
+
+/// Contract gaps closed: a table attached twice, or holding entries it did not get from the
+/// window, is refused; nothing changes.
+#[test]
+fn a_table_attached_twice_or_not_empty_is_refused() {
+    let mut w = world();
+    // The 4K window's table is attached to LIOBN 1 already: not again, here or elsewhere.
+    let attached = w.guest.window(1).unwrap().tables()[0].clone();
+    assert_eq!(
+        w.guest.attach_table(3, attached.clone()),
+        Err(WindowError::AlreadyAttached)
+    );
+    assert_eq!(
+        w.guest.attach_table(1, attached),
+        Err(WindowError::AlreadyAttached)
+    );
+    // A fresh table with one entry set behind the window's back.
+    let geo = crate::tce::TceGeometry::new(0, 12, 1 << 20, 2).unwrap();
+    let t = super::sim::SimTable::new(
+        geo,
+        0,
+        crate::tce::HeapMemory::new(),
+        crate::tce::LockedVm::new(u64::MAX),
+    )
+    .unwrap();
+    HwTable::prepare(&t, 7, 1, true).unwrap();
+    HwTable::exchange(&t, 7, 0x1234_5000 | 3, 0x7000).unwrap();
+    let dirty = Attached {
+        table: Arc::new(t),
+        kill: w.kill.clone(),
+        cookie: 99,
+    };
+    assert_eq!(w.guest.attach_table(3, dirty), Err(WindowError::NotEmpty));
+    assert!(w.guest.window(3).unwrap().tables().is_empty());
+    // A fresh, empty one is fine.
+    let empty = super::sim::SimTable::new(
+        geo,
+        0,
+        crate::tce::HeapMemory::new(),
+        crate::tce::LockedVm::new(u64::MAX),
+    )
+    .unwrap();
+    let ok = Attached {
+        table: Arc::new(empty),
+        kill: w.kill.clone(),
+        cookie: 98,
+    };
+    assert_eq!(w.guest.attach_table(3, ok), Ok(()));
+}

@@ -44,6 +44,11 @@ pub trait HwTable: Send + Sync {
     /// Installs `tce` and `owner` at `index` (levels prepared), returning the old pair. On
     /// error the entry is unchanged.
     fn exchange(&self, index: u64, tce: u64, owner: u64) -> Result<(u64, u64), HwError>;
+    /// Whether any entry in `[first, first + count)` is set, in either view (configuration
+    /// time only: may take a while).
+    fn holds_entries(&self, first: u64, count: u64) -> bool {
+        (first..first.saturating_add(count)).any(|i| self.read(i) != (0, 0))
+    }
 }
 
 /// A TCE kill did not complete (a fenced PHB, a timeout): the device may still use cached
@@ -240,6 +245,12 @@ pub enum WindowError {
     Incompatible,
     /// Hardware TCEs are still mapped through the table (clear the window first).
     Busy,
+    /// The table is attached already (to this window or another): one window lock must
+    /// serialise all of a table's entries.
+    AlreadyAttached,
+    /// The table holds entries over the window's range: the window did not map them, so it
+    /// could not account for them (clearing one would drop a reference nobody took).
+    NotEmpty,
 }
 
 /// One guest's TCE state: memory, windows, and per-hypercall counters. Configuration takes
@@ -311,15 +322,17 @@ impl Guest {
     }
 
     /// Attaches a hardware table to a window. Its page may be smaller than the window's (one
-    /// guest TCE then fills several hardware entries), never larger; it must cover the window.
-    /// Entries the guest mapped before are not replayed: attach before the guest maps.
+    /// guest TCE then fills several hardware entries), never larger; it must cover the window,
+    /// be attached nowhere else, and hold no entry over the window's range (the window could
+    /// not account for it). Entries the guest mapped before are not replayed: attach before the
+    /// guest maps.
     pub fn attach_table(&mut self, liobn: u64, att: Attached) -> Result<(), WindowError> {
-        let w = self
+        let i = self
             .windows
-            .iter_mut()
-            .find(|w| w.liobn == liobn)
+            .iter()
+            .position(|w| w.liobn == liobn)
             .ok_or(WindowError::NotFound)?;
-        let t = &att.table;
+        let (w, t) = (&self.windows[i], &att.table);
         let tshift = t.page_shift();
         let tend = t.bus_offset() as u128 + ((t.entries() as u128) << tshift);
         if tshift > w.page_shift
@@ -328,7 +341,20 @@ impl Guest {
         {
             return Err(WindowError::Incompatible);
         }
-        w.tables.push(att).map_err(|_| WindowError::Full)
+        let same = |a: &Attached| core::ptr::addr_eq(Arc::as_ptr(&a.table), Arc::as_ptr(t));
+        if self.windows.iter().any(|w| w.tables.iter().any(same)) {
+            return Err(WindowError::AlreadyAttached);
+        }
+        if t.holds_entries(
+            (w.bus_offset - t.bus_offset()) >> tshift,
+            w.size() >> tshift,
+        ) {
+            return Err(WindowError::NotEmpty);
+        }
+        self.windows[i]
+            .tables
+            .push(att)
+            .map_err(|_| WindowError::Full)
     }
 
     /// Detaches the table attached with `cookie`; refused while the window holds hardware mappings.
