@@ -8,14 +8,15 @@
 use super::window::{Attached, HwError, HwTable, KillFailed, TceInvalidate, WindowError};
 use super::{rm_dispatch, vm_dispatch, Env, Guest, MemAccess, Mode, H_STUFF_TCE};
 use crate::mm::{
-    Backing, FlatPageDescriptors, GuestPhys, HostPhys, MemError, Memslot, RealMode, Registered,
-    TooHard, Ua, VirtMode, PAGE_SHIFT,
+    Backing, FlatPageDescriptors, GuestPhys, HostPhys, MemError, Memslot, PageDesc,
+    PageDescriptors, Pfn, RealMode, Registered, TooHard, Ua, VirtMode, PAGE_SHIFT,
 };
-use crate::tce::{Be64, HeapMemory, LockedVm, TceGeometry};
+use crate::tce::{Be64, HeapMemory, LockedVm, TceGeometry, TceMemory};
+use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::alloc::Layout;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
 /// Where the simulated VMM maps guest RAM.
 pub const UA_BASE: u64 = 0x7e00_0000_0000;
@@ -37,7 +38,78 @@ pub fn vm() -> VirtMode {
 }
 const RAM_ALIGN: usize = 1 << 21;
 
+/// Indices something reached, as a bitmap of atomics: marking allocates nothing, so real-mode
+/// code may do it. An index at or past the capacity is not kept but noted as an overflow, so a
+/// reader knows the set is incomplete.
+#[derive(Debug)]
+pub struct TouchSet {
+    words: Box<[AtomicU64]>,
+    len: u64,
+    overflow: AtomicBool,
+    /// Something was marked since the last drain (spares scanning an empty set).
+    any: AtomicBool,
+}
+
+/// Most indices a [`TouchSet`] keeps (128 KiB of bits).
+pub const TOUCH_CAPACITY: u64 = 1 << 20;
+
+impl TouchSet {
+    /// A set for indices `0..len` (at most [`TOUCH_CAPACITY`] of them kept), none marked.
+    pub fn new(len: u64) -> Self {
+        let len = len.min(TOUCH_CAPACITY);
+        TouchSet {
+            words: (0..len.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+            len,
+            overflow: AtomicBool::new(false),
+            any: AtomicBool::new(false),
+        }
+    }
+
+    /// Marks index `i`.
+    pub fn mark(&self, i: u64) {
+        self.any.store(true, Ordering::Relaxed);
+        if i < self.len {
+            self.words[(i / 64) as usize].fetch_or(1 << (i % 64), Ordering::Relaxed);
+        } else {
+            self.overflow.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Appends the marked indices to `out` in increasing order and unmarks them; `false` if
+    /// some index could not be kept since the last call (the set was incomplete). Meant for
+    /// one thread draining while nothing marks (a mark racing a drain may wait for the next).
+    pub fn drain_into(&self, out: &mut Vec<u64>) -> bool {
+        if !self.any.swap(false, Ordering::Relaxed) {
+            return true;
+        }
+        for (n, w) in self.words.iter().enumerate() {
+            if w.load(Ordering::Relaxed) == 0 {
+                continue;
+            }
+            let mut bits = w.swap(0, Ordering::Relaxed);
+            while bits != 0 {
+                out.push(n as u64 * 64 + u64::from(bits.trailing_zeros()));
+                bits &= bits - 1;
+            }
+        }
+        !self.overflow.swap(false, Ordering::Relaxed)
+    }
+
+    /// Unmarks everything.
+    pub fn clear(&self) {
+        for w in self.words.iter() {
+            w.store(0, Ordering::Relaxed);
+        }
+        self.overflow.store(false, Ordering::Relaxed);
+        self.any.store(false, Ordering::Relaxed);
+    }
+}
+
 /// Simulated host RAM, its page descriptors and the guest-memory accessor.
+///
+/// The handlers reach the descriptors through the host itself ([`SimHost::env`]), which marks
+/// every frame they look up in [`SimHost::touched`]: a handler can change a page's count or
+/// flags only through a descriptor it looked up during that call.
 pub struct SimHost {
     ram: *mut AtomicU64,
     words: usize,
@@ -45,6 +117,11 @@ pub struct SimHost {
     pub pages: FlatPageDescriptors,
     /// Reads that fell outside RAM.
     pub stray_reads: AtomicU64,
+    /// Frames (RAM page index) whose descriptor the handlers looked up.
+    pub touched: TouchSet,
+    /// Fault injection (tests of the fuzz harness): while set, every real-mode descriptor
+    /// lookup takes a reference that nothing drops, as a leaking real-mode handler would.
+    pub leak_rm_ref: AtomicBool,
 }
 
 // SAFETY: the buffer is only accessed through `AtomicU64`s, which are Sync; the raw pointer is
@@ -67,6 +144,28 @@ impl SimHost {
             words: size as usize / 8,
             pages: FlatPageDescriptors::new(base >> PAGE_SHIFT, (size >> PAGE_SHIFT) as usize),
             stray_reads: AtomicU64::new(0),
+            touched: TouchSet::new(size >> PAGE_SHIFT),
+            leak_rm_ref: AtomicBool::new(false),
+        }
+    }
+
+    /// Fresh descriptors (one reference each, no flags), nothing touched, no stray read: the
+    /// descriptors of a new host. RAM keeps its contents.
+    pub fn reset_pages(&mut self) {
+        self.pages = FlatPageDescriptors::new(self.pages.base_pfn(), self.pages.len());
+        self.stray_reads.store(0, Ordering::Relaxed);
+        self.touched.clear();
+        self.leak_rm_ref.store(false, Ordering::Relaxed);
+    }
+
+    /// The big-endian u64 at RAM offset `off` (8-aligned, inside RAM), as the guest wrote it.
+    pub fn read_be64(&self, off: u64) -> u64 {
+        Be64::from_raw(self.words()[(off / 8) as usize].load(Ordering::Acquire)).to_cpu()
+    }
+
+    fn note(&self, pfn: Pfn, found: bool) {
+        if found {
+            self.touched.mark(pfn.0 - self.pages.base_pfn());
         }
     }
 
@@ -124,12 +223,32 @@ impl SimHost {
         Backing::Pages(hpas.into_boxed_slice())
     }
 
-    /// The handlers' environment over this host.
+    /// The handlers' environment over this host: descriptor lookups go through
+    /// [`SimHost`]'s own [`PageDescriptors`], which marks them in [`SimHost::touched`].
     pub fn env(&self) -> Env<'_> {
         Env {
-            pages: &self.pages,
+            pages: self,
             mem: self,
         }
+    }
+}
+
+impl PageDescriptors for SimHost {
+    fn rm_page(&self, rm: RealMode, pfn: Pfn) -> Option<&PageDesc> {
+        let d = self.pages.rm_page(rm, pfn);
+        self.note(pfn, d.is_some());
+        if let Some(d) = d {
+            if self.leak_rm_ref.load(Ordering::Relaxed) {
+                d.get();
+            }
+        }
+        d
+    }
+
+    fn page(&self, v: VirtMode, pfn: Pfn) -> Option<&PageDesc> {
+        let d = self.pages.page(v, pfn);
+        self.note(pfn, d.is_some());
+        d
     }
 }
 
@@ -148,6 +267,61 @@ impl Drop for SimHost {
         let layout = Layout::from_size_align(self.words * 8, RAM_ALIGN).expect("RAM layout");
         // SAFETY: `ram` was allocated in `new` with this layout and is freed once, here.
         unsafe { alloc::alloc::dealloc(self.ram.cast(), layout) };
+    }
+}
+
+/// Frees a table nothing else holds without `TceTable::drop`'s scan of every slot of every
+/// level (thousands of slots for an empty multi-level table, most of a fuzz input's cost): its
+/// levels are found by following, from each top level, only the slots its entries can use
+/// (a table installs levels only on the paths of its entries), then freed, and the table
+/// forgotten. If that finds fewer levels than the memory has out, the table is dropped the
+/// ordinary way instead; a table still shared is just released.
+fn dispose(t: Arc<SimTable>, levels: &mut Vec<u64>) {
+    let Ok(t) = Arc::try_unwrap(t) else {
+        return;
+    };
+    levels.clear();
+    for top in [t.top_level_phys(), t.owner_top_level_phys()] {
+        collect_levels(&t, top, 0, 0, levels);
+    }
+    if levels.len() as u64 != t.memory().outstanding_levels() {
+        return;
+    }
+    let bytes = t.level_size() as usize;
+    for &l in levels.iter() {
+        // SAFETY: `l` is the top level or was read from a well-formed indirect entry of a
+        // level of `t`, so it is a level `t`'s memory allocated with the table's level size,
+        // listed once (a tree); the count matched what the memory has out, so none was freed
+        // yet; `t` is forgotten right after without being used, so nothing accesses it again.
+        unsafe { t.memory().free_level(l, bytes) };
+    }
+    core::mem::forget(t);
+}
+
+/// Appends `level` (at `depth`, its first entry index `base`) and the levels below it.
+fn collect_levels(t: &SimTable, level: u64, depth: u32, base: u64, out: &mut Vec<u64>) {
+    out.push(level);
+    let g = t.geometry();
+    if depth + 1 >= g.levels() {
+        return;
+    }
+    let cover = (g.levels() - 1 - depth) * g.level_bits();
+    let slots = if cover >= 64 {
+        1
+    } else {
+        (g.entries() - base)
+            .div_ceil(1 << cover)
+            .min(g.entries_per_level())
+    };
+    for slot in 0..slots {
+        // SAFETY: `level` is a live level of `t` (its top level or read from a well-formed
+        // indirect entry of one), `t` is borrowed, and `slot < entries_per_level` keeps the
+        // address an aligned entry inside it.
+        let e = Be64::from_raw(unsafe { t.memory().load(level + slot * 8) }).to_cpu();
+        let next = e & !0xfff;
+        if e != 0 && e & 0xfff == crate::tce::TCE_INDIRECT && next.is_multiple_of(g.level_size()) {
+            collect_levels(t, next, depth + 1, base + (slot << cover), out);
+        }
     }
 }
 
@@ -185,9 +359,26 @@ impl KillLog {
 /// A hardware table as the simulation builds it.
 pub type SimTable = crate::tce::TceTable<crate::tce::HeapMemory, crate::tce::LockedVm>;
 
-/// A hardware table that refuses on command: wraps a [`SimTable`] and forwards to it, except
-/// that `prepare` can be made to refuse and one chosen `exchange` refuses. Refusals change
-/// nothing. Switches are atomics, so it works in real mode.
+/// How a [`FaultyTable`] lies on `exchange` (fault injection for the fuzz harness's own tests:
+/// each is a bug its oracle must report).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Lie {
+    /// Tells the truth.
+    None = 0,
+    /// Stores a mapping TCE one IOMMU page further than asked: the device would reach a page
+    /// the entry's owner address does not pin.
+    ShiftedTce = 1,
+    /// Also stores the same TCE and owner in the next entry, behind the caller's back.
+    StrayWrite = 2,
+    /// Panics.
+    Panic = 3,
+}
+
+/// A hardware table that refuses or lies on command: wraps a [`SimTable`] and forwards to it,
+/// except that `prepare` can be made to refuse, one chosen `exchange` refuses, and `exchange`
+/// can be made to lie ([`Lie`]). Refusals change nothing. Switches are atomics, so it works in
+/// real mode.
 pub struct FaultyTable {
     inner: Arc<SimTable>,
     refuse_prepare: AtomicBool,
@@ -195,6 +386,7 @@ pub struct FaultyTable {
     countdown: AtomicU64,
     exchanges: AtomicU64,
     refused: AtomicU64,
+    lie: AtomicU8,
 }
 
 impl FaultyTable {
@@ -206,7 +398,13 @@ impl FaultyTable {
             countdown: AtomicU64::new(0),
             exchanges: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            lie: AtomicU8::new(Lie::None as u8),
         }
+    }
+
+    /// Makes every `exchange` from now on lie this way (`Lie::None`: tell the truth again).
+    pub fn lie(&self, lie: Lie) {
+        self.lie.store(lie as u8, Ordering::Release);
     }
 
     /// The wrapped table (whose state snapshots and checks read).
@@ -270,7 +468,57 @@ impl HwTable for FaultyTable {
             self.refused.fetch_add(1, Ordering::AcqRel);
             return Err(HwError::Refused);
         }
+        let lie = self.lie.load(Ordering::Acquire);
+        if lie == Lie::Panic as u8 {
+            panic!("FaultyTable: exchange of entry {index} told to panic");
+        }
+        if lie == Lie::ShiftedTce as u8 && tce & 3 != 0 {
+            let shifted = tce + (1 << HwTable::page_shift(&*self.inner));
+            return HwTable::exchange(&*self.inner, index, shifted, owner);
+        }
+        if lie == Lie::StrayWrite as u8 && index + 1 < HwTable::entries(&*self.inner) {
+            // Levels may be missing there: a refusal is the truth then.
+            let _ = HwTable::exchange(&*self.inner, index + 1, tce, owner);
+        }
         HwTable::exchange(&*self.inner, index, tce, owner)
+    }
+}
+
+/// The table a window's handlers reach: forwards to the attached table and marks, in
+/// [`Recorded::touched`], every index they ask to exchange (before forwarding, so a refused or
+/// panicking exchange is marked too). [`World::attach`] puts one in front of every table, so
+/// every entry a handler changes is marked: `exchange` is the only way [`HwTable`] offers to
+/// change an entry, and the handlers reach tables only through the window's [`Attached`].
+pub struct Recorded {
+    inner: Arc<dyn HwTable>,
+    /// Indices exchanged since last drained.
+    pub touched: TouchSet,
+}
+
+impl HwTable for Recorded {
+    fn page_shift(&self) -> u32 {
+        self.inner.page_shift()
+    }
+
+    fn bus_offset(&self) -> u64 {
+        self.inner.bus_offset()
+    }
+
+    fn entries(&self) -> u64 {
+        self.inner.entries()
+    }
+
+    fn prepare(&self, first: u64, count: u64, alloc: bool) -> Result<(), HwError> {
+        self.inner.prepare(first, count, alloc)
+    }
+
+    fn read(&self, index: u64) -> (u64, u64) {
+        self.inner.read(index)
+    }
+
+    fn exchange(&self, index: u64, tce: u64, owner: u64) -> Result<(u64, u64), HwError> {
+        self.touched.mark(index);
+        self.inner.exchange(index, tce, owner)
     }
 }
 
@@ -280,6 +528,9 @@ pub struct SimAttached {
     pub liobn: u64,
     /// The table.
     pub table: Arc<SimTable>,
+    /// What the handlers reach: the attached table behind a recorder of the indices they
+    /// exchange.
+    pub recorded: Arc<Recorded>,
 }
 
 /// A guest with memory and windows over a [`SimHost`]: the fixture of the host tests, the
@@ -293,6 +544,8 @@ pub struct World {
     pub kill: Arc<KillLog>,
     /// Attached tables, in attach order (cookie = position).
     pub tables: Vec<SimAttached>,
+    /// RAM offsets of the words [`World::write_guest`] wrote, for [`World::reset`].
+    written: spin::Mutex<Vec<u64>>,
 }
 
 /// A comparable image of a world's state: RAM offsets instead of heap addresses.
@@ -316,7 +569,44 @@ impl World {
             guest: Guest::new(),
             kill: Arc::new(KillLog::default()),
             tables: Vec::new(),
+            written: spin::Mutex::new(Vec::new()),
         }
+    }
+
+    /// Back to the state [`World::new`] gives, keeping the RAM allocation: a new guest (no
+    /// memslot, region or window), no table, new page descriptors, the RAM words
+    /// [`World::write_guest`] wrote zeroed again. Costs what the previous use touched, not
+    /// what the RAM weighs.
+    pub fn reset(&mut self) {
+        self.guest = Guest::new();
+        self.tables.clear();
+        self.kill = Arc::new(KillLog::default());
+        self.host.reset_pages();
+        self.forget_writes();
+    }
+
+    /// Zeroes the RAM words [`World::write_guest`] wrote since [`World::new`] or the last
+    /// reset or call.
+    pub fn forget_writes(&mut self) {
+        for off in self.written.get_mut().drain(..) {
+            self.host.write_be64(off, 0);
+        }
+    }
+
+    /// Removes every window and its tables (refused, like [`Guest::remove_window`], while a
+    /// window maps hardware entries); the guest keeps its memory. Cookies restart at 0.
+    pub fn remove_windows(&mut self) -> Result<(), WindowError> {
+        while let Some(w) = self.guest.windows().first() {
+            let liobn = w.liobn();
+            self.guest.remove_window(liobn)?;
+        }
+        let mut levels = Vec::new();
+        for t in self.tables.drain(..) {
+            drop(t.recorded);
+            dispose(t.table, &mut levels);
+        }
+        self.kill = Arc::new(KillLog::default());
+        Ok(())
     }
 
     /// Adds a memslot mapping guest `[gpa, gpa + size)` to RAM offset `off`.
@@ -373,13 +663,21 @@ impl World {
         table: Arc<SimTable>,
         hw: Arc<dyn HwTable>,
     ) -> Result<(), WindowError> {
+        let recorded = Arc::new(Recorded {
+            touched: TouchSet::new(hw.entries()),
+            inner: hw,
+        });
         let att = Attached {
-            table: hw,
+            table: recorded.clone(),
             kill: self.kill.clone(),
             cookie: self.tables.len() as u64,
         };
         self.guest.attach_table(liobn, att)?;
-        self.tables.push(SimAttached { liobn, table });
+        self.tables.push(SimAttached {
+            liobn,
+            table,
+            recorded,
+        });
         Ok(())
     }
 
@@ -408,6 +706,7 @@ impl World {
         match self.guest.mem.gpa_to_ua(GuestPhys(gpa), 8) {
             Some(Ua(ua)) if ua % 8 == 0 && ua - UA_BASE + 8 <= self.host.size() => {
                 self.host.write_be64(ua - UA_BASE, v);
+                self.written.lock().push(ua - UA_BASE);
                 true
             }
             _ => false,

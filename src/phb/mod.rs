@@ -18,6 +18,8 @@ pub mod direct;
 pub mod dma;
 pub mod edu;
 pub mod fdt;
+#[cfg(any(test, feature = "sim"))]
+pub mod fuzz;
 pub mod glue;
 pub mod hw;
 pub mod opal;

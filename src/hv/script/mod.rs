@@ -87,6 +87,8 @@ use core::fmt;
 use crate::hcall::{HcallResult, Mode, H_GET_TCE, H_PUT_TCE, H_PUT_TCE_INDIRECT, H_STUFF_TCE};
 
 mod format;
+#[cfg(any(test, feature = "sim"))]
+pub mod fuzz;
 mod lex;
 mod parse;
 mod resolve;
