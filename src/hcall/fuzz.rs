@@ -1,50 +1,58 @@
 //! The fuzz harness of the hypercall dispatcher, shared by `cargo fuzz`
-//! (`fuzz/fuzz_targets/hcall_dispatch.rs`), the corpus replay test (`tests/fuzz_corpus.rs`) and
-//! the differential property test (`tests/hcall_differential.rs`).
+//! (`fuzz/fuzz_targets/hcall_dispatch.rs`), the corpus replay test (`tests/fuzz_corpus.rs`),
+//! the oracle's own tests (`tests/hcall_fuzz_oracle.rs`) and the differential property test
+//! (`tests/hcall_differential.rs`).
 //!
-//! Input bytes choose a guest memory layout (page sizes, table levels, compound pages), then a
-//! sequence of hypercalls with arbitrary-looking but mostly near-valid arguments and guest
+//! Input bytes choose a guest memory layout (page sizes, table levels, compound pages), then up
+//! to [`MAX_CALLS`] hypercalls with arbitrary-looking but mostly near-valid arguments and guest
 //! memory writes ([`decode`]). A [`Harness`] runs them the kernel's way (real mode, virtual mode
 //! on H_TOO_HARD) and reports a [`Finding`] if a [`Property`] breaks; anything that panics
-//! propagates. [`run_one`] is the fuzz target's entry: one harness per thread, a finding is a
-//! panic.
+//! propagates. [`run_one_with`] is the fuzz target's body: one harness per thread, a finding is
+//! a panic.
 //!
-//! # Cost of one input
-//! A harness builds its [`World`] once: the 2 MiB of simulated RAM (whose allocation and first
-//! touch were most of a run's set-up) stays for the life of the harness. Each input starts with
-//! [`World::reset`], which zeroes only the RAM words the previous input wrote and drops the
-//! guest, its tables and the page descriptors, then [`configure`] builds what the layout asks
-//! for: memslots, two preregistered regions, three windows, fresh tables with only their top
-//! levels (so real mode meets missing levels exactly as in a new world and an input's outcome
-//! never depends on the inputs before it), and new descriptors.
+//! # Set up once, reset per input
+//! A harness keeps one [`World`] per page size of the big preregistered region (the layout
+//! choice that needs registering memory again), made on first use: its 2 MiB of RAM, memslots,
+//! regions and page descriptors stay. An input adds, from scratch, only the windows its calls
+//! name (a window no call names cannot be observed), each table new with only its top levels,
+//! so real mode meets missing levels and guest-view pages exactly as in a new world; and marks
+//! its compound page (new descriptors holding the regions' pins when a mark must come off).
+//! Teardown brings the world back: entries cleared through the hypercalls, dirty marks
+//! cleaned, windows and tables freed, the RAM words the guest wrote zeroed. An input's outcome
+//! never depends on the inputs before it (`tests/hcall_fuzz_oracle.rs` checks it).
 //!
 //! # What is checked, and when
 //! The [`oracle`] keeps a model of the state: an image of every entry of every hardware table
 //! (both views), each region's mapped count, each RAM page's expected reference count and
 //! flags, and the guest view of every window as the guest stored it.
 //!
-//! - After every call, only what the call can have changed: the simulation records every index
-//!   a handler exchanges in a hardware table (`sim::Recorded`, in front of every attached
-//!   table) and every page descriptor it looks up (`SimHost` is the handlers'
-//!   `PageDescriptors`), and the oracle reads back exactly those entries and pages, plus every
-//!   region's mapped count (two of them) and the guest-view entries the call names. The record
-//!   is complete for the handlers: `HwTable::exchange` is the only way to change a table entry
-//!   the handlers are given (they reach tables only through a window's `Attached`, which is the
-//!   recorder), a page's count or flags change only through a `&PageDesc` that a lookup in that
-//!   same call returned (the reference borrows the call's `Env`), and the mapped counts are
-//!   read whole. So after every call: codes are PAPR's (P2); if real mode declined, nothing it
-//!   touched changed (P3); every changed hardware entry maps exactly the pinned page its owner
-//!   address translates to (P4); mapped counts (P5) and the counts of every page looked up or
-//!   referenced by a changed entry (P6) match the model; the named guest-view entries hold
-//!   what the guest stored, and H_GET_TCE returns it (P8).
-//! - At the end of an input (every input by default; [`Harness::set_full_walk_every`]), the
-//!   full walk: every level of every table read the way the PHB walks it (top level, then each
-//!   indirect entry's level, missing levels as zeros), compared with the model image (P9: what
-//!   the record cannot see, e.g. a table bug writing an entry it was not asked to), P4 for
-//!   every mapped entry, mapped and page counts recounted from scratch (P5, P6), every guest
-//!   view entry (P8).
-//! - Then teardown (P7): every window cleared with H_STUFF_TCE in virtual mode (checked like
-//!   any call), no hardware entry left, every region unregistered, every page count back to 1.
+//! - After every call, what the call can have changed: the simulation records every index a
+//!   handler exchanges in a hardware table (`sim::Recorded`, in front of every attached table)
+//!   and every page descriptor it looks up (`SimHost` is the handlers' `PageDescriptors`); the
+//!   oracle reads back exactly those entries (directly from the levels, as the PHB would) and
+//!   pages, every region's mapped count, and the guest-view entries the call names. For tables,
+//!   pages and regions this is complete: `HwTable::exchange` is the only way to change an entry
+//!   of a table the handlers are given (they reach tables only through a window's `Attached`,
+//!   which is the recorder); a page's count or flags change only through a `&PageDesc` that a
+//!   lookup in that same call returned (the reference borrows the call's `Env`); the mapped
+//!   counts are read whole. So after every call: codes are PAPR's (P2); if real mode declined,
+//!   nothing it touched changed (P3); every changed hardware entry maps exactly the pinned page
+//!   its owner address translates to (P4); the mapped counts (P5) and the count of every page
+//!   looked up or referenced by a changed entry (P6) match the model; the named guest-view
+//!   entries hold what the guest stored and H_GET_TCE returns it (P8).
+//! - After every input, every guest-view entry (P8): views are not recorded, so a write
+//!   outside the entries a call names shows only here.
+//! - After the first input and every N-th ([`Harness::set_full_walk_every`]; every input in
+//!   `cargo test`), the full walk: every level of every table read as the PHB walks it (top
+//!   level, then each indirect entry's level, missing levels as zeros) and compared with the
+//!   model image, every page's count and flags (P9: what the record cannot see, such as a table
+//!   writing an entry it was not asked to), with a recount of the model from scratch on
+//!   request. The record being complete for the handlers, the walk is there for the tables
+//!   themselves.
+//! - Teardown (P7): every run of non-zero entries cleared with H_STUFF_TCE in virtual mode
+//!   (checked like any call), no hardware entry left, every region's mapped count 0, every page
+//!   count and flag at its baseline (1 + pins); the regions are unregistered, and every count
+//!   must then be 1, after every 256th input of a world ([`Harness::set_unregister_every`]).
 
 pub mod oracle;
 
@@ -59,13 +67,22 @@ use alloc::vec::Vec;
 use core::fmt;
 use oracle::Model;
 
-/// Most operations decoded from one input.
-pub const MAX_OPS: usize = 12;
+/// Most hypercalls decoded from one input. Each costs tens of microseconds of instrumented
+/// handler and checking work (a window-2 batch, hundreds), so this bounds an execution's cost;
+/// the first harness decoded up to 48 operations and ran about 24 inputs a second.
+pub const MAX_CALLS: usize = 8;
+/// Most operations (hypercalls and the guest's memory writes, which cost next to nothing)
+/// decoded from one input.
+pub const MAX_OPS: usize = 16;
 
 /// Reads bytes, zeroes once exhausted.
+///
+/// The decoder's helpers are not inlined: each inlined copy would get coverage counters of its
+/// own, and libFuzzer's per-execution cost grows with the counters an execution hits.
 struct Bytes<'a>(&'a [u8]);
 
 impl Bytes<'_> {
+    #[inline(never)]
     fn u8(&mut self) -> u8 {
         match self.0.split_first() {
             Some((b, rest)) => {
@@ -75,6 +92,7 @@ impl Bytes<'_> {
             None => 0,
         }
     }
+    #[inline(never)]
     fn u64(&mut self) -> u64 {
         (0..8).fold(0, |v, _| (v << 8) | self.u8() as u64)
     }
@@ -123,6 +141,7 @@ pub const WINDOWS: [(u64, u64, u32, u64); 3] = [
     (3, 0, 12, 256 << 10),
 ];
 
+#[inline(never)]
 fn pick_gpa(b: &mut Bytes<'_>) -> u64 {
     let sel = b.u8();
     match sel % 8 {
@@ -133,6 +152,7 @@ fn pick_gpa(b: &mut Bytes<'_>) -> u64 {
     }
 }
 
+#[inline(never)]
 fn pick_liobn(b: &mut Bytes<'_>) -> u64 {
     match b.u8() % 8 {
         0..=2 => 1,
@@ -142,6 +162,7 @@ fn pick_liobn(b: &mut Bytes<'_>) -> u64 {
     }
 }
 
+#[inline(never)]
 fn pick_ioba(b: &mut Bytes<'_>, liobn: u64) -> u64 {
     let sel = b.u8();
     let idx = b.u8() as u64;
@@ -153,6 +174,7 @@ fn pick_ioba(b: &mut Bytes<'_>, liobn: u64) -> u64 {
     }
 }
 
+#[inline(never)]
 fn pick_tce(b: &mut Bytes<'_>) -> u64 {
     let perm = b.u8();
     let v = pick_gpa(b);
@@ -167,6 +189,7 @@ fn pick_tce(b: &mut Bytes<'_>) -> u64 {
 /// A batch size below `max`: one byte in four picks any (a window-2 batch touches 16
 /// hardware entries per TCE per table, hundreds of microseconds of instrumented work at the
 /// top of the range), the others 0 to 3 (enough to cross a level boundary or a page).
+#[inline(never)]
 fn pick_count(b: &mut Bytes<'_>, max: u64) -> u64 {
     let c = b.u8() as u64;
     if c >= 0xc0 {
@@ -198,7 +221,8 @@ pub fn decode_into(data: &[u8], ops: &mut Vec<Op>) -> Layout {
         w1_levels: 1 + (l0 as u32 >> 4) % 3,
         compound: (l1 & 0x80 != 0).then_some(l1 as u64 & 0x7f),
     };
-    while !b.is_empty() && ops.len() < MAX_OPS {
+    let mut calls = 0;
+    while !b.is_empty() && ops.len() < MAX_OPS && calls < MAX_CALLS {
         let kind = b.u8();
         let liobn = pick_liobn(&mut b);
         let op = match kind % 6 {
@@ -227,6 +251,7 @@ pub fn decode_into(data: &[u8], ops: &mut Vec<Op>) -> Layout {
             }
             _ => Op::Write(pick_gpa(&mut b) & !7, pick_tce(&mut b)),
         };
+        calls += usize::from(matches!(op, Op::Call(..)));
         ops.push(op);
     }
     layout
@@ -458,14 +483,14 @@ impl Default for Harness {
 
 impl Harness {
     /// A harness whose full walk runs after every input and which unregisters its memory
-    /// after every 32nd input of a world.
+    /// after every 256th input of a world.
     pub fn new() -> Self {
         Harness {
             slots: [None, None],
             last: 0,
             ops: Vec::new(),
             full_every: 1,
-            unregister_every: 32,
+            unregister_every: 256,
             self_check: false,
             inputs: 0,
             fault: Fault::None,
