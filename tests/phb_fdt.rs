@@ -2,7 +2,7 @@
 //! dumpdtb has no `pciex@` nodes: skiboot adds them).
 
 use p9iommu::phb::fdt::{parse_phbs, FdtError, M32Window};
-use p9iommu::phb::hw::Bdfn;
+use p9iommu::phb::hw::{Bdfn, PeNum, PhbId};
 
 /// A minimal FDT writer: nodes of (name, properties, children).
 struct Node {
@@ -140,7 +140,7 @@ fn parses_phbs_and_functions() {
     let phbs = parse_phbs(&tree()).unwrap();
     assert_eq!(phbs.len(), 2);
     let p0 = &phbs[0];
-    assert_eq!(p0.opal_phb_id, 0);
+    assert_eq!(p0.opal_phb_id, PhbId(0));
     assert_eq!(p0.reg_base, 0x6_00c3_c000_0000);
     assert_eq!(
         p0.m32,
@@ -150,7 +150,7 @@ fn parses_phbs_and_functions() {
             size: 0x7fff_0000
         }
     );
-    assert_eq!((p0.num_pes, p0.reserved_pe, p0.node), (512, 511, 0));
+    assert_eq!((p0.num_pes, p0.reserved_pe, p0.node), (512, PeNum(511), 0));
     let f: Vec<_> = p0
         .functions
         .iter()
@@ -172,7 +172,7 @@ fn parses_phbs_and_functions() {
             p1.reserved_pe,
             p1.node
         ),
-        (1, 0x6_00c3_c010_0000, 256, 255, 8)
+        (PhbId(1), 0x6_00c3_c010_0000, 256, PeNum(255), 8)
     );
     assert!(p1.functions.is_empty());
 }

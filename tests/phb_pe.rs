@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use fakes::*;
 use p9iommu::phb::direct::DirectBackend;
-use p9iommu::phb::hw::{Bdfn, DmaWindowTable};
+use p9iommu::phb::hw::{Bdfn, DmaWindowTable, PeNum, PhbId, WindowId};
 use p9iommu::phb::opal::OpalBackend;
 use p9iommu::phb::pe::{PeError, PeGroup};
 use p9iommu::phb::regs::{tve_index, Tve};
@@ -28,9 +28,16 @@ fn dma32_works(tve: Tve, group: &PeGroup<FakeTable>, bdfn: Bdfn) -> bool {
 
 fn run_ownership_cycle(phb: &dyn PhbDma, tve: &dyn Fn(u32) -> Tve) {
     let factory = FakeFactory::new();
-    let mut g = PeGroup::new(phb, 1, DEFAULT32, &factory, &[(EDU, 3), (EDU_FN1, 3)]).unwrap();
+    let mut g = PeGroup::new(
+        phb,
+        1,
+        DEFAULT32,
+        &factory,
+        &[(EDU, PeNum(3)), (EDU_FN1, PeNum(3))],
+    )
+    .unwrap();
     assert!(g.is_kernel_owned());
-    assert_eq!(g.pes(), &[3]);
+    assert_eq!(g.pes(), &[PeNum(3)]);
     assert_eq!(
         *factory.nodes.borrow(),
         vec![1],
@@ -50,8 +57,10 @@ fn run_ownership_cycle(phb: &dyn PhbDma, tve: &dyn Fn(u32) -> Tve) {
     // Owner attaches its tables.
     let t0 = Arc::new(owner_table(0x7000_0000, 0));
     let t1 = Arc::new(owner_table(0x7100_0000, 1));
-    g.attach_table::<()>(phb, 0, t0.clone()).unwrap();
-    g.attach_table::<()>(phb, 1, t1.clone()).unwrap();
+    g.attach_table::<()>(phb, WindowId::DMA32, t0.clone())
+        .unwrap();
+    g.attach_table::<()>(phb, WindowId::DMA64, t1.clone())
+        .unwrap();
     assert_eq!(tve(tve_index(3, 0)).table_addr(), 0x7000_0000);
     assert_eq!(tve(tve_index(3, 1)).table_addr(), 0x7100_0000);
 
@@ -84,7 +93,7 @@ fn ownership_cycle_direct() {
 #[test]
 fn ownership_cycle_opal() {
     let opal = FakeOpal::new(0, 512);
-    let o = OpalBackend::new(&opal, 0, 512);
+    let o = OpalBackend::new(&opal, PhbId(0), 512);
     run_ownership_cycle(&o, &|i| opal.tve(i));
     assert!(
         opal.violations.borrow().is_empty(),
@@ -96,9 +105,9 @@ fn ownership_cycle_opal() {
 #[test]
 fn release_failure_leaves_group_retryable() {
     let opal = FakeOpal::new(0, 512);
-    let o = OpalBackend::new(&opal, 0, 512);
+    let o = OpalBackend::new(&opal, PhbId(0), 512);
     let factory = FakeFactory::new();
-    let mut g = PeGroup::new(&o, 0, DEFAULT32, &factory, &[(EDU, 2)]).unwrap();
+    let mut g = PeGroup::new(&o, 0, DEFAULT32, &factory, &[(EDU, PeNum(2))]).unwrap();
     g.take_ownership::<()>(&o).unwrap();
     factory.fail.set(true);
     assert_eq!(
@@ -116,24 +125,33 @@ fn shared_table_serves_two_groups_and_kills_reach_both() {
     let (phb, mem) = (FakePhb::new(), FakeMem::default());
     let d = DirectBackend::new(&phb, &mem, 512, 100);
     let factory = FakeFactory::new();
-    let mut a = PeGroup::new(&d, 0, DEFAULT32, &factory, &[(EDU, 4)]).unwrap();
-    let mut b = PeGroup::new(&d, 0, DEFAULT32, &factory, &[(Bdfn::new(1, 1, 0), 5)]).unwrap();
+    let mut a = PeGroup::new(&d, 0, DEFAULT32, &factory, &[(EDU, PeNum(4))]).unwrap();
+    let mut b = PeGroup::new(
+        &d,
+        0,
+        DEFAULT32,
+        &factory,
+        &[(Bdfn::new(1, 1, 0), PeNum(5))],
+    )
+    .unwrap();
     a.take_ownership::<()>(&d).unwrap();
     b.take_ownership::<()>(&d).unwrap();
     let shared = Arc::new(owner_table(0x7000_0000, 0));
-    a.attach_table::<()>(&d, 0, shared.clone()).unwrap();
-    b.attach_table::<()>(&d, 0, shared.clone()).unwrap();
+    a.attach_table::<()>(&d, WindowId::DMA32, shared.clone())
+        .unwrap();
+    b.attach_table::<()>(&d, WindowId::DMA32, shared.clone())
+        .unwrap();
     assert_eq!(phb.tve(tve_index(4, 0)), phb.tve(tve_index(5, 0)));
     assert_eq!(Arc::strong_count(&shared), 3);
 
     // A TCE cleared in the shared table is killed in every PE using it.
     phb.kills.borrow_mut().clear();
-    let pes: Vec<u32> = a.pes().iter().chain(b.pes()).copied().collect();
+    let pes: Vec<PeNum> = a.pes().iter().chain(b.pes()).copied().collect();
     p9iommu::phb::dma::kill_in_pes(
         &d,
         &pes,
         Kill::Pages {
-            pe: 0,
+            pe: PeNum(0),
             bus_addr: 0x1_0000,
             page_shift: 16,
             npages: 1,
@@ -143,7 +161,28 @@ fn shared_table_serves_two_groups_and_kills_reach_both() {
     assert_eq!(*phb.kills.borrow(), vec![(1 << 62) | 4, (1 << 62) | 5]);
 
     // Detaching from one group leaves the other translating.
-    a.detach_table::<()>(&d, 0).unwrap();
+    a.detach_table::<()>(&d, WindowId::DMA32).unwrap();
     assert!(!phb.tve(tve_index(4, 0)).is_enabled());
     assert_eq!(phb.tve(tve_index(5, 0)).table_addr(), 0x7000_0000);
+}
+
+/// Setting a group up sets each PE's error domain up as Linux's `pnv_ioda_configure_pe`
+/// does: a freeze left on the PE is cleared, and the PE joins its own PELT-V.
+#[test]
+fn group_setup_clears_freeze_and_joins_own_peltv() {
+    let opal = FakeOpal::new(0, 512);
+    let o = OpalBackend::new(&opal, PhbId(0), 512);
+    opal.freeze(6);
+    let _g = PeGroup::new(&o, 0, DEFAULT32, &FakeFactory::new(), &[(EDU, PeNum(6))]).unwrap();
+    assert!(opal.frozen.borrow().is_empty());
+    assert_eq!(*opal.peltv.borrow(), [(6, 6)].into_iter().collect());
+    assert!(opal.violations.borrow().is_empty());
+
+    let (phb, mem) = (FakePhb::new(), FakeMem::default());
+    let d = DirectBackend::new(&phb, &mem, 512, 100);
+    phb.freeze(6);
+    let _g = PeGroup::new(&d, 0, DEFAULT32, &FakeFactory::new(), &[(EDU, PeNum(6))]).unwrap();
+    assert!(!phb.is_frozen(6));
+    assert!(mem.peltv(512, 6, 6));
+    assert!(!mem.peltv(512, 6, 7) && !mem.peltv(512, 7, 6));
 }

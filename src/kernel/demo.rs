@@ -8,7 +8,8 @@ use crate::kernel::pci::{
     self, find_edu, iova, map, pattern, Backend, DmaPage, EduRig, PciError, FILL,
 };
 use crate::kprintln;
-use crate::phb::{Kill, PhbDma};
+use crate::phb::dma::{configure_pe, recover_freeze};
+use crate::phb::{Kill, PeNum, PhbDma, WindowId};
 use crate::tce::{sparse_demo, HeapMemory, TcePerm};
 
 pub fn run() -> bool {
@@ -56,7 +57,7 @@ fn hypercalls() -> bool {
 /// A real PCI device's DMA through a TCE table: QEMU's edu device on PHB 0, programmed with
 /// the OPAL back end (what hardware uses). Skipped when QEMU has no edu device.
 /// The PE the demo puts its edu device in.
-const DEMO_PE: u32 = 1;
+const DEMO_PE: PeNum = PeNum(1);
 
 fn device_dma() -> bool {
     let rig = match find_edu(0) {
@@ -79,9 +80,15 @@ fn device_dma() -> bool {
     };
     // SAFETY: `table` outlives the TVE pointing at it: `clean_up` disables the window before
     // the table drops, and every transfer is waited for. One CPU, one back end.
-    let phb = unsafe { pci::backend(Backend::Opal, &rig.info) };
-    let r = dma_through(&rig, &*phb, &table);
-    let c = rig.clean_up(&*phb, DEMO_PE);
+    let phb = match unsafe { pci::backend(Backend::Opal, &rig.info) } {
+        Ok(phb) => phb,
+        Err(e) => {
+            kprintln!("  [phb] FAILED: {e}");
+            return false;
+        }
+    };
+    let r = dma_through(&rig, &phb, &table);
+    let c = rig.clean_up(&phb, DEMO_PE);
     if let Err(e) = &r {
         kprintln!("  [phb] FAILED: {e}");
     }
@@ -101,13 +108,12 @@ fn dma_through(rig: &EduRig, phb: &dyn PhbDma, table: &pci::KTable) -> Result<()
     map(table, a, &src, TcePerm::READ).map_err(say)?;
     map(table, b, &dst, TcePerm::WRITE).map_err(say)?;
     map(table, c, &control, TcePerm::WRITE).map_err(say)?;
-    phb.set_pe(rig.bdfn, DEMO_PE)
-        .map_err(|e| format!("set_pe: {e:?}"))?;
-    phb.map_window(DEMO_PE, 1, table)
+    configure_pe(phb, rig.bdfn, DEMO_PE).map_err(|e| format!("configure_pe: {e:?}"))?;
+    phb.map_window(DEMO_PE, WindowId::DMA64, table)
         .map_err(|e| format!("map_window: {e:?}"))?;
     kprintln!(
-        "  [phb] PHB {}: edu at {:?} in PE {DEMO_PE}, {}-level table in window 1",
-        rig.info.opal_phb_id,
+        "  [phb] PHB {}: edu at {:?} in {DEMO_PE}, {}-level table in window 1",
+        rig.info.opal_phb_id.0,
         rig.bdfn,
         table.levels()
     );
@@ -134,6 +140,15 @@ fn dma_through(rig: &EduRig, phb: &dyn PhbDma, table: &pci::KTable) -> Result<()
     rig.to_ram(iova(table, b)).map_err(say)?;
     dst.check(|_| FILL)
         .map_err(|m| format!("a DMA through the cleared entry: {m}"))?;
+    // PHB4 freezes the PE on that TCE fault (QEMU does not): clear it before the next DMA.
+    match recover_freeze(phb, DEMO_PE) {
+        Ok(None) => {}
+        Ok(Some(status)) => kprintln!(
+            "  [phb] the blocked DMA froze {DEMO_PE} ({:?}): freeze cleared",
+            status.state
+        ),
+        Err(e) => return Err(format!("freeze: {e:?}")),
+    }
     rig.to_ram(iova(table, c)).map_err(say)?;
     control
         .check_copy(SECOND)

@@ -1,7 +1,7 @@
 //! PCI platform glue shared by the demo and the in-kernel PHB tests: find the PHBs in the FDT,
-//! assign BARs behind a root port and probe QEMU's `edu` device, build a PHB back end (OPAL
-//! calls or direct IODA register programming), make kernel TCE tables, and hold the RAM pages
-//! a device writes with DMA.
+//! assign BARs behind a root port and probe QEMU's `edu` device, hand out a PHB back end (OPAL
+//! calls, the default, or direct IODA register programming, for bring-up and tests) under a
+//! per-PHB claim, make kernel TCE tables, and hold the RAM pages a device writes with DMA.
 //!
 //! Target-only: it names the kernel's FDT, OPAL and real-mode memory. The portable pieces it
 //! glues together live in `crate::phb` and `crate::tce`.
@@ -13,12 +13,16 @@ use core::fmt;
 use crate::arch::ppc64::phb::{EduBar, Opal, PhbRegs, RealMemory};
 use crate::kernel::boot;
 use crate::phb::bars::{assign_bars, BarError};
+use crate::phb::claim::{Claim, PhbSlots};
 use crate::phb::direct::{DirectBackend, DEFAULT_POLL_LIMIT};
 use crate::phb::edu::{self, Direction, Edu, EduError};
 use crate::phb::fdt::{parse_phbs, FdtError, PhbInfo};
-use crate::phb::hw::OpalConfig;
+use crate::phb::hw::{FreezeStatus, OpalConfig, PeltvAction};
 use crate::phb::opal::OpalBackend;
-use crate::phb::{Bdfn, PhbDma, PhbError};
+use crate::phb::regs::Tve;
+use crate::phb::{Bdfn, DmaWindowTable, Kill, PeNum, PhbDma, PhbError, PhbId, WindowId};
+
+pub use crate::phb::claim::Backend;
 use crate::tce::{
     GeometryError, HeapMemory, LockedVm, MayAlloc, TceError, TceGeometry, TcePerm, TceTable,
 };
@@ -46,7 +50,9 @@ pub enum PciError {
     /// The FDT's PHB nodes could not be read.
     Fdt(FdtError),
     /// The PHB lists no function on bus 0 (its root port).
-    NoRootPort { phb: u64 },
+    NoRootPort { phb: PhbId },
+    /// The PHB is driven by the other back end (or the claim table is full).
+    Claim(PhbError),
     /// BAR assignment behind the root port failed.
     Bars(BarError),
     /// The FDT lists an edu device that enumeration did not find behind the root port.
@@ -70,14 +76,15 @@ pub enum PciError {
     /// An entry could not be set.
     Map { index: u64, error: TceError },
     /// Putting a PE back as it was found failed.
-    CleanUp { pe: u32, error: PhbError },
+    CleanUp { pe: PeNum, error: PhbError },
 }
 
 impl fmt::Display for PciError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PciError::Fdt(e) => write!(f, "parse_phbs: {e:?}"),
-            PciError::NoRootPort { phb } => write!(f, "PHB {phb:#x} lists no root port"),
+            PciError::NoRootPort { phb } => write!(f, "PHB {:#x} lists no root port", phb.0),
+            PciError::Claim(e) => write!(f, "claim: {e:?}"),
             PciError::Bars(e) => write!(f, "assign_bars: {e:?}"),
             PciError::EduNotFound { root_port } => write!(f, "edu not found behind {root_port:?}"),
             PciError::NoBar0 => write!(f, "edu without BAR0"),
@@ -96,7 +103,7 @@ impl fmt::Display for PciError {
             PciError::Geometry(e) => write!(f, "geometry: {e:?}"),
             PciError::Table(e) => write!(f, "table: {e:?}"),
             PciError::Map { index, error } => write!(f, "map entry {index:#x}: {error:?}"),
-            PciError::CleanUp { pe, error } => write!(f, "clean-up of PE {pe}: {error:?}"),
+            PciError::CleanUp { pe, error } => write!(f, "clean-up of {pe}: {error:?}"),
         }
     }
 }
@@ -117,59 +124,155 @@ pub fn phbs() -> Result<Vec<PhbInfo>, PciError> {
     parse_phbs(blob).map_err(PciError::Fdt)
 }
 
-/// The two ways of programming a PHB's DMA: they must behave the same.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
-    /// OPAL calls: what the firmware supports on hardware.
-    Opal,
-    /// IODA3 registers written directly.
-    Direct,
+/// The direct back end as the kernel builds it.
+pub type KDirect = DirectBackend<PhbRegs, RealMemory>;
+
+/// Most PHBs the kernel drives (a two-socket POWER9 has 12).
+const MAX_PHBS: usize = 16;
+
+/// Which back end holds each PHB, and each PHB's one direct back end, for the kernel's life.
+static PHBS: PhbSlots<KDirect, MAX_PHBS> = PhbSlots::new();
+
+/// A claimed PHB back end: OPAL calls, or the PHB's one direct back end (its locks shared by
+/// every handle). While any handle for one back end exists, asking for the other back end on
+/// the same PHB fails with [`PhbError::Claimed`]; dropping the last handle hands the PHB
+/// back, and its holder must have left it as found (windows disabled, devices back in the
+/// reserved PE).
+pub struct PhbHandle {
+    _claim: Claim<'static, KDirect, MAX_PHBS>,
+    dma: HandleDma,
 }
 
-impl Backend {
-    /// Both back ends.
-    pub const ALL: [Backend; 2] = [Backend::Opal, Backend::Direct];
+enum HandleDma {
+    Opal(OpalBackend<Opal>),
+    Direct(&'static KDirect),
+}
 
-    /// A short name for reports.
-    pub fn name(self) -> &'static str {
-        match self {
-            Backend::Opal => "opal",
-            Backend::Direct => "direct",
+impl PhbHandle {
+    /// The back end this handle drives.
+    pub fn kind(&self) -> Backend {
+        match self.dma {
+            HandleDma::Opal(_) => Backend::Opal,
+            HandleDma::Direct(_) => Backend::Direct,
+        }
+    }
+
+    /// The direct back end, when that is what this handle drives (for reading IODA state:
+    /// PESTs).
+    pub fn direct(&self) -> Option<&'static KDirect> {
+        match self.dma {
+            HandleDma::Direct(d) => Some(d),
+            HandleDma::Opal(_) => None,
+        }
+    }
+
+    fn inner(&self) -> &dyn PhbDma {
+        match &self.dma {
+            HandleDma::Opal(o) => o,
+            HandleDma::Direct(d) => *d,
         }
     }
 }
 
-/// `kind`'s back end for the PHB `info` describes.
+impl PhbDma for PhbHandle {
+    fn num_pes(&self) -> u32 {
+        self.inner().num_pes()
+    }
+    fn set_pe(&self, bdfn: Bdfn, pe: PeNum) -> Result<(), PhbError> {
+        self.inner().set_pe(bdfn, pe)
+    }
+    fn set_peltv(&self, parent: PeNum, child: PeNum, action: PeltvAction) -> Result<(), PhbError> {
+        self.inner().set_peltv(parent, child, action)
+    }
+    fn freeze_status(&self, pe: PeNum) -> Result<FreezeStatus, PhbError> {
+        self.inner().freeze_status(pe)
+    }
+    fn clear_freeze(&self, pe: PeNum) -> Result<(), PhbError> {
+        self.inner().clear_freeze(pe)
+    }
+    fn map_window(
+        &self,
+        pe: PeNum,
+        window: WindowId,
+        table: &dyn DmaWindowTable,
+    ) -> Result<(), PhbError> {
+        self.inner().map_window(pe, window, table)
+    }
+    fn unmap_window(&self, pe: PeNum, window: WindowId) -> Result<(), PhbError> {
+        self.inner().unmap_window(pe, window)
+    }
+    fn kill(&self, kill: Kill) -> Result<(), PhbError> {
+        self.inner().kill(kill)
+    }
+}
+
+/// `kind`'s back end for the PHB `info` describes, claimed for `kind`: refused while the
+/// other back end holds the PHB.
 ///
 /// # Safety
 /// The caller keeps every table alive while a TVE points at it (through this back end or any
-/// other), and programs a PHB from one CPU, one back end at a time.
-pub unsafe fn backend(kind: Backend, info: &PhbInfo) -> Box<dyn PhbDma> {
-    match kind {
+/// other), and leaves the PHB as it found it before dropping the last handle.
+pub unsafe fn backend(kind: Backend, info: &PhbInfo) -> Result<PhbHandle, PciError> {
+    let claim = PHBS
+        .claim(info.opal_phb_id, kind)
+        .map_err(PciError::Claim)?;
+    let dma = match kind {
         Backend::Opal => {
             // SAFETY: the kernel located OPAL at boot; table lifetimes are the caller's.
-            let opal = unsafe { Opal::new() };
-            Box::new(OpalBackend::new(opal, info.opal_phb_id, info.num_pes))
+            HandleDma::Opal(OpalBackend::new(
+                unsafe { Opal::new() },
+                info.opal_phb_id,
+                info.num_pes,
+            ))
         }
         Backend::Direct => {
-            // SAFETY: forwarded to the caller (the same contract).
-            Box::new(unsafe { direct_backend(info) })
+            let make = || {
+                // SAFETY: `reg_base` is the PHB's register base from its `pciex@` node; the
+                // claim keeps OPAL's PHB programming away while this instance is used, and
+                // this is the PHB's only instance (made once, kept in `PHBS`).
+                let regs = unsafe { PhbRegs::new(info.reg_base) };
+                // SAFETY: the direct back end touches only the RTT and PELT-V that `RTT_BAR`
+                // and `PELTV_BAR` point at.
+                let mem = unsafe { RealMemory::new() };
+                DirectBackend::new(regs, mem, info.num_pes, DEFAULT_POLL_LIMIT)
+            };
+            // A Direct claim always yields the instance.
+            match claim.direct(make) {
+                Some(d) => HandleDma::Direct(d),
+                None => return Err(PciError::Claim(PhbError::TooManyPhbs)),
+            }
         }
-    }
+    };
+    Ok(PhbHandle { _claim: claim, dma })
 }
 
-/// The direct back end, concretely typed (for reading IODA state back).
+/// The TVE at `index`, read through `IODA_ADDR`/`IODA_DATA0` whichever back end holds the
+/// PHB: a diagnostic for tests, which check what the PHB itself holds.
 ///
 /// # Safety
-/// As for [`backend`].
-pub unsafe fn direct_backend(info: &PhbInfo) -> DirectBackend<PhbRegs, RealMemory> {
-    // SAFETY: `reg_base` is the PHB's register base from its `pciex@` node; one CPU and one
-    // back end at a time (caller's contract).
+/// Nothing else may use the PHB's IODA registers during the call (no other CPU, no OPAL call
+/// in flight).
+pub unsafe fn peek_tve(info: &PhbInfo, index: u32) -> Tve {
+    // SAFETY: `reg_base` is the PHB's register base; the caller keeps the IODA registers to
+    // itself for the two accesses.
     let regs = unsafe { PhbRegs::new(info.reg_base) };
-    // SAFETY: the kernel runs with the MMU off; the direct back end touches only the RTT
-    // that `RTT_BAR` points at.
-    let mem = unsafe { RealMemory::new() };
-    DirectBackend::new(regs, mem, info.num_pes, DEFAULT_POLL_LIMIT)
+    crate::phb::direct::read_tve(&regs, index)
+}
+
+/// `pe`'s PESTA and PESTB entries (bit 63: MMIO frozen / DMA stopped; the rest describes the
+/// error), read as [`peek_tve`] reads the TVT: a diagnostic for freeze reports.
+///
+/// # Safety
+/// As for [`peek_tve`].
+pub unsafe fn peek_pest(info: &PhbInfo, pe: PeNum) -> (u64, u64) {
+    use crate::phb::direct::read_ioda;
+    use crate::phb::regs::IodaTable;
+    // SAFETY: as in `peek_tve`.
+    let regs = unsafe { PhbRegs::new(info.reg_base) };
+    (
+        read_ioda(&regs, IodaTable::PestA, pe.0),
+        read_ioda(&regs, IodaTable::PestB, pe.0),
+    )
 }
 
 // ---- the edu device --------------------------------------------------------------------------
@@ -257,12 +360,14 @@ impl EduRig {
             })
     }
 
-    /// Disables both windows of `pe` and returns the device to the reserved PE (where skiboot
-    /// leaves every requester ID). Tries all three steps and reports the first failure.
-    pub fn clean_up(&self, phb: &dyn PhbDma, pe: u32) -> Result<(), PciError> {
+    /// Disables both windows of `pe`, clears any freeze left on it, and returns the device to
+    /// the reserved PE (where skiboot leaves every requester ID). Tries every step and
+    /// reports the first failure.
+    pub fn clean_up(&self, phb: &dyn PhbDma, pe: PeNum) -> Result<(), PciError> {
         let r = [
-            phb.unmap_window(pe, 0),
-            phb.unmap_window(pe, 1),
+            phb.unmap_window(pe, WindowId::DMA32),
+            phb.unmap_window(pe, WindowId::DMA64),
+            phb.clear_freeze(pe),
             phb.set_pe(self.bdfn, self.info.reserved_pe),
         ];
         match r.iter().find_map(|r| r.err()) {

@@ -9,7 +9,7 @@
 
 use alloc::vec::Vec;
 
-use super::hw::Bdfn;
+use super::hw::{Bdfn, PeNum, PhbId};
 
 /// The M32 MMIO window: PCI (bus) addresses `pci_addr..pci_addr + size` appear to the CPU
 /// at `cpu_addr..`.
@@ -46,7 +46,7 @@ pub struct PciFunctionInfo {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PhbInfo {
     /// `ibm,opal-phbid`: the PHB's id in OPAL calls.
-    pub opal_phb_id: u64,
+    pub opal_phb_id: PhbId,
     /// PHB register base (`reg[0]`).
     pub reg_base: u64,
     /// The 32-bit MMIO window.
@@ -54,7 +54,7 @@ pub struct PhbInfo {
     /// `ibm,opal-num-pes`.
     pub num_pes: u32,
     /// `ibm,opal-reserved-pe`: the PE every requester ID starts in.
-    pub reserved_pe: u32,
+    pub reserved_pe: PeNum,
     /// NUMA node (`ibm,chip-id`; 0 if absent).
     pub node: u32,
     /// PCI functions found below the PHB node, in tree order.
@@ -135,11 +135,11 @@ fn parse_phb(node: fdt::node::FdtNode<'_, '_>) -> Result<PhbInfo, FdtError> {
     let mut functions = Vec::new();
     collect_functions(node, &mut functions);
     Ok(PhbInfo {
-        opal_phb_id,
+        opal_phb_id: PhbId(opal_phb_id),
         reg_base,
         m32,
         num_pes,
-        reserved_pe,
+        reserved_pe: PeNum(reserved_pe),
         node: node_id,
         functions,
     })

@@ -13,19 +13,20 @@
 //!   4K/64K/2M/1G, window a power of two of at least a page, bus offset page aligned, the window
 //!   inside one half of the bus address space selected by bit 59, one level encodable), with
 //!   Linux's split (`ceil(entries_shift / levels)` index bits per level, levels at least
-//!   4 KiB); every accessor, the slots of an index (they put the index back together),
+//!   4 KiB), and Linux's limit (`levels * index bits + page shift` below 55); every accessor, the slots of an index (they put the index back together),
 //!   `index_of`, and a TVE built from the geometry decoding back to it;
-//! - [`WindowParams::new`] over a table with any fields: when it accepts, the PHB's decoding
-//!   of every bus address of the window (index = address bits above the page, as many as the
-//!   levels hold) equals the table's index, and the window lies in the half its number
-//!   selects, below 2^60; for a page-aligned table it accepts whenever that holds;
+//! - [`WindowParams::new`] over a table with any fields: accepted exactly when the window
+//!   number, PE and TVE are valid, the table's reach is below 55 bits, the table starts at its
+//!   window's bus offset (0 or `1 << 59`) and fits its reach; then the PHB's decoding of every
+//!   bus address of the window (index = address bits above the page, as many as the levels
+//!   hold) equals the table's index, and the window lies in the half its number selects;
 //! - [`TceKillCmd`] and [`IodaAddr`] encodings.
 
 use alloc::format;
 use alloc::string::String;
 
-use super::dma::{PhbError, WindowParams};
-use super::hw::DmaWindowTable;
+use super::dma::{check_window, PhbError, WindowParams};
+use super::hw::{DmaWindowTable, PeNum};
 use super::regs::{tve_index, IodaAddr, IodaTable, TceKillCmd, Tve, TveError};
 use crate::tce::{GeometryError, TceGeometry};
 
@@ -243,6 +244,10 @@ fn model_geometry(
     if level_shift - 11 > getfield(TVT_TABLE_SIZE, u64::MAX) as u32 {
         return Err("level too large");
     }
+    // Linux pnv_pci_ioda2_table_alloc_pages: bus address bits 59:55 are not decoded.
+    if (level_shift - 3) * levels + shift >= 55 {
+        return Err("55 bits");
+    }
     Ok((window >> shift, level_shift))
 }
 
@@ -262,6 +267,7 @@ fn geometry_error_matches(e: GeometryError, why: &str) -> bool {
             | (GeometryError::BusOffsetMisaligned { .. }, "bus offset")
             | (GeometryError::WindowCrossesTveSelect { .. }, "bit 59")
             | (GeometryError::LevelTooLarge { .. }, "level too large")
+            | (GeometryError::ReachTooLarge { .. }, "55 bits")
     )
 }
 
@@ -433,33 +439,35 @@ fn phb_agrees(bus: u64, window: u64, shift: u32, index_bits: u32) -> bool {
     }
 }
 
-/// [`WindowParams::new`]: refused for a bad PE or window number or a TVE that cannot be
-/// encoded, with those errors; when accepted, the PHB decodes the window as the table indexes
-/// it, inside the half bit 59 selects for the window number, below 2^60; for a table starting
-/// on a page boundary, accepted whenever that holds.
+/// [`WindowParams::new`]: refused for a bad window number, PE number or a TVE that cannot be
+/// encoded, with those errors; for a table whose reach (`levels * index bits + page shift`)
+/// reaches 55 bits, which the PHB does not decode; for a table not starting at its window's
+/// bus offset (0 or `1 << 59`) or larger than its reach; accepted otherwise, and then the PHB
+/// decodes the window as the table indexes it, inside the half bit 59 selects for the window
+/// number, below 2^60.
 fn check_window_params(t: &FakeTable, pe: u32, window: u8, num_pes: u32) -> Result<(), String> {
-    let got = WindowParams::new(pe, window, num_pes, t);
     let args = format!(
         "WindowParams::new(pe {pe}, window {window}, {num_pes} PEs, table at {:#x}: {} levels of {:#x}, page shift {}, bus {:#x}, size {:#x})",
         t.top, t.levels, t.level_size, t.page_shift, t.bus, t.window
     );
-    let tve = model_tve(t.top, t.levels, t.level_size, t.page_shift);
-    let last = t.bus.checked_add(t.window.wrapping_sub(1));
-    let placed = t.window != 0
-        && t.bus.checked_add(t.window).is_some()
-        && last.is_some_and(|l| {
-            l >> 60 == 0 && (l >> 59) as u8 == window && (t.bus >> 59) as u8 == window
-        });
-    let agrees = || {
-        let index_bits = t.levels * t.level_size.trailing_zeros().saturating_sub(3);
-        phb_agrees(t.bus, t.window, t.page_shift, index_bits)
+    let w = match check_window(window) {
+        Ok(w) if window <= 1 && w.number() == window => w,
+        Err(PhbError::BadWindow(b)) if window > 1 && b == window => return Ok(()),
+        got => return Err(format!("check_window({window}) = {got:?}")),
     };
+    let got = WindowParams::new(PeNum(pe), w, num_pes, t);
+    let tve = model_tve(t.top, t.levels, t.level_size, t.page_shift);
+    // Only read once the TVE is valid: levels 1..=5, a power-of-two level of 4K..2^42.
+    let reach = || t.page_shift + t.levels * (t.level_size.trailing_zeros() - 3);
+    let want_range =
+        || t.bus != u64::from(window) << 59 || t.window == 0 || u128::from(t.window) > 1 << reach();
     match got {
-        Err(PhbError::BadPe { pe: p, num_pes: n }) if pe >= num_pes && (p, n) == (pe, num_pes) => {
+        Err(PhbError::BadPe { pe: p, num_pes: n })
+            if pe >= num_pes && (p, n) == (PeNum(pe), num_pes) =>
+        {
             Ok(())
         }
-        Err(PhbError::BadWindow(w)) if pe < num_pes && window > 1 && w == window => Ok(()),
-        Err(PhbError::Table(e)) if pe < num_pes && window <= 1 => match tve {
+        Err(PhbError::Table(e)) if pe < num_pes => match tve {
             Err(why) if tve_error_matches(e, why, t.top, t.levels, t.level_size, t.page_shift) => {
                 Ok(())
             }
@@ -467,20 +475,40 @@ fn check_window_params(t: &FakeTable, pe: u32, window: u8, num_pes: u32) -> Resu
                 "{args} refused with {e:?}, the model's TVE is {tve:?}"
             )),
         },
-        Err(PhbError::TableRange { .. }) if pe < num_pes && window <= 1 && tve.is_ok() => {
-            if placed && t.bus.is_multiple_of(1 << t.page_shift) && agrees() {
-                Err(format!(
-                    "{args} refused, but the PHB would decode the window as the table indexes it"
-                ))
-            } else {
+        Err(PhbError::TableReach { reach_shift }) if pe < num_pes && tve.is_ok() => {
+            if reach_shift == reach() && reach_shift >= 55 {
                 Ok(())
+            } else {
+                Err(format!(
+                    "{args} refused with reach {reach_shift}, the model says {}",
+                    reach()
+                ))
+            }
+        }
+        Err(PhbError::TableRange { .. }) if pe < num_pes && tve.is_ok() && reach() < 55 => {
+            if want_range() {
+                Ok(())
+            } else {
+                Err(format!("{args} refused, but the table starts at its window's offset and fits its reach"))
             }
         }
         Ok(p) => {
-            if pe >= num_pes || window > 1 || tve != Ok(p.tve.0) || !placed || !agrees() {
+            if pe >= num_pes || tve != Ok(p.tve.0) || reach() >= 55 || want_range() {
                 return Err(format!(
-                    "{args} accepted ({p:x?}); the model's TVE is {tve:x?}, placed {placed}, PHB agrees {}",
-                    placed && agrees()
+                    "{args} accepted ({p:x?}); the model's TVE is {tve:x?}, reach {}",
+                    reach()
+                ));
+            }
+            // What the rules buy: the PHB's decoding agrees with the table's indexing, and
+            // the window lies in the half its number selects, below 2^60.
+            let last = t.bus + (t.window - 1);
+            let index_bits = t.levels * (t.level_size.trailing_zeros() - 3);
+            if !phb_agrees(t.bus, t.window, t.page_shift, index_bits)
+                || last >> 60 != 0
+                || (last >> 59) as u8 != window
+            {
+                return Err(format!(
+                    "{args} accepted, but the PHB would mistranslate it"
                 ));
             }
             let want = (
@@ -502,9 +530,7 @@ fn check_window_params(t: &FakeTable, pe: u32, window: u8, num_pes: u32) -> Resu
             }
             Ok(())
         }
-        Err(e) => Err(format!(
-            "{args} refused with {e:?} (model: TVE {tve:?}, placed {placed})"
-        )),
+        Err(e) => Err(format!("{args} refused with {e:?} (model: TVE {tve:?})")),
     }
 }
 

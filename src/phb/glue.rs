@@ -4,7 +4,7 @@
 use alloc::vec::Vec;
 
 use super::dma::{kill_in_pes, Kill, PhbDma};
-use super::hw::DmaWindowTable;
+use super::hw::{DmaWindowTable, PeNum};
 use crate::hcall::{KillFailed, TceInvalidate};
 use crate::tce::{LockedMemoryBudget, TceMemory, TceTable};
 
@@ -36,7 +36,7 @@ impl<M: TceMemory, B: LockedMemoryBudget> DmaWindowTable for TceTable<M, B> {
 /// table changes. `invalidate` never allocates and takes no lock but the back end's kill.
 pub struct TableKill<P: PhbDma> {
     phb: P,
-    pes: Vec<u32>,
+    pes: Vec<PeNum>,
     page_shift: u32,
     bus_offset: u64,
 }
@@ -44,7 +44,7 @@ pub struct TableKill<P: PhbDma> {
 impl<P: PhbDma> TableKill<P> {
     /// Kills for a table of IO page shift `page_shift` whose entry 0 is at `bus_offset`,
     /// attached to `pes` of `phb`.
-    pub fn new(phb: P, pes: Vec<u32>, page_shift: u32, bus_offset: u64) -> Self {
+    pub fn new(phb: P, pes: Vec<PeNum>, page_shift: u32, bus_offset: u64) -> Self {
         Self {
             phb,
             pes,
@@ -62,12 +62,12 @@ impl<P: PhbDma> TableKill<P> {
             .and_then(|v| v.checked_add(self.bus_offset));
         match (bus_addr, u32::try_from(count)) {
             (Some(bus_addr), Ok(npages)) => Kill::Pages {
-                pe: 0,
+                pe: PeNum(0),
                 bus_addr,
                 page_shift: self.page_shift,
                 npages,
             },
-            _ => Kill::Pe(0),
+            _ => Kill::Pe(PeNum(0)),
         }
     }
 
@@ -75,7 +75,7 @@ impl<P: PhbDma> TableKill<P> {
     pub fn try_invalidate(&self, first: u64, count: u64) -> Result<(), super::PhbError> {
         match kill_in_pes(&self.phb, &self.pes, self.kill_for(first, count)) {
             // An unexpressible page kill: fall back to killing the PEs.
-            Err(super::PhbError::BadKill) => kill_in_pes(&self.phb, &self.pes, Kill::Pe(0)),
+            Err(super::PhbError::BadKill) => kill_in_pes(&self.phb, &self.pes, Kill::Pe(PeNum(0))),
             r => r,
         }
     }

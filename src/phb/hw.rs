@@ -38,6 +38,189 @@ impl fmt::Debug for Bdfn {
     }
 }
 
+/// OPAL's id of a PHB (`ibm,opal-phbid`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PhbId(pub u64);
+
+/// A PE number on one PHB (below its `ibm,opal-num-pes`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeNum(pub u32);
+
+impl fmt::Display for PeNum {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PE {}", self.0)
+    }
+}
+
+/// One of a PE's two DMA windows (TVEs 2 * PE and 2 * PE + 1), which the PHB selects with
+/// bus address bit 59: window 0 starts at bus address 0, window 1 at `1 << 59`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WindowId(u8);
+
+impl WindowId {
+    /// Window 0: the 32-bit window, bus offset 0.
+    pub const DMA32: WindowId = WindowId(0);
+    /// Window 1: the 64-bit window, bus offset `1 << 59`.
+    pub const DMA64: WindowId = WindowId(1);
+
+    /// Window `n`; `None` unless `n` is 0 or 1.
+    pub const fn new(n: u8) -> Option<WindowId> {
+        if n <= 1 {
+            Some(WindowId(n))
+        } else {
+            None
+        }
+    }
+
+    /// The window number, 0 or 1.
+    pub const fn number(self) -> u8 {
+        self.0
+    }
+
+    /// The only bus offset the PHB decodes for this window: 0 or `1 << 59`.
+    pub const fn bus_offset(self) -> u64 {
+        (self.0 as u64) << 59
+    }
+
+    /// The window a bus address selects (its bit 59).
+    pub const fn of_bus_addr(bus_addr: u64) -> WindowId {
+        WindowId(((bus_addr >> 59) & 1) as u8)
+    }
+}
+
+/// A PE's freeze state, as OPAL_PCI_EEH_FREEZE_STATUS reports it (`enum OpalFreezeState`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FreezeState {
+    /// OPAL_EEH_STOPPED_NOT_FROZEN (0).
+    NotFrozen,
+    /// OPAL_EEH_STOPPED_MMIO_FREEZE (1): MMIO to the PE is stopped.
+    Mmio,
+    /// OPAL_EEH_STOPPED_DMA_FREEZE (2): DMA from the PE is stopped.
+    Dma,
+    /// OPAL_EEH_STOPPED_MMIO_DMA_FREEZE (3): both (also what a fenced PHB reports).
+    MmioDma,
+    /// OPAL_EEH_STOPPED_RESET (4).
+    Reset,
+    /// OPAL_EEH_STOPPED_TEMP_UNAVAIL (5).
+    TempUnavailable,
+    /// OPAL_EEH_STOPPED_PERM_UNAVAIL (6).
+    PermUnavailable,
+    /// A value `opal-api.h` does not define.
+    Other(u8),
+}
+
+impl FreezeState {
+    /// Decodes OPAL's byte.
+    pub const fn from_raw(v: u8) -> FreezeState {
+        match v {
+            0 => Self::NotFrozen,
+            1 => Self::Mmio,
+            2 => Self::Dma,
+            3 => Self::MmioDma,
+            4 => Self::Reset,
+            5 => Self::TempUnavailable,
+            6 => Self::PermUnavailable,
+            other => Self::Other(other),
+        }
+    }
+
+    /// From the two PE state bits (PESTA MMIO frozen, PESTB DMA stopped), as skiboot's
+    /// `phb4_eeh_freeze_status` combines them.
+    pub const fn from_bits(mmio: bool, dma: bool) -> FreezeState {
+        match (mmio, dma) {
+            (false, false) => Self::NotFrozen,
+            (true, false) => Self::Mmio,
+            (false, true) => Self::Dma,
+            (true, true) => Self::MmioDma,
+        }
+    }
+
+    /// Whether the PE is in any state but "not frozen".
+    pub const fn is_frozen(self) -> bool {
+        !matches!(self, Self::NotFrozen)
+    }
+}
+
+/// The error class OPAL_PCI_EEH_FREEZE_STATUS reports (`enum OpalPciStatusToken`). skiboot
+/// reports [`PciErrorType::NoError`] for an ordinary PE freeze and [`PciErrorType::Phb`] for a
+/// fenced or dead PHB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PciErrorType {
+    /// OPAL_EEH_NO_ERROR (0).
+    NoError,
+    /// OPAL_EEH_IOC_ERROR (1).
+    Ioc,
+    /// OPAL_EEH_PHB_ERROR (2).
+    Phb,
+    /// OPAL_EEH_PE_ERROR (3).
+    Pe,
+    /// OPAL_EEH_PE_MMIO_ERROR (4).
+    PeMmio,
+    /// OPAL_EEH_PE_DMA_ERROR (5).
+    PeDma,
+    /// A value `opal-api.h` does not define.
+    Other(u16),
+}
+
+impl PciErrorType {
+    /// Decodes OPAL's (host-order) half word.
+    pub const fn from_raw(v: u16) -> PciErrorType {
+        match v {
+            0 => Self::NoError,
+            1 => Self::Ioc,
+            2 => Self::Phb,
+            3 => Self::Pe,
+            4 => Self::PeMmio,
+            5 => Self::PeDma,
+            other => Self::Other(other),
+        }
+    }
+}
+
+/// A PE's freeze state and the error class behind it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FreezeStatus {
+    /// Frozen, and what is stopped.
+    pub state: FreezeState,
+    /// The error class.
+    pub error: PciErrorType,
+}
+
+impl FreezeStatus {
+    /// Not frozen, no error.
+    pub const CLEAR: FreezeStatus = FreezeStatus {
+        state: FreezeState::NotFrozen,
+        error: PciErrorType::NoError,
+    };
+
+    /// Whether the PE is frozen.
+    pub const fn is_frozen(&self) -> bool {
+        self.state.is_frozen()
+    }
+}
+
+/// OPAL_PCI_EEH_FREEZE_CLEAR actions (`enum OpalEehFreezeActionToken`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum EehClear {
+    /// OPAL_EEH_ACTION_CLEAR_FREEZE_MMIO.
+    Mmio = 1,
+    /// OPAL_EEH_ACTION_CLEAR_FREEZE_DMA.
+    Dma = 2,
+    /// OPAL_EEH_ACTION_CLEAR_FREEZE_ALL.
+    All = 3,
+}
+
+/// OPAL_PCI_SET_PELTV actions (`enum OpalPeltvAction`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum PeltvAction {
+    /// OPAL_REMOVE_PE_FROM_DOMAIN.
+    Remove = 0,
+    /// OPAL_ADD_PE_TO_DOMAIN.
+    Add = 1,
+}
+
 /// 64-bit access to one PHB's registers.
 ///
 /// Contract: `reg` is an offset from the PHB register base; values are host order. The
@@ -62,6 +245,10 @@ pub trait PhysMemory {
     fn read(&self, pa: u64, buf: &mut [u8]);
     /// Copies `buf` to physical address `pa`.
     fn write(&self, pa: u64, buf: &[u8]);
+    /// Stores `value` big-endian at the 2-byte-aligned physical address `pa` in ONE 16-bit
+    /// store (`u16::to_be` before the store), so a PHB reading the entry concurrently sees
+    /// the old value or the new one, never half of each.
+    fn write_be16(&self, pa: u64, value: u16);
 }
 
 impl<T: PhbMmio + ?Sized> PhbMmio for &T {
@@ -79,6 +266,9 @@ impl<T: PhysMemory + ?Sized> PhysMemory for &T {
     }
     fn write(&self, pa: u64, buf: &[u8]) {
         (**self).write(pa, buf)
+    }
+    fn write_be16(&self, pa: u64, value: u16) {
+        (**self).write_be16(pa, value)
     }
 }
 
@@ -189,116 +379,221 @@ pub enum OpalTceKillType {
     All = 2,
 }
 
-/// The OPAL PCI calls the PHB driver uses, with raw arguments and raw `i64` return codes
-/// exactly as `opal-api.h` defines them; [`OpalError::check`] types the result.
+/// The OPAL PCI calls the PHB driver uses (skiboot `include/opal-api.h`), typed: the token
+/// numbers, the raw `i64` return codes and the physical addresses of out-parameters stay in
+/// the implementation (`arch::ppc64`), which maps every return code with
+/// [`OpalError::check`].
 ///
 /// Contract: every call is usable in hypervisor real mode (the TCE kill is called from the
 /// real-mode hypercall path). Values OPAL returns through memory are big-endian; the
-/// implementation converts them before storing to `value` (host order).
+/// implementation converts them to host order.
 pub trait OpalPci {
     /// OPAL_PCI_SET_PE (31).
     #[allow(clippy::too_many_arguments)]
     fn pci_set_pe(
         &self,
-        phb_id: u64,
-        pe: u64,
-        bdfn: u64,
+        phb: PhbId,
+        pe: PeNum,
+        bdfn: Bdfn,
         bus_compare: u8,
         dev_compare: u8,
         func_compare: u8,
         action: u8,
-    ) -> i64;
+    ) -> Result<(), OpalError>;
     /// OPAL_PCI_MAP_PE_DMA_WINDOW (44): `window_id` is the TVE index (`pe * 2 + window`);
     /// `table_size` is the size of ONE level; 0 disables the TVE.
     #[allow(clippy::too_many_arguments)]
     fn pci_map_pe_dma_window(
         &self,
-        phb_id: u64,
-        pe: u64,
+        phb: PhbId,
+        pe: PeNum,
         window_id: u16,
         levels: u16,
         table_addr: u64,
         table_size: u64,
         page_size: u64,
-    ) -> i64;
+    ) -> Result<(), OpalError>;
     /// OPAL_PCI_MAP_PE_DMA_WINDOW_REAL (45): an untranslated (bypass) window; size 0
     /// disables it.
     fn pci_map_pe_dma_window_real(
         &self,
-        phb_id: u64,
-        pe: u64,
+        phb: PhbId,
+        pe: PeNum,
         window_id: u16,
         pci_start: u64,
         pci_size: u64,
-    ) -> i64;
+    ) -> Result<(), OpalError>;
     /// OPAL_PCI_TCE_KILL (126).
     fn pci_tce_kill(
         &self,
-        phb_id: u64,
-        kill_type: u32,
-        pe: u64,
+        phb: PhbId,
+        kill_type: OpalTceKillType,
+        pe: PeNum,
         tce_size: u32,
         dma_addr: u64,
         npages: u32,
-    ) -> i64;
+    ) -> Result<(), OpalError>;
+    /// OPAL_PCI_EEH_FREEZE_STATUS (23): `(phb_id, pe_number, u8 *freeze_state, __be16
+    /// *pci_error_type, __be64 *phb_status)`; the deprecated `phb_status` is passed as NULL.
+    fn pci_eeh_freeze_status(&self, phb: PhbId, pe: PeNum) -> Result<FreezeStatus, OpalError>;
+    /// OPAL_PCI_EEH_FREEZE_CLEAR (26).
+    fn pci_eeh_freeze_clear(
+        &self,
+        phb: PhbId,
+        pe: PeNum,
+        action: EehClear,
+    ) -> Result<(), OpalError>;
+    /// OPAL_PCI_SET_PELTV (32): `child` joins (or leaves) the PEs that `parent`'s errors
+    /// freeze.
+    fn pci_set_peltv(
+        &self,
+        phb: PhbId,
+        parent: PeNum,
+        child: PeNum,
+        action: PeltvAction,
+    ) -> Result<(), OpalError>;
     /// OPAL_PCI_CONFIG_READ_BYTE (13).
-    fn pci_config_read_byte(&self, phb_id: u64, bdfn: u64, offset: u64, value: &mut u8) -> i64;
+    fn pci_config_read_byte(&self, phb: PhbId, bdfn: Bdfn, offset: u16) -> Result<u8, OpalError>;
     /// OPAL_PCI_CONFIG_READ_HALF_WORD (14).
     fn pci_config_read_half_word(
         &self,
-        phb_id: u64,
-        bdfn: u64,
-        offset: u64,
-        value: &mut u16,
-    ) -> i64;
+        phb: PhbId,
+        bdfn: Bdfn,
+        offset: u16,
+    ) -> Result<u16, OpalError>;
     /// OPAL_PCI_CONFIG_READ_WORD (15).
-    fn pci_config_read_word(&self, phb_id: u64, bdfn: u64, offset: u64, value: &mut u32) -> i64;
+    fn pci_config_read_word(&self, phb: PhbId, bdfn: Bdfn, offset: u16) -> Result<u32, OpalError>;
     /// OPAL_PCI_CONFIG_WRITE_BYTE (16).
-    fn pci_config_write_byte(&self, phb_id: u64, bdfn: u64, offset: u64, value: u8) -> i64;
+    fn pci_config_write_byte(
+        &self,
+        phb: PhbId,
+        bdfn: Bdfn,
+        offset: u16,
+        value: u8,
+    ) -> Result<(), OpalError>;
     /// OPAL_PCI_CONFIG_WRITE_HALF_WORD (17).
-    fn pci_config_write_half_word(&self, phb_id: u64, bdfn: u64, offset: u64, value: u16) -> i64;
+    fn pci_config_write_half_word(
+        &self,
+        phb: PhbId,
+        bdfn: Bdfn,
+        offset: u16,
+        value: u16,
+    ) -> Result<(), OpalError>;
     /// OPAL_PCI_CONFIG_WRITE_WORD (18).
-    fn pci_config_write_word(&self, phb_id: u64, bdfn: u64, offset: u64, value: u32) -> i64;
+    fn pci_config_write_word(
+        &self,
+        phb: PhbId,
+        bdfn: Bdfn,
+        offset: u16,
+        value: u32,
+    ) -> Result<(), OpalError>;
 }
 
 impl<T: OpalPci + ?Sized> OpalPci for &T {
-    fn pci_set_pe(&self, phb: u64, pe: u64, bdfn: u64, b: u8, d: u8, f: u8, action: u8) -> i64 {
+    fn pci_set_pe(
+        &self,
+        phb: PhbId,
+        pe: PeNum,
+        bdfn: Bdfn,
+        b: u8,
+        d: u8,
+        f: u8,
+        action: u8,
+    ) -> Result<(), OpalError> {
         (**self).pci_set_pe(phb, pe, bdfn, b, d, f, action)
     }
     fn pci_map_pe_dma_window(
         &self,
-        phb: u64,
-        pe: u64,
+        phb: PhbId,
+        pe: PeNum,
         window_id: u16,
         levels: u16,
         addr: u64,
         size: u64,
         page: u64,
-    ) -> i64 {
+    ) -> Result<(), OpalError> {
         (**self).pci_map_pe_dma_window(phb, pe, window_id, levels, addr, size, page)
     }
-    fn pci_map_pe_dma_window_real(&self, phb: u64, pe: u64, w: u16, start: u64, size: u64) -> i64 {
+    fn pci_map_pe_dma_window_real(
+        &self,
+        phb: PhbId,
+        pe: PeNum,
+        w: u16,
+        start: u64,
+        size: u64,
+    ) -> Result<(), OpalError> {
         (**self).pci_map_pe_dma_window_real(phb, pe, w, start, size)
     }
-    fn pci_tce_kill(&self, phb: u64, kind: u32, pe: u64, sz: u32, addr: u64, n: u32) -> i64 {
+    fn pci_tce_kill(
+        &self,
+        phb: PhbId,
+        kind: OpalTceKillType,
+        pe: PeNum,
+        sz: u32,
+        addr: u64,
+        n: u32,
+    ) -> Result<(), OpalError> {
         (**self).pci_tce_kill(phb, kind, pe, sz, addr, n)
     }
-    fn pci_config_read_byte(&self, phb: u64, bdfn: u64, off: u64, v: &mut u8) -> i64 {
-        (**self).pci_config_read_byte(phb, bdfn, off, v)
+    fn pci_eeh_freeze_status(&self, phb: PhbId, pe: PeNum) -> Result<FreezeStatus, OpalError> {
+        (**self).pci_eeh_freeze_status(phb, pe)
     }
-    fn pci_config_read_half_word(&self, phb: u64, bdfn: u64, off: u64, v: &mut u16) -> i64 {
-        (**self).pci_config_read_half_word(phb, bdfn, off, v)
+    fn pci_eeh_freeze_clear(
+        &self,
+        phb: PhbId,
+        pe: PeNum,
+        action: EehClear,
+    ) -> Result<(), OpalError> {
+        (**self).pci_eeh_freeze_clear(phb, pe, action)
     }
-    fn pci_config_read_word(&self, phb: u64, bdfn: u64, off: u64, v: &mut u32) -> i64 {
-        (**self).pci_config_read_word(phb, bdfn, off, v)
+    fn pci_set_peltv(
+        &self,
+        phb: PhbId,
+        parent: PeNum,
+        child: PeNum,
+        action: PeltvAction,
+    ) -> Result<(), OpalError> {
+        (**self).pci_set_peltv(phb, parent, child, action)
     }
-    fn pci_config_write_byte(&self, phb: u64, bdfn: u64, off: u64, v: u8) -> i64 {
+    fn pci_config_read_byte(&self, phb: PhbId, bdfn: Bdfn, off: u16) -> Result<u8, OpalError> {
+        (**self).pci_config_read_byte(phb, bdfn, off)
+    }
+    fn pci_config_read_half_word(
+        &self,
+        phb: PhbId,
+        bdfn: Bdfn,
+        off: u16,
+    ) -> Result<u16, OpalError> {
+        (**self).pci_config_read_half_word(phb, bdfn, off)
+    }
+    fn pci_config_read_word(&self, phb: PhbId, bdfn: Bdfn, off: u16) -> Result<u32, OpalError> {
+        (**self).pci_config_read_word(phb, bdfn, off)
+    }
+    fn pci_config_write_byte(
+        &self,
+        phb: PhbId,
+        bdfn: Bdfn,
+        off: u16,
+        v: u8,
+    ) -> Result<(), OpalError> {
         (**self).pci_config_write_byte(phb, bdfn, off, v)
     }
-    fn pci_config_write_half_word(&self, phb: u64, bdfn: u64, off: u64, v: u16) -> i64 {
+    fn pci_config_write_half_word(
+        &self,
+        phb: PhbId,
+        bdfn: Bdfn,
+        off: u16,
+        v: u16,
+    ) -> Result<(), OpalError> {
         (**self).pci_config_write_half_word(phb, bdfn, off, v)
     }
-    fn pci_config_write_word(&self, phb: u64, bdfn: u64, off: u64, v: u32) -> i64 {
+    fn pci_config_write_word(
+        &self,
+        phb: PhbId,
+        bdfn: Bdfn,
+        off: u16,
+        v: u32,
+    ) -> Result<(), OpalError> {
         (**self).pci_config_write_word(phb, bdfn, off, v)
     }
 }
@@ -306,64 +601,52 @@ impl<T: OpalPci + ?Sized> OpalPci for &T {
 /// PCI configuration access through OPAL for one PHB.
 pub struct OpalConfig<'a, O: OpalPci + ?Sized> {
     opal: &'a O,
-    phb_id: u64,
+    phb: PhbId,
 }
 
 impl<'a, O: OpalPci + ?Sized> OpalConfig<'a, O> {
-    /// Configuration access to the PHB OPAL knows as `phb_id` (`ibm,opal-phbid`).
-    pub fn new(opal: &'a O, phb_id: u64) -> Self {
-        Self { opal, phb_id }
+    /// Configuration access to the PHB OPAL knows as `phb` (`ibm,opal-phbid`).
+    pub fn new(opal: &'a O, phb: PhbId) -> Self {
+        Self { opal, phb }
     }
 }
 
 impl<O: OpalPci + ?Sized> PciConfig for OpalConfig<'_, O> {
     fn read8(&self, bdfn: Bdfn, offset: u16) -> Result<u8, PciConfigError> {
         check_config_offset(offset, 1)?;
-        let mut v = 0;
-        let rc = self
-            .opal
-            .pci_config_read_byte(self.phb_id, bdfn.0.into(), offset.into(), &mut v);
-        OpalError::check(rc).map_err(PciConfigError::Opal)?;
-        Ok(v)
+        self.opal
+            .pci_config_read_byte(self.phb, bdfn, offset)
+            .map_err(PciConfigError::Opal)
     }
     fn read16(&self, bdfn: Bdfn, offset: u16) -> Result<u16, PciConfigError> {
         check_config_offset(offset, 2)?;
-        let mut v = 0;
-        let rc =
-            self.opal
-                .pci_config_read_half_word(self.phb_id, bdfn.0.into(), offset.into(), &mut v);
-        OpalError::check(rc).map_err(PciConfigError::Opal)?;
-        Ok(v)
+        self.opal
+            .pci_config_read_half_word(self.phb, bdfn, offset)
+            .map_err(PciConfigError::Opal)
     }
     fn read32(&self, bdfn: Bdfn, offset: u16) -> Result<u32, PciConfigError> {
         check_config_offset(offset, 4)?;
-        let mut v = 0;
-        let rc = self
-            .opal
-            .pci_config_read_word(self.phb_id, bdfn.0.into(), offset.into(), &mut v);
-        OpalError::check(rc).map_err(PciConfigError::Opal)?;
-        Ok(v)
+        self.opal
+            .pci_config_read_word(self.phb, bdfn, offset)
+            .map_err(PciConfigError::Opal)
     }
     fn write8(&self, bdfn: Bdfn, offset: u16, value: u8) -> Result<(), PciConfigError> {
         check_config_offset(offset, 1)?;
-        let rc = self
-            .opal
-            .pci_config_write_byte(self.phb_id, bdfn.0.into(), offset.into(), value);
-        OpalError::check(rc).map_err(PciConfigError::Opal)
+        self.opal
+            .pci_config_write_byte(self.phb, bdfn, offset, value)
+            .map_err(PciConfigError::Opal)
     }
     fn write16(&self, bdfn: Bdfn, offset: u16, value: u16) -> Result<(), PciConfigError> {
         check_config_offset(offset, 2)?;
-        let rc =
-            self.opal
-                .pci_config_write_half_word(self.phb_id, bdfn.0.into(), offset.into(), value);
-        OpalError::check(rc).map_err(PciConfigError::Opal)
+        self.opal
+            .pci_config_write_half_word(self.phb, bdfn, offset, value)
+            .map_err(PciConfigError::Opal)
     }
     fn write32(&self, bdfn: Bdfn, offset: u16, value: u32) -> Result<(), PciConfigError> {
         check_config_offset(offset, 4)?;
-        let rc = self
-            .opal
-            .pci_config_write_word(self.phb_id, bdfn.0.into(), offset.into(), value);
-        OpalError::check(rc).map_err(PciConfigError::Opal)
+        self.opal
+            .pci_config_write_word(self.phb, bdfn, offset, value)
+            .map_err(PciConfigError::Opal)
     }
 }
 

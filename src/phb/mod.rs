@@ -7,6 +7,7 @@
 //!   ([`hw::DmaWindowTable`]).
 //! - [`dma`]: the driver interface [`dma::PhbDma`] and the argument rules its back ends share;
 //!   [`opal`] and [`direct`] are the back ends.
+//! - [`claim`]: which back end drives a PHB (never both), and the one direct back end per PHB.
 //! - [`pe`]: PE groups and ownership (kernel default window, owner tables, release).
 //! - [`fdt`]: `pciex@` nodes and their PCI functions.
 //! - [`bars`]: enumeration behind the root port, BAR sizing and assignment, bridge window.
@@ -14,6 +15,7 @@
 //! - [`edu`]: QEMU's `edu` device, to generate DMA.
 
 pub mod bars;
+pub mod claim;
 pub mod direct;
 pub mod dma;
 pub mod edu;
@@ -26,5 +28,6 @@ pub mod opal;
 pub mod pe;
 pub mod regs;
 
+pub use claim::Backend;
 pub use dma::{Kill, PhbDma, PhbError};
-pub use hw::{Bdfn, DmaWindowTable};
+pub use hw::{Bdfn, DmaWindowTable, FreezeStatus, PeNum, PhbId, WindowId};

@@ -13,8 +13,8 @@
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
-use super::dma::{check_window, kill_in_pes, Kill, PhbDma, PhbError};
-use super::hw::{Bdfn, DmaWindowTable};
+use super::dma::{configure_pe, kill_in_pes, Kill, PhbDma, PhbError};
+use super::hw::{Bdfn, DmaWindowTable, PeNum, WindowId};
 
 /// Geometry of the kernel's default 32-bit DMA window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,7 +71,7 @@ enum Owner<T> {
 #[derive(Debug)]
 struct Member<T> {
     bdfn: Bdfn,
-    pe: u32,
+    pe: PeNum,
     /// The table the device's 32-bit DMA goes through; `None` while externally owned.
     table: Option<Arc<T>>,
 }
@@ -79,7 +79,7 @@ struct Member<T> {
 /// A group of PEs owned as one, and the PCI functions in them.
 #[derive(Debug)]
 pub struct PeGroup<T> {
-    pes: Vec<u32>,
+    pes: Vec<PeNum>,
     members: Vec<Member<T>>,
     node: u32,
     default_window: DefaultWindow,
@@ -87,24 +87,25 @@ pub struct PeGroup<T> {
 }
 
 impl<T: DmaWindowTable> PeGroup<T> {
-    /// Builds a kernel-owned group: maps each `(function, PE)` of `devices` on the PHB,
-    /// creates the default table on `node` and maps it as window 0 of every PE, and records
+    /// Builds a kernel-owned group: maps each `(function, PE)` of `devices` on the PHB and
+    /// sets each PE's error domain up ([`configure_pe`]: freeze cleared, the PE in its own
+    /// PELT-V), creates the default table on `node` and maps it as window 0 of every PE, and records
     /// it as every device's table.
     pub fn new<F: TableFactory<Table = T>>(
         phb: &dyn PhbDma,
         node: u32,
         default_window: DefaultWindow,
         factory: &F,
-        devices: &[(Bdfn, u32)],
+        devices: &[(Bdfn, PeNum)],
     ) -> Result<Self, PeError<F::Error>> {
         if devices.is_empty() {
             return Err(PeError::Empty);
         }
-        let mut pes: Vec<u32> = devices.iter().map(|&(_, pe)| pe).collect();
+        let mut pes: Vec<PeNum> = devices.iter().map(|&(_, pe)| pe).collect();
         pes.sort_unstable();
         pes.dedup();
         for &(bdfn, pe) in devices {
-            phb.set_pe(bdfn, pe)?;
+            configure_pe(phb, bdfn, pe)?;
         }
         let members = devices
             .iter()
@@ -128,7 +129,7 @@ impl<T: DmaWindowTable> PeGroup<T> {
     }
 
     /// The group's PE numbers, ascending.
-    pub fn pes(&self) -> &[u32] {
+    pub fn pes(&self) -> &[PeNum] {
         &self.pes
     }
 
@@ -138,7 +139,7 @@ impl<T: DmaWindowTable> PeGroup<T> {
     }
 
     /// The PE of `bdfn`, if it is in the group.
-    pub fn pe_of(&self, bdfn: Bdfn) -> Option<u32> {
+    pub fn pe_of(&self, bdfn: Bdfn) -> Option<PeNum> {
         self.members.iter().find(|m| m.bdfn == bdfn).map(|m| m.pe)
     }
 
@@ -161,11 +162,11 @@ impl<T: DmaWindowTable> PeGroup<T> {
     }
 
     /// The table in `window` (the default table in window 0 while kernel-owned).
-    pub fn window_table(&self, window: u8) -> Option<&Arc<T>> {
+    pub fn window_table(&self, window: WindowId) -> Option<&Arc<T>> {
         match (&self.owner, window) {
-            (Owner::Kernel { default }, 0) => Some(default),
+            (Owner::Kernel { default }, WindowId::DMA32) => Some(default),
             (Owner::Kernel { .. }, _) => None,
-            (Owner::External { windows }, w) => windows.get(usize::from(w))?.as_ref(),
+            (Owner::External { windows }, w) => windows[usize::from(w.number())].as_ref(),
         }
     }
 
@@ -182,7 +183,7 @@ impl<T: DmaWindowTable> PeGroup<T> {
             return Err(PeError::WrongOwner);
         }
         for &pe in &self.pes {
-            phb.unmap_window(pe, 0)?;
+            phb.unmap_window(pe, WindowId::DMA32)?;
         }
         for m in &mut self.members {
             m.table = None;
@@ -198,14 +199,13 @@ impl<T: DmaWindowTable> PeGroup<T> {
     pub fn attach_table<E>(
         &mut self,
         phb: &dyn PhbDma,
-        window: u8,
+        window: WindowId,
         table: Arc<T>,
     ) -> Result<(), PeError<E>> {
-        check_window(window)?;
         let Owner::External { windows } = &mut self.owner else {
             return Err(PeError::WrongOwner);
         };
-        let slot = &mut windows[usize::from(window)];
+        let slot = &mut windows[usize::from(window.number())];
         *slot = None;
         for &pe in &self.pes {
             if let Err(e) = phb.map_window(pe, window, &*table) {
@@ -224,19 +224,18 @@ impl<T: DmaWindowTable> PeGroup<T> {
     pub fn detach_table<E>(
         &mut self,
         phb: &dyn PhbDma,
-        window: u8,
+        window: WindowId,
     ) -> Result<Option<Arc<T>>, PeError<E>> {
-        check_window(window)?;
         let Owner::External { windows } = &mut self.owner else {
             return Err(PeError::WrongOwner);
         };
-        if windows[usize::from(window)].is_none() {
+        if windows[usize::from(window.number())].is_none() {
             return Ok(None);
         }
         for &pe in &self.pes {
             phb.unmap_window(pe, window)?;
         }
-        Ok(windows[usize::from(window)].take())
+        Ok(windows[usize::from(window.number())].take())
     }
 
     /// Returns the group to the kernel: unmaps the owner's windows, creates a fresh default
@@ -251,7 +250,7 @@ impl<T: DmaWindowTable> PeGroup<T> {
         if self.is_kernel_owned() {
             return Err(PeError::WrongOwner);
         }
-        for window in 0..2u8 {
+        for window in [WindowId::DMA32, WindowId::DMA64] {
             self.detach_table(phb, window)?;
         }
         self.install_default(phb, factory)
@@ -274,9 +273,9 @@ impl<T: DmaWindowTable> PeGroup<T> {
                 .map_err(PeError::Table)?,
         );
         for &pe in &self.pes {
-            if let Err(e) = phb.map_window(pe, 0, &*table) {
+            if let Err(e) = phb.map_window(pe, WindowId::DMA32, &*table) {
                 for &done in &self.pes {
-                    let _ = phb.unmap_window(done, 0);
+                    let _ = phb.unmap_window(done, WindowId::DMA32);
                 }
                 return Err(e.into());
             }

@@ -14,6 +14,9 @@ pub struct PhbReg(pub u32);
 impl PhbReg {
     /// RTT base address register: where the PHB looks up a requester ID's PE.
     pub const RTT_BAR: PhbReg = PhbReg(0x168);
+    /// PELT-V base address register: the in-memory PE lookup table vectors (which PEs an
+    /// error in a PE freezes).
+    pub const PELTV_BAR: PhbReg = PhbReg(0x188);
     /// DMA read/write sync: completes a TCE kill against in-flight DMA.
     pub const DMA_READ_WRITE_SYNC: PhbReg = PhbReg(0x200);
     /// RID translation cache invalidate: drops cached RTT entries (requester ID -> PE).
@@ -31,6 +34,7 @@ impl PhbReg {
     pub fn name(self) -> &'static str {
         match self {
             Self::RTT_BAR => "RTT_BAR",
+            Self::PELTV_BAR => "PELTV_BAR",
             Self::DMA_READ_WRITE_SYNC => "DMA_READ_WRITE_SYNC",
             Self::RTC_INVALIDATE => "RTC_INVALIDATE",
             Self::TCE_KILL => "TCE_KILL",
@@ -100,6 +104,31 @@ bitflags! {
 
 /// The address bits of `RTT_BAR` (bits 55:17).
 pub const RTT_BASE_MASK: u64 = 0x00ff_ffff_fffe_0000;
+
+/// `PELTV_BAR` enable (skiboot `PHB_PELTV_BAR_ENABLE`, IBM bit 0).
+pub const PELTV_BAR_ENABLE: u64 = 1 << 63;
+/// The address bits of `PELTV_BAR` (skiboot `PHB_PELTV_BASE_ADDRESS`, IBM bits 8:50 = our
+/// bits 55:13).
+pub const PELTV_BASE_MASK: u64 = 0x00ff_ffff_ffff_e000;
+
+/// Where the PELT-V bit saying "an error in `parent` freezes `child`" lives, for a PHB with
+/// `num_pes` PEs (skiboot `phb4_set_peltv`: one row of `num_pes / 8` bytes per parent, the
+/// child's bit MSB first in byte `child / 8`): (byte offset from the table base, bit mask).
+pub fn peltv_bit(num_pes: u32, parent: u32, child: u32) -> (u64, u8) {
+    let offset = u64::from(parent) * u64::from(num_pes / 8) + u64::from(child / 8);
+    (offset, 0x80 >> (child % 8))
+}
+
+/// PESTA bit: MMIO to the PE is frozen (skiboot `IODA3_PESTA_MMIO_FROZEN`, IBM bit 0).
+pub const PESTA_MMIO_FROZEN: u64 = 1 << 63;
+/// PESTB bit: DMA from the PE is stopped (skiboot `IODA3_PESTB_DMA_STOPPED`, IBM bit 0).
+pub const PESTB_DMA_STOPPED: u64 = 1 << 63;
+
+/// The PEEV entry holding `pe`'s "error pending" bit, and the bit (skiboot: entry `pe / 64`,
+/// `PPC_BIT(pe & 0x3f)`).
+pub fn peev_bit(pe: u32) -> (u32, u64) {
+    (pe / 64, 1 << (63 - (pe & 0x3f)))
+}
 /// Entries in the RTT: one big-endian u16 PE number per 16-bit requester ID (BDF).
 pub const RTT_ENTRIES: usize = 1 << 16;
 
@@ -116,6 +145,8 @@ pub enum IodaTable {
     PestB = 8,
     /// TCE validation table: two TVEs per PE.
     Tvt = 9,
+    /// PE error vector: one "error pending" bit per PE, 64 PEs per entry.
+    Peev = 20,
 }
 
 /// An `IODA_ADDR` value: table select in bits 52:48, auto-increment in bit 63, entry index
@@ -400,6 +431,25 @@ mod tests {
         );
         assert_eq!(TceKillCmd::one(3, 0x1800, 12), None);
         assert_eq!(TceKillCmd::one(3, 0x1000, 13), None);
+    }
+
+    #[test]
+    fn eeh_table_bits() {
+        // skiboot phb4_set_peltv with 512 PEs: parent 1's row starts at byte 64.
+        assert_eq!(peltv_bit(512, 1, 1), (64, 0x40));
+        assert_eq!(peltv_bit(512, 0, 0), (0, 0x80));
+        assert_eq!(peltv_bit(256, 255, 255), (255 * 32 + 31, 0x01));
+        assert_eq!(peev_bit(0), (0, 1 << 63));
+        assert_eq!(peev_bit(65), (1, 1 << 62));
+        assert_eq!(peev_bit(511), (7, 1));
+        assert_eq!(
+            IodaAddr::new(IodaTable::Peev, 3, false).unwrap().0,
+            0x0014_0000_0000_0003
+        );
+        assert_eq!(
+            IodaAddr::new(IodaTable::PestB, 1, false).unwrap().0,
+            0x0008_0000_0000_0001
+        );
     }
 
     #[test]

@@ -9,6 +9,11 @@ pub const MIN_LEVEL_SHIFT: u32 = 12;
 pub const MAX_LEVEL_SHIFT: u32 = 11 + 31;
 /// Bit of the PCI address that selects the PE's second TVE on PHB4 (IODA3).
 const TVE_SELECT_SHIFT: u32 = 59;
+/// The PHB does not decode bus address bits 59:55: a table may index at most 54 bits of bus
+/// address (levels x index bits per level + page shift). Linux
+/// `pnv_pci_ioda2_table_alloc_pages`: `if ((level_shift - 3) * levels + page_shift >= 55)
+/// return -EINVAL;`.
+pub const UNDECODED_BUS_SHIFT: u32 = 55;
 
 /// Which rule a requested geometry breaks.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -29,6 +34,10 @@ pub enum GeometryError {
     /// One level would be larger than the TVE can encode (`log2(bytes) - 11` in 5 bits): the
     /// window needs more index bits than `levels` levels of the largest size can address.
     LevelTooLarge { level_shift: u32 },
+    /// The table would index bus address bits the PHB does not decode: `levels x index bits
+    /// per level + page shift` reaches 55 (Linux's rule; levels are at least 4 KiB, so five
+    /// levels never fit, and four only with 4K or 64K pages).
+    ReachTooLarge { reach_shift: u32 },
 }
 
 /// A validated table geometry. Construct with [`TceGeometry::new`].
@@ -92,6 +101,10 @@ impl TceGeometry {
         let level_shift = (bits + 3).max(MIN_LEVEL_SHIFT);
         if level_shift > MAX_LEVEL_SHIFT {
             return Err(GeometryError::LevelTooLarge { level_shift });
+        }
+        let reach_shift = (level_shift - 3) * levels + page_shift;
+        if reach_shift >= UNDECODED_BUS_SHIFT {
+            return Err(GeometryError::ReachTooLarge { reach_shift });
         }
         Ok(TceGeometry {
             bus_offset,
@@ -253,19 +266,57 @@ mod tests {
     }
 
     #[test]
-    fn five_levels() {
-        // 1G pages, 2^59 window: 29 bits over 5 levels = 6 -> raised to 9 bits (4 KiB).
-        let g = TceGeometry::new(0, 30, 1 << 59, 5).unwrap();
+    fn four_levels() {
+        // 64K pages, 2^52 window: 36 bits over 4 levels = 9 bits (4 KiB); 36 + 16 = 52 bits.
+        let g = TceGeometry::new(0, 16, 1 << 52, 4).unwrap();
         assert_eq!(g.level_size(), 4096);
-        assert_eq!(g.entries(), 1 << 29);
-        // Top covers 45 bits: only slot 0 is ever used.
-        assert_eq!(g.slot(g.entries() - 1, 0), 0);
-        assert_eq!(g.slot(g.entries() - 1, 1), (1 << 2) - 1);
-        assert_eq!(g.levels_at_depth(4), 1 << 20);
-        // Smallest window: one page, five 4 KiB levels each used at slot 0.
-        let g = TceGeometry::new(0, 12, 4096, 5).unwrap();
+        assert_eq!(g.entries(), 1 << 36);
+        assert_eq!(g.slot(g.entries() - 1, 0), 511);
+        assert_eq!(g.levels_at_depth(3), 1 << 27);
+        // Smallest window: one page, four 4 KiB levels each used at slot 0.
+        let g = TceGeometry::new(0, 12, 4096, 4).unwrap();
         assert_eq!(g.entries(), 1);
-        assert_eq!(g.full_view_bytes(), 5 * 4096);
+        assert_eq!(g.full_view_bytes(), 4 * 4096);
+    }
+
+    #[test]
+    fn the_55_bit_limit() {
+        use GeometryError::ReachTooLarge;
+        // Five levels of at least 4 KiB index 45 bits: with any page size that reaches 55.
+        assert_eq!(
+            TceGeometry::new(0, 12, 4096, 5),
+            Err(ReachTooLarge { reach_shift: 57 })
+        );
+        assert_eq!(
+            TceGeometry::new(0, 30, 1 << 59, 5),
+            Err(ReachTooLarge { reach_shift: 75 })
+        );
+        // 2M pages, 2 levels: 2^53 window = 32 bits, 16 bits (512 KiB) per level: 53. At the
+        // limit with 3 levels of 4K pages: 42 bits over 3 = 14 bits each, 54 bits...
+        assert!(TceGeometry::new(0, 21, 1 << 53, 2).is_ok());
+        let g = TceGeometry::new(1 << 59, 12, 1 << 54, 3).unwrap();
+        assert_eq!((g.level_bits(), g.levels()), (14, 3));
+        // ...and one window bit more: 43 bits over 3 = 15 bits each, 57 bits.
+        assert_eq!(
+            TceGeometry::new(1 << 59, 12, 1 << 55, 3),
+            Err(ReachTooLarge { reach_shift: 57 })
+        );
+        // Exactly 55: 1G pages, one level of 2^28 bytes (25 index bits).
+        assert_eq!(
+            TceGeometry::new(0, 30, 1 << 55, 1),
+            Err(ReachTooLarge { reach_shift: 55 })
+        );
+        assert_eq!(
+            TceGeometry::new(0, 30, 1 << 54, 1).unwrap().level_shift(),
+            27
+        );
+        // Rounding up counts: 64K pages, 2^47 window = 31 bits over 2 levels = 16 bits each:
+        // 48 bits, though the window is 47; 4 levels of 4K (9 bits each, at least) + 21: 57.
+        assert!(TceGeometry::new(0, 16, 1 << 47, 2).is_ok());
+        assert_eq!(
+            TceGeometry::new(0, 21, 1 << 22, 4),
+            Err(ReachTooLarge { reach_shift: 57 })
+        );
     }
 
     #[test]
@@ -275,10 +326,15 @@ mod tests {
             TceGeometry::new(0, 12, 1 << 59, 1),
             Err(GeometryError::LevelTooLarge { level_shift: 50 })
         );
-        // ...two levels of 2^27 bytes can.
-        let g = TceGeometry::new(0, 12, 1 << 59, 2).unwrap();
-        assert_eq!(g.level_shift(), 27);
-        assert_eq!(g.tve_level_size_code(), 16);
+        // ...and two levels of 2^27 bytes would index 60 bits, which the PHB does not decode.
+        assert_eq!(
+            TceGeometry::new(0, 12, 1 << 59, 2),
+            Err(GeometryError::ReachTooLarge { reach_shift: 60 })
+        );
+        // The largest window: 2^54 bytes (4K pages, 2 levels of 2^24 bytes: 42 + 12 bits).
+        let g = TceGeometry::new(0, 12, 1 << 54, 2).unwrap();
+        assert_eq!(g.level_shift(), 24);
+        assert_eq!(g.tve_level_size_code(), 13);
         // Largest flat table the TVE can encode: 2^42 bytes = 39 index bits.
         let g = TceGeometry::new(0, 12, 1 << 51, 1).unwrap();
         assert_eq!(g.tve_level_size_code(), 31);

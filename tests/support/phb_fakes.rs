@@ -3,14 +3,17 @@
 #![allow(dead_code, clippy::new_without_default)]
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use p9iommu::phb::hw::{
-    check_config_offset, Bdfn, DmaWindowTable, OpalPci, PciConfig, PciConfigError, PhbMmio,
-    PhysMemory,
+    check_config_offset, Bdfn, DmaWindowTable, EehClear, FreezeState, FreezeStatus, OpalError,
+    OpalPci, OpalTceKillType, PciConfig, PciConfigError, PciErrorType, PeNum, PeltvAction, PhbId,
+    PhbMmio, PhysMemory,
 };
 use p9iommu::phb::pe::{DefaultWindow, TableFactory};
-use p9iommu::phb::regs::{IodaAddr, PhbReg, Tve, RTT_BASE_MASK};
+use p9iommu::phb::regs::{
+    peev_bit, peltv_bit, tve_index, IodaAddr, PhbReg, Tve, PELTV_BASE_MASK, RTT_BASE_MASK,
+};
 
 /// One register access.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,8 +22,10 @@ pub enum Op {
     W(PhbReg, u64),
 }
 
-/// A PHB4 register model: IODA TVT behind IODA_ADDR/DATA0, a TCE kill queue that drains
-/// after `kill_busy_reads` reads, a DMA read sync, and a log of every access.
+/// A PHB4 register model: IODA TVT, PESTA/PESTB and PEEV behind IODA_ADDR/DATA0, a TCE kill
+/// queue that drains after `kill_busy_reads` reads, a DMA read sync, RTT_BAR and PELTV_BAR,
+/// and a log of every access. [`FakePhb::dma`] models a device's DMA: a PE freezes on a DMA
+/// that does not translate, as PHB4 does (QEMU does not model this).
 pub struct FakePhb {
     pub log: RefCell<Vec<Op>>,
     pub tvt: RefCell<Vec<u64>>,
@@ -38,9 +43,16 @@ pub struct FakePhb {
     /// Kills seen (register values), for "is it gone for both" checks.
     pub kills: RefCell<Vec<u64>>,
     pub rtc_invalidates: Cell<u32>,
+    pub pesta: RefCell<Vec<u64>>,
+    pub pestb: RefCell<Vec<u64>>,
+    pub peev: RefCell<Vec<u64>>,
+    pub peltv_bar: Cell<u64>,
+    /// Writes that would clear a PEST are ignored: a freeze that does not clear.
+    pub stuck_freeze: Cell<bool>,
 }
 
 pub const RTT_BASE: u64 = 0x3012_0000;
+pub const PELTV_BASE: u64 = 0x3100_0000;
 
 impl FakePhb {
     pub fn new() -> Self {
@@ -57,10 +69,57 @@ impl FakePhb {
             fenced: Cell::new(false),
             kills: RefCell::new(Vec::new()),
             rtc_invalidates: Cell::new(0),
+            pesta: RefCell::new(vec![0; 512]),
+            pestb: RefCell::new(vec![0; 512]),
+            peev: RefCell::new(vec![0; 8]),
+            peltv_bar: Cell::new((1 << 63) | PELTV_BASE),
+            stuck_freeze: Cell::new(false),
         }
     }
     pub fn tve(&self, index: u32) -> Tve {
         Tve(self.tvt.borrow()[index as usize])
+    }
+    /// Whether the PE's PEEV bit is set (an error is pending: the PE is frozen).
+    pub fn is_frozen(&self, pe: u32) -> bool {
+        let (entry, bit) = peev_bit(pe);
+        self.peev.borrow()[entry as usize] & bit != 0
+    }
+    /// Freezes the PE's DMA as a TCE fault does: PESTB DMA stopped, PEEV bit set.
+    pub fn freeze(&self, pe: u32) {
+        self.pestb.borrow_mut()[pe as usize] |= (1 << 63) | 0xdead_0000;
+        self.update_peev(pe);
+    }
+    fn update_peev(&self, pe: u32) {
+        let frozen =
+            (self.pesta.borrow()[pe as usize] | self.pestb.borrow()[pe as usize]) >> 63 != 0;
+        let (entry, bit) = peev_bit(pe);
+        let mut peev = self.peev.borrow_mut();
+        if frozen {
+            peev[entry as usize] |= bit;
+        } else {
+            peev[entry as usize] &= !bit;
+        }
+    }
+    /// A DMA by `bdfn` to `bus_addr`, whose TCE is valid iff `mapped`: lands (true) when the
+    /// device's PE is not frozen and the PE's window for `bus_addr` is enabled and the TCE
+    /// valid; otherwise is dropped, and a translation failure freezes the PE.
+    pub fn dma(&self, mem: &FakeMem, bdfn: Bdfn, bus_addr: u64, mapped: bool) -> bool {
+        let Some(pe) = mem.rte(bdfn) else {
+            return false;
+        };
+        let pe = u32::from(pe);
+        if self.is_frozen(pe) {
+            return false;
+        }
+        let tve = self.tve(tve_index(pe, (bus_addr >> 59) as u8 & 1));
+        if !tve.is_enabled() || !mapped {
+            self.freeze(pe);
+            return false;
+        }
+        true
+    }
+    fn ioda_slot(&self, a: IodaAddr) -> (u8, usize) {
+        (a.table_select(), a.index() as usize)
     }
     pub fn take_log(&self) -> Vec<Op> {
         std::mem::take(&mut *self.log.borrow_mut())
@@ -73,11 +132,13 @@ impl PhbMmio for FakePhb {
             u64::MAX
         } else {
             match reg {
-                PhbReg::IODA_DATA0 => {
-                    let a = IodaAddr(self.ioda_addr.get());
-                    assert_eq!(a.table_select(), 9, "only the TVT is modelled");
-                    self.tvt.borrow()[a.index() as usize]
-                }
+                PhbReg::IODA_DATA0 => match self.ioda_slot(IodaAddr(self.ioda_addr.get())) {
+                    (7, i) => self.pesta.borrow()[i],
+                    (8, i) => self.pestb.borrow()[i],
+                    (9, i) => self.tvt.borrow()[i],
+                    (20, i) => self.peev.borrow()[i],
+                    (t, _) => panic!("IODA table {t} is not modelled"),
+                },
                 PhbReg::TCE_KILL => {
                     if self.stuck.get() == Some(reg) || self.busy_left.get() > 0 {
                         self.busy_left.set(self.busy_left.get().saturating_sub(1));
@@ -101,6 +162,7 @@ impl PhbMmio for FakePhb {
                     }
                 }
                 PhbReg::RTT_BAR => self.rtt_bar.get(),
+                PhbReg::PELTV_BAR => self.peltv_bar.get(),
                 PhbReg::IODA_ADDR => self.ioda_addr.get(),
                 other => panic!("unexpected read of {:#x}", other.0),
             }
@@ -115,8 +177,17 @@ impl PhbMmio for FakePhb {
             PhbReg::IODA_ADDR => self.ioda_addr.set(value),
             PhbReg::IODA_DATA0 => {
                 let a = IodaAddr(self.ioda_addr.get());
-                assert_eq!(a.table_select(), 9, "only the TVT is modelled");
-                self.tvt.borrow_mut()[a.index() as usize] = value;
+                match self.ioda_slot(a) {
+                    (t @ (7 | 8), i) => {
+                        if !self.stuck_freeze.get() {
+                            let pest = if t == 7 { &self.pesta } else { &self.pestb };
+                            pest.borrow_mut()[i] = value;
+                            self.update_peev(i as u32);
+                        }
+                    }
+                    (9, i) => self.tvt.borrow_mut()[i] = value,
+                    (t, _) => panic!("IODA table {t} is not modelled for writes"),
+                }
                 if a.autoinc() {
                     self.ioda_addr.set(a.0 + 1);
                 }
@@ -133,10 +204,11 @@ impl PhbMmio for FakePhb {
     }
 }
 
-/// Sparse physical memory.
+/// Sparse physical memory, with a log of every store (address, bytes in that one store).
 #[derive(Default)]
 pub struct FakeMem {
     pub bytes: RefCell<HashMap<u64, u8>>,
+    pub stores: RefCell<Vec<(u64, usize)>>,
 }
 
 impl FakeMem {
@@ -145,6 +217,18 @@ impl FakeMem {
         let m = self.bytes.borrow();
         let a = (RTT_BASE & RTT_BASE_MASK) + 2 * u64::from(bdfn.0);
         Some(u16::from_be_bytes([*m.get(&a)?, *m.get(&(a + 1))?]))
+    }
+
+    /// Whether the PELT-V says an error in `parent` freezes `child` (skiboot's layout).
+    pub fn peltv(&self, num_pes: u32, parent: u32, child: u32) -> bool {
+        let (offset, mask) = peltv_bit(num_pes, parent, child);
+        let b = self
+            .bytes
+            .borrow()
+            .get(&((PELTV_BASE & PELTV_BASE_MASK) + offset))
+            .copied()
+            .unwrap_or(0);
+        b & mask != 0
     }
 }
 
@@ -156,14 +240,25 @@ impl PhysMemory for FakeMem {
         }
     }
     fn write(&self, pa: u64, buf: &[u8]) {
+        self.stores
+            .borrow_mut()
+            .extend(buf.iter().enumerate().map(|(i, _)| (pa + i as u64, 1)));
         let mut m = self.bytes.borrow_mut();
         for (i, b) in buf.iter().enumerate() {
             m.insert(pa + i as u64, *b);
         }
     }
+    fn write_be16(&self, pa: u64, value: u16) {
+        assert_eq!(pa % 2, 0, "a 16-bit store must be aligned");
+        self.stores.borrow_mut().push((pa, 2));
+        let mut m = self.bytes.borrow_mut();
+        for (i, b) in value.to_be_bytes().iter().enumerate() {
+            m.insert(pa + i as u64, *b);
+        }
+    }
 }
 
-/// One OPAL call as made.
+/// One OPAL call as made (arguments as the raw numbers OPAL receives).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Call {
     SetPe {
@@ -190,9 +285,26 @@ pub enum Call {
         addr: u64,
         npages: u32,
     },
+    FreezeStatus {
+        phb: u64,
+        pe: u64,
+    },
+    FreezeClear {
+        phb: u64,
+        pe: u64,
+        action: u8,
+    },
+    SetPeltv {
+        phb: u64,
+        parent: u64,
+        child: u64,
+        action: u8,
+    },
 }
 
-/// OPAL with skiboot's argument rules for PHB4, keeping a TVT and RTT the way skiboot does.
+/// OPAL with skiboot's argument rules for PHB4, keeping a TVT, RTT, PE freeze states and
+/// PELT-V the way skiboot does. [`FakeOpal::dma`] models a device's DMA: a PE freezes on a
+/// DMA that does not translate, as PHB4 does.
 pub struct FakeOpal {
     pub phb_id: u64,
     pub num_pes: u64,
@@ -204,6 +316,12 @@ pub struct FakeOpal {
     /// Return code forced on the next call.
     pub fail_next: Cell<Option<i64>>,
     pub config: RefCell<HashMap<(u64, u64), u32>>,
+    /// Frozen PEs and how.
+    pub frozen: RefCell<HashMap<u32, FreezeStatus>>,
+    /// (parent, child) pairs in the PELT-V.
+    pub peltv: RefCell<HashSet<(u32, u32)>>,
+    /// FREEZE_CLEAR succeeds but the PE stays frozen.
+    pub stuck_freeze: Cell<bool>,
 }
 
 impl FakeOpal {
@@ -217,66 +335,110 @@ impl FakeOpal {
             rtt: RefCell::new(HashMap::new()),
             fail_next: Cell::new(None),
             config: RefCell::new(HashMap::new()),
+            frozen: RefCell::new(HashMap::new()),
+            peltv: RefCell::new(HashSet::new()),
+            stuck_freeze: Cell::new(false),
         }
     }
-    fn refuse(&self, why: String) -> i64 {
+    fn refuse(&self, why: String) -> Result<(), OpalError> {
         self.violations.borrow_mut().push(why);
-        -1
+        Err(OpalError::Parameter)
     }
-    fn forced(&self) -> Option<i64> {
-        self.fail_next.take()
+    fn forced(&self) -> Result<(), OpalError> {
+        match self.fail_next.take() {
+            Some(rc) => OpalError::check(rc),
+            None => Ok(()),
+        }
     }
     pub fn tve(&self, index: u32) -> Tve {
         Tve(self.tvt.borrow()[index as usize])
     }
+    /// Freezes the PE's DMA as a TCE fault does (skiboot then reports DMA frozen, no error
+    /// class).
+    pub fn freeze(&self, pe: u32) {
+        self.frozen.borrow_mut().insert(
+            pe,
+            FreezeStatus {
+                state: FreezeState::Dma,
+                error: PciErrorType::NoError,
+            },
+        );
+    }
+    /// See [`FakePhb::dma`].
+    pub fn dma(&self, bdfn: Bdfn, bus_addr: u64, mapped: bool) -> bool {
+        let Some(&pe) = self.rtt.borrow().get(&bdfn.0) else {
+            return false;
+        };
+        let pe = u32::from(pe);
+        if self.frozen.borrow().contains_key(&pe) {
+            return false;
+        }
+        if !self
+            .tve(tve_index(pe, (bus_addr >> 59) as u8 & 1))
+            .is_enabled()
+            || !mapped
+        {
+            self.freeze(pe);
+            return false;
+        }
+        true
+    }
+    fn pe_ok(&self, phb: PhbId, pe: PeNum) -> bool {
+        phb.0 == self.phb_id && u64::from(pe.0) < self.num_pes
+    }
 }
 
 impl OpalPci for FakeOpal {
-    fn pci_set_pe(&self, phb: u64, pe: u64, bdfn: u64, b: u8, d: u8, f: u8, action: u8) -> i64 {
+    fn pci_set_pe(
+        &self,
+        phb: PhbId,
+        pe: PeNum,
+        bdfn: Bdfn,
+        b: u8,
+        d: u8,
+        f: u8,
+        action: u8,
+    ) -> Result<(), OpalError> {
         self.calls.borrow_mut().push(Call::SetPe {
-            phb,
-            pe,
-            bdfn,
+            phb: phb.0,
+            pe: pe.0.into(),
+            bdfn: bdfn.0.into(),
             cmp: (b, d, f),
             action,
         });
-        if let Some(rc) = self.forced() {
-            return rc;
-        }
-        if phb != self.phb_id || pe >= self.num_pes || bdfn > 0xffff || action > 1 {
-            return self.refuse(format!("set_pe {phb} {pe} {bdfn:#x} {action}"));
+        self.forced()?;
+        if !self.pe_ok(phb, pe) || action > 1 {
+            return self.refuse(format!("set_pe {phb:?} {pe:?} {bdfn:?} {action}"));
         }
         if (b, d, f) != (7, 1, 1) {
             return self.refuse("fake models exact-RID compares only".into());
         }
-        self.rtt.borrow_mut().insert(bdfn as u16, pe as u16);
-        0
+        self.rtt.borrow_mut().insert(bdfn.0, pe.0 as u16);
+        Ok(())
     }
 
     fn pci_map_pe_dma_window(
         &self,
-        phb: u64,
-        pe: u64,
+        phb: PhbId,
+        pe: PeNum,
         window_id: u16,
         levels: u16,
         addr: u64,
         size: u64,
         page: u64,
-    ) -> i64 {
+    ) -> Result<(), OpalError> {
         self.calls.borrow_mut().push(Call::MapWindow {
-            phb,
-            pe,
+            phb: phb.0,
+            pe: pe.0.into(),
             window_id,
             levels,
             addr,
             size,
             page,
         });
-        if let Some(rc) = self.forced() {
-            return rc;
-        }
-        if phb != self.phb_id || pe >= self.num_pes || u64::from(window_id >> 1) != pe {
-            return self.refuse(format!("map: pe {pe} window_id {window_id}"));
+        self.forced()?;
+        if !self.pe_ok(phb, pe) || u32::from(window_id >> 1) != pe.0 {
+            return self.refuse(format!("map: pe {pe:?} window_id {window_id}"));
         }
         let tve = if size == 0 {
             0
@@ -298,69 +460,148 @@ impl OpalPci for FakeOpal {
                 | code
         };
         self.tvt.borrow_mut()[window_id as usize] = tve;
-        0
+        Ok(())
     }
 
-    fn pci_map_pe_dma_window_real(&self, _: u64, _: u64, _: u16, _: u64, _: u64) -> i64 {
+    fn pci_map_pe_dma_window_real(
+        &self,
+        _: PhbId,
+        _: PeNum,
+        _: u16,
+        _: u64,
+        _: u64,
+    ) -> Result<(), OpalError> {
         self.refuse("map_pe_dma_window_real not expected".into())
     }
 
     fn pci_tce_kill(
         &self,
-        phb: u64,
-        kind: u32,
-        pe: u64,
+        phb: PhbId,
+        kind: OpalTceKillType,
+        pe: PeNum,
         tce_size: u32,
         addr: u64,
         npages: u32,
-    ) -> i64 {
+    ) -> Result<(), OpalError> {
         self.calls.borrow_mut().push(Call::TceKill {
-            phb,
-            kind,
-            pe,
+            phb: phb.0,
+            kind: kind as u32,
+            pe: pe.0.into(),
             tce_size,
             addr,
             npages,
         });
-        if let Some(rc) = self.forced() {
-            return rc;
+        self.forced()?;
+        if phb.0 != self.phb_id || (kind != OpalTceKillType::All && !self.pe_ok(phb, pe)) {
+            return self.refuse(format!("kill {kind:?} pe {pe:?}"));
         }
-        if phb != self.phb_id || kind > 2 || (kind < 2 && pe >= self.num_pes) {
-            return self.refuse(format!("kill {kind} pe {pe}"));
-        }
-        0
+        Ok(())
     }
 
-    fn pci_config_read_byte(&self, _: u64, bdfn: u64, off: u64, v: &mut u8) -> i64 {
-        *v = (self.word(bdfn, off & !3) >> ((off & 3) * 8)) as u8;
-        0
+    fn pci_eeh_freeze_status(&self, phb: PhbId, pe: PeNum) -> Result<FreezeStatus, OpalError> {
+        self.calls.borrow_mut().push(Call::FreezeStatus {
+            phb: phb.0,
+            pe: pe.0.into(),
+        });
+        self.forced()?;
+        if phb.0 != self.phb_id {
+            self.refuse(format!("freeze_status {phb:?}"))?;
+        }
+        Ok(self
+            .frozen
+            .borrow()
+            .get(&pe.0)
+            .copied()
+            .unwrap_or(FreezeStatus::CLEAR))
     }
-    fn pci_config_read_half_word(&self, _: u64, bdfn: u64, off: u64, v: &mut u16) -> i64 {
-        *v = (self.word(bdfn, off & !3) >> ((off & 2) * 8)) as u16;
-        0
+
+    fn pci_eeh_freeze_clear(
+        &self,
+        phb: PhbId,
+        pe: PeNum,
+        action: EehClear,
+    ) -> Result<(), OpalError> {
+        self.calls.borrow_mut().push(Call::FreezeClear {
+            phb: phb.0,
+            pe: pe.0.into(),
+            action: action as u8,
+        });
+        self.forced()?;
+        if phb.0 != self.phb_id {
+            self.refuse(format!("freeze_clear {phb:?}"))?;
+        }
+        if action == EehClear::All && !self.stuck_freeze.get() {
+            self.frozen.borrow_mut().remove(&pe.0);
+        }
+        Ok(())
     }
-    fn pci_config_read_word(&self, _: u64, bdfn: u64, off: u64, v: &mut u32) -> i64 {
-        *v = self.word(bdfn, off);
-        0
+
+    fn pci_set_peltv(
+        &self,
+        phb: PhbId,
+        parent: PeNum,
+        child: PeNum,
+        action: PeltvAction,
+    ) -> Result<(), OpalError> {
+        self.calls.borrow_mut().push(Call::SetPeltv {
+            phb: phb.0,
+            parent: parent.0.into(),
+            child: child.0.into(),
+            action: action as u8,
+        });
+        self.forced()?;
+        if !self.pe_ok(phb, parent) || !self.pe_ok(phb, child) {
+            return self.refuse(format!("set_peltv {parent:?} {child:?}"));
+        }
+        let mut v = self.peltv.borrow_mut();
+        match action {
+            PeltvAction::Add => v.insert((parent.0, child.0)),
+            PeltvAction::Remove => v.remove(&(parent.0, child.0)),
+        };
+        Ok(())
     }
-    fn pci_config_write_byte(&self, _: u64, _: u64, _: u64, _: u8) -> i64 {
-        -7
+
+    fn pci_config_read_byte(&self, _: PhbId, bdfn: Bdfn, off: u16) -> Result<u8, OpalError> {
+        Ok((self.word(bdfn, off & !3) >> ((off & 3) * 8)) as u8)
     }
-    fn pci_config_write_half_word(&self, _: u64, _: u64, _: u64, _: u16) -> i64 {
-        -7
+    fn pci_config_read_half_word(&self, _: PhbId, bdfn: Bdfn, off: u16) -> Result<u16, OpalError> {
+        Ok((self.word(bdfn, off & !3) >> ((off & 2) * 8)) as u16)
     }
-    fn pci_config_write_word(&self, _: u64, bdfn: u64, off: u64, v: u32) -> i64 {
-        self.config.borrow_mut().insert((bdfn, off), v);
-        0
+    fn pci_config_read_word(&self, _: PhbId, bdfn: Bdfn, off: u16) -> Result<u32, OpalError> {
+        Ok(self.word(bdfn, off))
+    }
+    fn pci_config_write_byte(&self, _: PhbId, _: Bdfn, _: u16, _: u8) -> Result<(), OpalError> {
+        Err(OpalError::Unsupported)
+    }
+    fn pci_config_write_half_word(
+        &self,
+        _: PhbId,
+        _: Bdfn,
+        _: u16,
+        _: u16,
+    ) -> Result<(), OpalError> {
+        Err(OpalError::Unsupported)
+    }
+    fn pci_config_write_word(
+        &self,
+        _: PhbId,
+        bdfn: Bdfn,
+        off: u16,
+        v: u32,
+    ) -> Result<(), OpalError> {
+        self.config
+            .borrow_mut()
+            .insert((bdfn.0.into(), off.into()), v);
+        Ok(())
     }
 }
 
 impl FakeOpal {
-    fn word(&self, bdfn: u64, off: u64) -> u32 {
+    fn word(&self, bdfn: Bdfn, off: u16) -> u32 {
         *self
             .config
             .borrow()
-            .get(&(bdfn, off))
+            .get(&(bdfn.0.into(), off.into()))
             .unwrap_or(&0xffff_ffff)
     }
 }

@@ -13,7 +13,10 @@ pub const OPAL_PCI_CONFIG_READ_WORD: u64 = 15;
 pub const OPAL_PCI_CONFIG_WRITE_BYTE: u64 = 16;
 pub const OPAL_PCI_CONFIG_WRITE_HALF_WORD: u64 = 17;
 pub const OPAL_PCI_CONFIG_WRITE_WORD: u64 = 18;
+pub const OPAL_PCI_EEH_FREEZE_STATUS: u64 = 23;
+pub const OPAL_PCI_EEH_FREEZE_CLEAR: u64 = 26;
 pub const OPAL_PCI_SET_PE: u64 = 31;
+pub const OPAL_PCI_SET_PELTV: u64 = 32;
 pub const OPAL_PCI_MAP_PE_DMA_WINDOW: u64 = 44;
 pub const OPAL_PCI_MAP_PE_DMA_WINDOW_REAL: u64 = 45;
 pub const OPAL_REINIT_CPUS: u64 = 70;
@@ -193,6 +196,35 @@ pub fn pci_config_read(phb_id: u64, bdfn: u16, offset: u16, size: u8) -> Result<
     };
     if rc == OPAL_SUCCESS {
         Ok(value)
+    } else {
+        Err(rc)
+    }
+}
+
+/// OPAL_PCI_EEH_FREEZE_STATUS(phb_id, pe_number, u8 *freeze_state, __be16 *pci_error_type,
+/// __be64 *phb_status): the PE's freeze state byte and PCI error type (converted from
+/// big-endian). The deprecated `phb_status` is NULL, as Linux passes it (skiboot logs an error
+/// for any other value).
+pub fn pci_eeh_freeze_status(phb_id: u64, pe: u64) -> Result<(u8, u16), i64> {
+    let mut state: u8 = 0;
+    let mut error_type_be: u16 = 0;
+    // SAFETY: both out-parameters outlive the call and are the sizes firmware writes (one
+    // byte; two bytes, big-endian); OPAL gets their physical addresses; NULL is accepted for
+    // the third.
+    let rc = unsafe {
+        call(
+            OPAL_PCI_EEH_FREEZE_STATUS,
+            &[
+                phb_id,
+                pe,
+                pa(&raw mut state),
+                pa(&raw mut error_type_be),
+                0,
+            ],
+        )
+    };
+    if rc == OPAL_SUCCESS {
+        Ok((state, u16::from_be(error_type_be)))
     } else {
         Err(rc)
     }

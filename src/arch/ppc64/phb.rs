@@ -6,7 +6,10 @@
 
 use crate::mm::HostPhys;
 use crate::phb::edu::EduMmio;
-use crate::phb::hw::{OpalPci, PhbMmio, PhysMemory};
+use crate::phb::hw::{
+    Bdfn, EehClear, FreezeState, FreezeStatus, OpalError, OpalPci, OpalTceKillType, PciErrorType,
+    PeNum, PeltvAction, PhbId, PhbMmio, PhysMemory,
+};
 use crate::phb::regs::PhbReg;
 
 use super::{mmio, opal, spr};
@@ -81,11 +84,19 @@ impl PhysMemory for RealMemory {
             unsafe { core::ptr::write_volatile((HostPhys(pa).linear() + i) as *mut u8, b) };
         }
     }
+
+    fn write_be16(&self, pa: u64, value: u16) {
+        debug_assert!(pa.is_multiple_of(2), "RTT entries are 2-byte aligned");
+        // SAFETY: as for `read`; `pa` is 2-byte aligned (an RTT entry), so this is one
+        // aligned `sth`. The table is big-endian: `to_be` before the store.
+        unsafe { core::ptr::write_volatile(HostPhys(pa).linear() as *mut u16, value.to_be()) };
+    }
 }
 
-/// OPAL's PCI calls (skiboot `include/opal-api.h`). Arguments go in registers; only the
-/// configuration reads return values through memory, big-endian, converted by
-/// `opal::pci_config_read`.
+/// OPAL's PCI calls (skiboot `include/opal-api.h`). Arguments go in registers; the
+/// configuration reads and the freeze status return values through memory, big-endian,
+/// converted by `opal::pci_config_read` and `opal::pci_eeh_freeze_status`. The raw `i64`
+/// return codes end here: each becomes an [`OpalError`].
 #[derive(Clone, Copy)]
 pub struct Opal {
     _private: (),
@@ -111,160 +122,183 @@ impl Opal {
     }
 }
 
-/// A failed configuration access as the raw OPAL code; success as 0.
-fn rc_of<T>(r: Result<T, i64>) -> (i64, Option<T>) {
-    match r {
-        Ok(v) => (opal::OPAL_SUCCESS, Some(v)),
-        Err(rc) => (rc, None),
-    }
+/// A failed call's raw OPAL code as an [`OpalError`].
+fn opal_error(rc: i64) -> OpalError {
+    OpalError::check(rc).err().unwrap_or(OpalError::Other(rc))
 }
 
 impl OpalPci for Opal {
     fn pci_set_pe(
         &self,
-        phb_id: u64,
-        pe: u64,
-        bdfn: u64,
+        phb: PhbId,
+        pe: PeNum,
+        bdfn: Bdfn,
         bus_compare: u8,
         dev_compare: u8,
         func_compare: u8,
         action: u8,
-    ) -> i64 {
-        self.call_ints(
+    ) -> Result<(), OpalError> {
+        OpalError::check(self.call_ints(
             opal::OPAL_PCI_SET_PE,
             &[
-                phb_id,
-                pe,
-                bdfn,
+                phb.0,
+                pe.0.into(),
+                bdfn.0.into(),
                 bus_compare.into(),
                 dev_compare.into(),
                 func_compare.into(),
                 action.into(),
             ],
-        )
+        ))
     }
 
     fn pci_map_pe_dma_window(
         &self,
-        phb_id: u64,
-        pe: u64,
+        phb: PhbId,
+        pe: PeNum,
         window_id: u16,
         levels: u16,
         table_addr: u64,
         table_size: u64,
         page_size: u64,
-    ) -> i64 {
-        self.call_ints(
+    ) -> Result<(), OpalError> {
+        OpalError::check(self.call_ints(
             opal::OPAL_PCI_MAP_PE_DMA_WINDOW,
             &[
-                phb_id,
-                pe,
+                phb.0,
+                pe.0.into(),
                 window_id.into(),
                 levels.into(),
                 table_addr,
                 table_size,
                 page_size,
             ],
-        )
+        ))
     }
 
     fn pci_map_pe_dma_window_real(
         &self,
-        phb_id: u64,
-        pe: u64,
+        phb: PhbId,
+        pe: PeNum,
         window_id: u16,
         pci_start: u64,
         pci_size: u64,
-    ) -> i64 {
-        self.call_ints(
+    ) -> Result<(), OpalError> {
+        OpalError::check(self.call_ints(
             opal::OPAL_PCI_MAP_PE_DMA_WINDOW_REAL,
-            &[phb_id, pe, window_id.into(), pci_start, pci_size],
-        )
+            &[phb.0, pe.0.into(), window_id.into(), pci_start, pci_size],
+        ))
     }
 
     fn pci_tce_kill(
         &self,
-        phb_id: u64,
-        kill_type: u32,
-        pe: u64,
+        phb: PhbId,
+        kill_type: OpalTceKillType,
+        pe: PeNum,
         tce_size: u32,
         dma_addr: u64,
         npages: u32,
-    ) -> i64 {
-        self.call_ints(
+    ) -> Result<(), OpalError> {
+        OpalError::check(self.call_ints(
             opal::OPAL_PCI_TCE_KILL,
             &[
-                phb_id,
-                kill_type.into(),
-                pe,
+                phb.0,
+                (kill_type as u32).into(),
+                pe.0.into(),
                 tce_size.into(),
                 dma_addr,
                 npages.into(),
             ],
-        )
+        ))
     }
 
-    fn pci_config_read_byte(&self, phb_id: u64, bdfn: u64, offset: u64, value: &mut u8) -> i64 {
-        let (rc, v) = rc_of(opal::pci_config_read(phb_id, bdfn as u16, offset as u16, 1));
-        if let Some(v) = v {
-            *value = v as u8;
-        }
-        rc
+    fn pci_eeh_freeze_status(&self, phb: PhbId, pe: PeNum) -> Result<FreezeStatus, OpalError> {
+        let (state, error) = opal::pci_eeh_freeze_status(phb.0, pe.0.into()).map_err(opal_error)?;
+        Ok(FreezeStatus {
+            state: FreezeState::from_raw(state),
+            error: PciErrorType::from_raw(error),
+        })
+    }
+
+    fn pci_eeh_freeze_clear(
+        &self,
+        phb: PhbId,
+        pe: PeNum,
+        action: EehClear,
+    ) -> Result<(), OpalError> {
+        OpalError::check(self.call_ints(
+            opal::OPAL_PCI_EEH_FREEZE_CLEAR,
+            &[phb.0, pe.0.into(), (action as u8).into()],
+        ))
+    }
+
+    fn pci_set_peltv(
+        &self,
+        phb: PhbId,
+        parent: PeNum,
+        child: PeNum,
+        action: PeltvAction,
+    ) -> Result<(), OpalError> {
+        OpalError::check(self.call_ints(
+            opal::OPAL_PCI_SET_PELTV,
+            &[
+                phb.0,
+                parent.0.into(),
+                child.0.into(),
+                (action as u8).into(),
+            ],
+        ))
+    }
+
+    fn pci_config_read_byte(&self, phb: PhbId, bdfn: Bdfn, offset: u16) -> Result<u8, OpalError> {
+        opal::pci_config_read(phb.0, bdfn.0, offset, 1)
+            .map(|v| v as u8)
+            .map_err(opal_error)
     }
 
     fn pci_config_read_half_word(
         &self,
-        phb_id: u64,
-        bdfn: u64,
-        offset: u64,
-        value: &mut u16,
-    ) -> i64 {
-        let (rc, v) = rc_of(opal::pci_config_read(phb_id, bdfn as u16, offset as u16, 2));
-        if let Some(v) = v {
-            *value = v as u16;
-        }
-        rc
+        phb: PhbId,
+        bdfn: Bdfn,
+        offset: u16,
+    ) -> Result<u16, OpalError> {
+        opal::pci_config_read(phb.0, bdfn.0, offset, 2)
+            .map(|v| v as u16)
+            .map_err(opal_error)
     }
 
-    fn pci_config_read_word(&self, phb_id: u64, bdfn: u64, offset: u64, value: &mut u32) -> i64 {
-        let (rc, v) = rc_of(opal::pci_config_read(phb_id, bdfn as u16, offset as u16, 4));
-        if let Some(v) = v {
-            *value = v;
-        }
-        rc
+    fn pci_config_read_word(&self, phb: PhbId, bdfn: Bdfn, offset: u16) -> Result<u32, OpalError> {
+        opal::pci_config_read(phb.0, bdfn.0, offset, 4).map_err(opal_error)
     }
 
-    fn pci_config_write_byte(&self, phb_id: u64, bdfn: u64, offset: u64, value: u8) -> i64 {
-        rc_of(opal::pci_config_write(
-            phb_id,
-            bdfn as u16,
-            offset as u16,
-            1,
-            value.into(),
-        ))
-        .0
+    fn pci_config_write_byte(
+        &self,
+        phb: PhbId,
+        bdfn: Bdfn,
+        offset: u16,
+        value: u8,
+    ) -> Result<(), OpalError> {
+        opal::pci_config_write(phb.0, bdfn.0, offset, 1, value.into()).map_err(opal_error)
     }
 
-    fn pci_config_write_half_word(&self, phb_id: u64, bdfn: u64, offset: u64, value: u16) -> i64 {
-        rc_of(opal::pci_config_write(
-            phb_id,
-            bdfn as u16,
-            offset as u16,
-            2,
-            value.into(),
-        ))
-        .0
+    fn pci_config_write_half_word(
+        &self,
+        phb: PhbId,
+        bdfn: Bdfn,
+        offset: u16,
+        value: u16,
+    ) -> Result<(), OpalError> {
+        opal::pci_config_write(phb.0, bdfn.0, offset, 2, value.into()).map_err(opal_error)
     }
 
-    fn pci_config_write_word(&self, phb_id: u64, bdfn: u64, offset: u64, value: u32) -> i64 {
-        rc_of(opal::pci_config_write(
-            phb_id,
-            bdfn as u16,
-            offset as u16,
-            4,
-            value,
-        ))
-        .0
+    fn pci_config_write_word(
+        &self,
+        phb: PhbId,
+        bdfn: Bdfn,
+        offset: u16,
+        value: u32,
+    ) -> Result<(), OpalError> {
+        opal::pci_config_write(phb.0, bdfn.0, offset, 4, value).map_err(opal_error)
     }
 }
 

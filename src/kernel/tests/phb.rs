@@ -8,6 +8,15 @@
 //! matter, and a table is never freed while a TVE still points at it (no DMA is in flight
 //! between a test's last transfer and the clean-up: every transfer is waited for).
 //!
+//! After every DMA that must not land, the test reads the PE's freeze state (EEH): PHB4
+//! freezes a PE on a TCE fault or a DMA through a disabled window, and a frozen PE drops every
+//! later DMA until the freeze is cleared. A freeze is reported on a line of its own and
+//! cleared before the next DMA, so the tests hold whether or not the PHB freezes (QEMU's
+//! model never does); a freeze that does not clear fails the test.
+//!
+//! Each back end claims the PHB for the length of one case (`pci::backend`), and the case
+//! leaves the PHB as it found it, so the next back end may claim it.
+//!
 //! Each DMA costs about 100 ms of QEMU virtual time: the tests use a few dozen in all.
 use alloc::format;
 use alloc::string::String;
@@ -16,21 +25,23 @@ use alloc::vec;
 
 use crate::arch::ppc64::icount::count_instructions;
 use crate::kernel::pci::{
-    self, backend, direct_backend, find_edu, iova, map, pattern, phbs, Backend, DmaPage, EduRig,
-    KTable, Mismatch, PciError, FILL, PAGE_SHIFT, WINDOW1_BUS,
+    self, backend, find_edu, iova, map, pattern, peek_tve, phbs, Backend, DmaPage, EduRig, KTable,
+    Mismatch, PciError, PhbHandle, FILL, PAGE_SHIFT, WINDOW1_BUS,
 };
 use crate::kernel::testing::{fail, skip};
 use crate::kernel::testing::{BenchResult, Figures, TestFailure, TestResult};
+use crate::phb::dma::{configure_pe, recover_freeze};
 use crate::phb::fdt::PhbInfo;
 use crate::phb::glue::TableKill;
 use crate::phb::pe::{DefaultWindow, PeGroup, TableFactory};
 use crate::phb::regs::{tve_index, Tve};
-use crate::phb::{DmaWindowTable, Kill, PhbDma};
+use crate::phb::{DmaWindowTable, Kill, PeNum, PhbDma, PhbError, WindowId};
 use crate::tce::TcePerm;
 use crate::{kassert, kassert_eq, kbench, ktest};
 
 /// The PE the tests put the edu device in (not the reserved PE, which is the last one).
-const PE: u32 = 1;
+const PE: PeNum = PeNum(1);
+const W1: WindowId = WindowId::DMA64;
 const PAGE: usize = pci::PAGE;
 
 impl From<PciError> for TestFailure {
@@ -44,11 +55,34 @@ fn within<T>(what: &str, r: Result<T, TestFailure>) -> Result<T, TestFailure> {
     r.map_err(|TestFailure(m)| TestFailure(format!("{what}: {m}")))
 }
 
-/// `kind`'s back end for the PHB `info` describes.
-fn test_backend(kind: Backend, info: &PhbInfo) -> alloc::boxed::Box<dyn PhbDma> {
-    // SAFETY: the tests keep every table alive while a TVE points at it (see the module
-    // doc), and run on one CPU, one back end at a time.
-    unsafe { backend(kind, info) }
+/// `kind`'s back end for the PHB `info` describes, claimed until the handle drops.
+fn test_backend(kind: Backend, info: &PhbInfo) -> Result<PhbHandle, TestFailure> {
+    // SAFETY: the tests keep every table alive while a TVE points at it, and leave the PHB
+    // as they found it before the handle drops (see the module doc).
+    Ok(unsafe { backend(kind, info) }?)
+}
+
+/// After a DMA that must not land: reads `pe`'s freeze state and, if the PHB froze the PE,
+/// reports it (on a line of its own, PESTA/PESTB included) and clears it before the next
+/// DMA. A freeze that does not clear fails the test.
+fn after_blocked_dma(rig: &EduRig, phb: &dyn PhbDma, pe: PeNum, what: &str) -> TestResult {
+    match recover_freeze(phb, pe) {
+        Ok(None) => Ok(()),
+        Ok(Some(status)) => {
+            // SAFETY: one CPU, no OPAL call in flight: the IODA registers are ours.
+            let (a, b) = unsafe { pci::peek_pest(&rig.info, pe) };
+            crate::kprintln!(
+                "\n    {what}: {pe} was frozen ({:?}, {:?}; PESTA {a:#018x}, PESTB {b:#018x}): cleared",
+                status.state,
+                status.error
+            );
+            Ok(())
+        }
+        Err(e @ PhbError::StillFrozen { .. }) => Err(fail(format_args!(
+            "{what}: the freeze did not clear: {e:?}"
+        ))),
+        Err(e) => Err(fail(format_args!("{what}: freeze status: {e:?}"))),
+    }
 }
 
 /// The `nth` PHB with an edu device, set up (see `pci::find_edu`), or None if there is none
@@ -68,9 +102,9 @@ fn no_edu(nth: usize) -> TestResult {
 /// Runs `case` with `kind`'s back end on the rig's PHB, then cleans up whatever happened.
 fn each_back_end(rig: &EduRig, case: impl Fn(Backend, &dyn PhbDma) -> TestResult) -> TestResult {
     for kind in Backend::ALL {
-        let phb = test_backend(kind, &rig.info);
-        let r = case(kind, &*phb);
-        let c = rig.clean_up(&*phb, PE).map_err(TestFailure::from);
+        let phb = within(kind.name(), test_backend(kind, &rig.info))?;
+        let r = case(kind, &phb);
+        let c = rig.clean_up(&phb, PE).map_err(TestFailure::from);
         within(kind.name(), r)?;
         within(kind.name(), c)?;
     }
@@ -158,9 +192,8 @@ fn translate_case(rig: &EduRig, kind: Backend, phb: &dyn PhbDma) -> TestResult {
         "top, one middle and three leaf levels: only what the walk needs"
     );
 
-    phb.set_pe(rig.bdfn, PE)
-        .map_err(|e| fail(format_args!("set_pe: {e:?}")))?;
-    phb.map_window(PE, 1, &table)
+    configure_pe(phb, rig.bdfn, PE).map_err(|e| fail(format_args!("configure_pe: {e:?}")))?;
+    phb.map_window(PE, W1, &table)
         .map_err(|e| fail(format_args!("map_window: {e:?}")))?;
 
     // 1. X -> device through IOVA A, device -> Y through IOVA B.
@@ -188,6 +221,7 @@ fn translate_case(rig: &EduRig, kind: Backend, phb: &dyn PhbDma) -> TestResult {
     x.fill(|i| pattern(p2, i));
     rig.to_device(iova(&table, a))?;
     rig.to_ram(iova(&table, b))?;
+    after_blocked_dma(rig, phb, PE, "a write through a cleared entry")?;
     y.expect_copy("Y after a DMA through its cleared entry", p1)?;
 
     // 3. Control: the device did hold the new bytes, and C still translates.
@@ -196,9 +230,10 @@ fn translate_case(rig: &EduRig, kind: Backend, phb: &dyn PhbDma) -> TestResult {
 
     // 4. With the window disabled nothing lands, even through entries still in the table.
     w.fill(|_| FILL);
-    phb.unmap_window(PE, 1)
+    phb.unmap_window(PE, W1)
         .map_err(|e| fail(format_args!("unmap_window: {e:?}")))?;
     rig.to_ram(iova(&table, c))?;
+    after_blocked_dma(rig, phb, PE, "a write through a disabled window")?;
     w.expect("W through C with the window disabled", |_| FILL)?;
     y.expect_copy("Y at the end", p1)?;
     guard.expect("an unmapped page at the end", |_| FILL)?;
@@ -256,6 +291,11 @@ fn ownership_case(rig: &EduRig, kind: Backend, phb: &dyn PhbDma) -> TestResult {
     let pe_err = |e| fail(format_args!("{e:?}"));
     let mut group =
         PeGroup::new(phb, rig.info.node, dw, &Factory, &[(rig.bdfn, PE)]).map_err(pe_err)?;
+    // Set-up cleared any freeze and put the PE in its own PELT-V.
+    kassert!(!phb
+        .freeze_status(PE)
+        .map_err(|e| fail(format_args!("{e:?}")))?
+        .is_frozen());
     let entries = (0x11, 0x2345);
 
     // Phase 1: the kernel owns the PE; 32-bit DMA through the default table.
@@ -274,7 +314,7 @@ fn ownership_case(rig: &EduRig, kind: Backend, phb: &dyn PhbDma) -> TestResult {
     kassert!(group.device_table(rig.bdfn).is_none());
     let owner = Arc::new(new_table(WINDOW1_BUS, 1 << 30, 3)?);
     group
-        .attach_table::<PciError>(phb, 1, owner.clone())
+        .attach_table::<PciError>(phb, W1, owner.clone())
         .map_err(pe_err)?;
     within(
         "owner phase",
@@ -284,6 +324,7 @@ fn ownership_case(rig: &EduRig, kind: Backend, phb: &dyn PhbDma) -> TestResult {
     let stale = DmaPage::new();
     map(&first, entries.1, &stale, TcePerm::WRITE)?;
     rig.to_ram(iova(&first, entries.1))?;
+    after_blocked_dma(rig, phb, PE, "a write through the torn-down 32-bit window")?;
     stale.expect("a page mapped only in the torn-down default table", |_| {
         FILL
     })?;
@@ -301,24 +342,26 @@ fn ownership_case(rig: &EduRig, kind: Backend, phb: &dyn PhbDma) -> TestResult {
     // The PHB itself points at it, whichever back end programmed it: read the TVTs back
     // through the IODA registers.
     kassert_eq!(
-        read_tve_direct(&rig.info, tve_index(PE, 0)).table_addr(),
+        read_tve(&rig.info, tve_index(PE.0, 0)).table_addr(),
         fresh.top_level_phys()
     );
-    kassert_eq!(read_tve_direct(&rig.info, tve_index(PE, 1)), Tve::DISABLED);
+    kassert_eq!(read_tve(&rig.info, tve_index(PE.0, 1)), Tve::DISABLED);
     within(
         "released phase",
         driver_copy(rig, phb, &fresh, entries, seed(kind, 3)),
     )?;
     // And the old table is out of the path: the stale mapping still reaches nothing.
     rig.to_ram(iova(&first, entries.1))?;
+    after_blocked_dma(rig, phb, PE, "a write through the first default table")?;
     stale.expect("a page mapped only in the first default table", |_| FILL)?;
     Ok(())
 }
 
-/// The TVE at `index`, read back through IODA_ADDR/IODA_DATA0.
-fn read_tve_direct(info: &PhbInfo, index: u32) -> Tve {
-    // SAFETY: only reads IODA state; the tests run on one CPU, one back end at a time.
-    unsafe { direct_backend(info) }.read_tve(index)
+/// The TVE at `index`, read back through IODA_ADDR/IODA_DATA0 whichever back end holds the
+/// PHB.
+fn read_tve(info: &PhbInfo, index: u32) -> Tve {
+    // SAFETY: one CPU, no OPAL call in flight: the IODA registers are ours for the read.
+    unsafe { peek_tve(info, index) }
 }
 
 /// One table shared by two PEs: PE 1 of PHB 0 and PE 1 of PHB 1, each with an edu device
@@ -332,12 +375,12 @@ fn shared_table_two_pes() -> TestResult {
     let rigs = [r0, r1];
     for kind in Backend::ALL {
         let phbs = [
-            test_backend(kind, &rigs[0].info),
-            test_backend(kind, &rigs[1].info),
+            within(kind.name(), test_backend(kind, &rigs[0].info))?,
+            within(kind.name(), test_backend(kind, &rigs[1].info))?,
         ];
-        let r = shared_case(&rigs, kind, [&*phbs[0], &*phbs[1]]);
-        let c0 = rigs[0].clean_up(&*phbs[0], PE).map_err(TestFailure::from);
-        let c1 = rigs[1].clean_up(&*phbs[1], PE).map_err(TestFailure::from);
+        let r = shared_case(&rigs, kind, [&phbs[0], &phbs[1]]);
+        let c0 = rigs[0].clean_up(&phbs[0], PE).map_err(TestFailure::from);
+        let c1 = rigs[1].clean_up(&phbs[1], PE).map_err(TestFailure::from);
         within(kind.name(), r)?;
         within(kind.name(), c0)?;
         within(kind.name(), c1)?;
@@ -358,9 +401,8 @@ fn shared_case(rigs: &[EduRig; 2], kind: Backend, phbs: [&dyn PhbDma; 2]) -> Tes
         map(&table, ci, zn, TcePerm::WRITE)?;
     }
     for (rig, phb) in rigs.iter().zip(phbs) {
-        phb.set_pe(rig.bdfn, PE)
-            .map_err(|e| fail(format_args!("set_pe: {e:?}")))?;
-        phb.map_window(PE, 1, &table)
+        configure_pe(phb, rig.bdfn, PE).map_err(|e| fail(format_args!("configure_pe: {e:?}")))?;
+        phb.map_window(PE, W1, &table)
             .map_err(|e| fail(format_args!("map_window: {e:?}")))?;
     }
     // The hypercall layer's invalidation for this table: one per PHB, each over the PEs
@@ -386,11 +428,17 @@ fn shared_case(rigs: &[EduRig; 2], kind: Backend, phbs: [&dyn PhbDma; 2]) -> Tes
             .map_err(|e| fail(format_args!("kill: {e:?}")))?;
     }
     y.fill(|_| FILL);
-    for (n, rig) in rigs.iter().enumerate() {
+    for (n, (rig, phb)) in rigs.iter().zip(phbs).enumerate() {
         let p = seed(kind, 3 + n as u32);
         x.fill(|i| pattern(p, i));
         rig.to_device(iova(&table, a))?;
         rig.to_ram(iova(&table, b))?;
+        after_blocked_dma(
+            rig,
+            phb,
+            PE,
+            &format!("device {n}'s write through the cleared entry"),
+        )?;
         y.expect(
             &format!("Y after device {n} wrote through the cleared entry"),
             |_| FILL,
@@ -416,7 +464,13 @@ fn bench_kill(out: Figures) -> BenchResult {
         }
     };
     for kind in Backend::ALL {
-        let phb = test_backend(kind, &info);
+        let phb = match test_backend(kind, &info) {
+            Ok(phb) => phb,
+            Err(e) => {
+                crate::kprintln!("phb.kill.{}: {}", kind.name(), e.0);
+                continue;
+            }
+        };
         if let Err(e) = phb.kill(Kill::Pe(PE)) {
             crate::kprintln!("phb.kill.{}: {e:?}", kind.name());
             continue;
