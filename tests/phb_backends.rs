@@ -604,3 +604,16 @@ fn direct_rtt_entry_is_one_16_bit_store() {
     d.set_pe(Bdfn::new(1, 0, 0), PeNum(0x1fe)).unwrap();
     assert_eq!(*mem.stores.borrow(), vec![(RTT_BASE + 0x200, 2)]);
 }
+
+#[test]
+fn opal_freeze_set_is_seen_and_cleared() {
+    let opal = FakeOpal::new(0, 256);
+    let o = OpalBackend::new(&opal, PhbId(0), 256);
+    o.set_freeze(PeNum(7)).unwrap();
+    assert_eq!(
+        recover_freeze(&o, PeNum(7)).unwrap().map(|s| s.state),
+        Some(FreezeState::MmioDma)
+    );
+    assert_eq!(o.freeze_status(PeNum(7)), Ok(FreezeStatus::CLEAR));
+    assert!(o.set_freeze(PeNum(256)).is_err());
+}

@@ -166,6 +166,14 @@ impl PhbHandle {
         }
     }
 
+    /// The OPAL back end, when that is what this handle drives (for OPAL-only calls).
+    pub fn opal(&self) -> Option<&OpalBackend<Opal>> {
+        match &self.dma {
+            HandleDma::Opal(o) => Some(o),
+            HandleDma::Direct(_) => None,
+        }
+    }
+
     fn inner(&self) -> &dyn PhbDma {
         match &self.dma {
             HandleDma::Opal(o) => o,

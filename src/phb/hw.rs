@@ -199,7 +199,8 @@ impl FreezeStatus {
     }
 }
 
-/// OPAL_PCI_EEH_FREEZE_CLEAR actions (`enum OpalEehFreezeActionToken`).
+/// OPAL_PCI_EEH_FREEZE_CLEAR (and FREEZE_SET) actions (`enum OpalEehFreezeActionToken`: the
+/// set actions have the same values).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum EehClear {
@@ -235,11 +236,12 @@ pub trait PhbMmio {
     fn write(&self, reg: PhbReg, value: u64);
 }
 
-/// Byte access to host physical memory, for the in-memory IODA tables (the RTT) that the
-/// PHB reads by physical address.
+/// Byte access to host physical memory, for the in-memory IODA tables (the RTT and the
+/// PELT-V) that the PHB reads by physical address.
 ///
-/// Contract: bytes are copied as they are (no swapping: the caller owns the format); the
-/// implementation may be called only with addresses the PHB itself was given (`RTT_BAR`).
+/// Contract: bytes are copied as they are (no swapping: the caller owns the format), except
+/// by [`PhysMemory::write_be16`], which converts; the implementation may be called only with
+/// addresses the PHB itself was given (`RTT_BAR`, `PELTV_BAR`).
 pub trait PhysMemory {
     /// Copies `buf.len()` bytes at physical address `pa` into `buf`.
     fn read(&self, pa: u64, buf: &mut [u8]);
@@ -443,6 +445,9 @@ pub trait OpalPci {
         pe: PeNum,
         action: EehClear,
     ) -> Result<(), OpalError>;
+    /// OPAL_PCI_EEH_FREEZE_SET (97): freezes the PE as an error would (used by the hardware
+    /// checks to see the freeze status and clear paths without a failing device).
+    fn pci_eeh_freeze_set(&self, phb: PhbId, pe: PeNum, action: EehClear) -> Result<(), OpalError>;
     /// OPAL_PCI_SET_PELTV (32): `child` joins (or leaves) the PEs that `parent`'s errors
     /// freeze.
     fn pci_set_peltv(
@@ -554,6 +559,9 @@ impl<T: OpalPci + ?Sized> OpalPci for &T {
         action: PeltvAction,
     ) -> Result<(), OpalError> {
         (**self).pci_set_peltv(phb, parent, child, action)
+    }
+    fn pci_eeh_freeze_set(&self, phb: PhbId, pe: PeNum, action: EehClear) -> Result<(), OpalError> {
+        (**self).pci_eeh_freeze_set(phb, pe, action)
     }
     fn pci_config_read_byte(&self, phb: PhbId, bdfn: Bdfn, off: u16) -> Result<u8, OpalError> {
         (**self).pci_config_read_byte(phb, bdfn, off)

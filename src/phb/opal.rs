@@ -36,6 +36,14 @@ impl<O: OpalPci> OpalBackend<O> {
         self.phb
     }
 
+    /// Freezes `pe`'s MMIO and DMA as an error would (OPAL_PCI_EEH_FREEZE_SET, set all): for
+    /// checking the freeze paths on hardware without a failing device. OPAL-only: the direct
+    /// back end has no reason to freeze PEs.
+    pub fn set_freeze(&self, pe: PeNum) -> Result<(), PhbError> {
+        check_pe(pe, self.num_pes)?;
+        Ok(self.opal.pci_eeh_freeze_set(self.phb, pe, EehClear::All)?)
+    }
+
     fn kill_pe(&self, pe: PeNum) -> Result<(), PhbError> {
         Ok(self
             .opal

@@ -536,6 +536,26 @@ impl OpalPci for FakeOpal {
         Ok(())
     }
 
+    fn pci_eeh_freeze_set(&self, phb: PhbId, pe: PeNum, action: EehClear) -> Result<(), OpalError> {
+        self.forced()?;
+        if !self.pe_ok(phb, pe) {
+            return self.refuse(format!("freeze_set {pe:?}"));
+        }
+        let state = match action {
+            EehClear::Mmio => FreezeState::Mmio,
+            EehClear::Dma => FreezeState::Dma,
+            EehClear::All => FreezeState::MmioDma,
+        };
+        self.frozen.borrow_mut().insert(
+            pe.0,
+            FreezeStatus {
+                state,
+                error: PciErrorType::NoError,
+            },
+        );
+        Ok(())
+    }
+
     fn pci_set_peltv(
         &self,
         phb: PhbId,

@@ -20,6 +20,7 @@ pub const OPAL_PCI_SET_PELTV: u64 = 32;
 pub const OPAL_PCI_MAP_PE_DMA_WINDOW: u64 = 44;
 pub const OPAL_PCI_MAP_PE_DMA_WINDOW_REAL: u64 = 45;
 pub const OPAL_REINIT_CPUS: u64 = 70;
+pub const OPAL_PCI_EEH_FREEZE_SET: u64 = 97;
 pub const OPAL_PCI_TCE_KILL: u64 = 126;
 
 pub const OPAL_SUCCESS: i64 = 0;

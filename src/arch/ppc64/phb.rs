@@ -52,7 +52,7 @@ impl PhbMmio for PhbRegs {
 }
 
 /// Host physical memory through the linear map (valid with the MMU on and off).
-/// Used for the RTT that skiboot allocated and `RTT_BAR` points at.
+/// Used for the RTT and PELT-V that skiboot allocated and `RTT_BAR`/`PELTV_BAR` point at.
 pub struct RealMemory {
     _private: (),
 }
@@ -62,7 +62,8 @@ impl RealMemory {
     ///
     /// # Safety
     /// The value may be handed only to code that
-    /// follows the [`PhysMemory`] contract: addresses the PHB itself was given (the RTT), which
+    /// follows the [`PhysMemory`] contract: addresses the PHB itself was given (the RTT and
+    /// PELT-V), which
     /// are RAM that no Rust reference covers.
     pub unsafe fn new() -> Self {
         Self { _private: () }
@@ -228,6 +229,13 @@ impl OpalPci for Opal {
     ) -> Result<(), OpalError> {
         OpalError::check(self.call_ints(
             opal::OPAL_PCI_EEH_FREEZE_CLEAR,
+            &[phb.0, pe.0.into(), (action as u8).into()],
+        ))
+    }
+
+    fn pci_eeh_freeze_set(&self, phb: PhbId, pe: PeNum, action: EehClear) -> Result<(), OpalError> {
+        OpalError::check(self.call_ints(
+            opal::OPAL_PCI_EEH_FREEZE_SET,
             &[phb.0, pe.0.into(), (action as u8).into()],
         ))
     }
