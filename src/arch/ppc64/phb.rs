@@ -61,10 +61,9 @@ impl RealMemory {
     /// Real-mode access to physical memory.
     ///
     /// # Safety
-    /// The value may be handed only to code that
-    /// follows the [`PhysMemory`] contract: addresses the PHB itself was given (the RTT and
-    /// PELT-V), which
-    /// are RAM that no Rust reference covers.
+    /// The value may be handed only to code that follows the [`PhysMemory`] contract:
+    /// addresses the PHB itself was given (the RTT and PELT-V), which are RAM that no Rust
+    /// reference covers.
     pub unsafe fn new() -> Self {
         Self { _private: () }
     }

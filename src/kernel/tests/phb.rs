@@ -450,6 +450,47 @@ fn shared_case(rigs: &[EduRig; 2], kind: Backend, phbs: [&dyn PhbDma; 2]) -> Tes
     Ok(())
 }
 
+/// One back end per PHB: while OPAL handles exist, a direct one is refused with a clear
+/// error; once they are dropped it is granted, every direct handle shares the PHB's one
+/// instance, and OPAL is refused in turn.
+fn one_back_end_per_phb() -> TestResult {
+    let Some(info) = phbs()?.into_iter().next() else {
+        return skip("no PHB in the device tree");
+    };
+    let claim = |kind| {
+        // SAFETY: no TVE is pointed at anything here, and nothing on the PHB is changed.
+        unsafe { backend(kind, &info) }
+    };
+    let refused = |r: Result<PhbHandle, PciError>, by| match r {
+        Err(PciError::Claim(PhbError::Claimed { phb, by: b }))
+            if phb == info.opal_phb_id && b == by =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(fail(format_args!(
+            "refused with {e}, not as claimed by {by:?}"
+        ))),
+        Ok(h) => Err(fail(format_args!(
+            "{:?} granted while {by:?} holds the PHB",
+            h.kind()
+        ))),
+    };
+    {
+        let (o1, o2) = (claim(Backend::Opal)?, claim(Backend::Opal)?);
+        refused(claim(Backend::Direct), Backend::Opal)?;
+        kassert!(o1.kind() == Backend::Opal && o2.direct().is_none());
+    }
+    let (d1, d2) = (claim(Backend::Direct)?, claim(Backend::Direct)?);
+    let (i1, i2) = (d1.direct(), d2.direct());
+    kassert!(
+        i1.zip(i2).is_some_and(|(a, b)| core::ptr::eq(a, b)),
+        "one direct instance per PHB"
+    );
+    refused(claim(Backend::Opal), Backend::Direct)?;
+    Ok(())
+}
+ktest!("pci.one_back_end_per_phb", one_back_end_per_phb);
+
 // ---- hardware checks ---------------------------------------------------------------------
 //
 // What QEMU's PHB4 model cannot show (no TCE cache, no PE freeze), checked where it can be
