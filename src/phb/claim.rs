@@ -12,6 +12,10 @@
 //!
 //! [`PhbSlots`] keeps, per PHB, the claim state and the direct back end instance, created on
 //! first use and never dropped: every user of one PHB gets the same instance by reference.
+//!
+//! Claims cover DMA programming (TVT, RTT, PELT-V, PEST, TCE kills). Configuration space is
+//! always reached through OPAL, which serialises it itself; the kernel's IODA read-back
+//! diagnostics (`kernel::pci::peek_tve`, `peek_pest`) bypass claims and say so.
 
 use spin::{Mutex, Once};
 

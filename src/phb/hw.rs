@@ -721,6 +721,30 @@ mod tests {
     }
 
     #[test]
+    fn window_ids_and_freeze_codes() {
+        assert_eq!(WindowId::new(0), Some(WindowId::DMA32));
+        assert_eq!(WindowId::new(1), Some(WindowId::DMA64));
+        assert_eq!(WindowId::new(2), None);
+        assert_eq!(WindowId::DMA64.bus_offset(), 1 << 59);
+        assert_eq!(WindowId::DMA32.bus_offset(), 0);
+        assert_eq!(WindowId::of_bus_addr((1 << 59) | 0x1000), WindowId::DMA64);
+        assert_eq!(WindowId::of_bus_addr(1 << 60), WindowId::DMA32);
+        // opal-api.h: enum OpalFreezeState, enum OpalPciStatusToken.
+        assert_eq!(FreezeState::from_raw(0), FreezeState::NotFrozen);
+        assert_eq!(FreezeState::from_raw(2), FreezeState::Dma);
+        assert_eq!(FreezeState::from_raw(3), FreezeState::MmioDma);
+        assert_eq!(FreezeState::from_raw(6), FreezeState::PermUnavailable);
+        assert_eq!(FreezeState::from_raw(9), FreezeState::Other(9));
+        assert!(!FreezeState::NotFrozen.is_frozen() && FreezeState::Reset.is_frozen());
+        assert_eq!(FreezeState::from_bits(true, false), FreezeState::Mmio);
+        assert_eq!(FreezeState::from_bits(false, false), FreezeState::NotFrozen);
+        assert_eq!(PciErrorType::from_raw(2), PciErrorType::Phb);
+        assert_eq!(PciErrorType::from_raw(5), PciErrorType::PeDma);
+        assert_eq!(PciErrorType::from_raw(77), PciErrorType::Other(77));
+        assert_eq!((EehClear::All as u8, PeltvAction::Add as u8), (3, 1));
+    }
+
+    #[test]
     fn config_offsets() {
         assert!(check_config_offset(0xffc, 4).is_ok());
         assert!(check_config_offset(0xffe, 4).is_err());
