@@ -21,6 +21,8 @@
 #   --count         load the insn-count plugin in any mode (bench always loads it)
 #   --count-log F   load it and have it write one line per counted region to file F
 #                   (-d plugin -D F; with --trace the guest errors go to F too)
+#   --profile F     load it and append each region's instructions by address to file F
+#                   (tools/insn-count/profile.py F turns them into a per-function breakdown)
 #   --timeout S     kill QEMU after S seconds of wall time (default 120)
 #   --quiet         do not stream the console; on failure show its last lines
 #   --no-build      boot the kernel already built
@@ -35,7 +37,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 caller_dir=$PWD
 cd "$root"
 
-smp=1 mem=2G edu=2 gdb=0 trace=0 kexec=0 count=0 count_log= timeout_s=120 quiet=0 build=1
+smp=1 mem=2G edu=2 gdb=0 trace=0 kexec=0 count=0 count_log= profile= timeout_s=120 quiet=0 build=1
 args=()
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
@@ -49,6 +51,8 @@ while [ $# -gt 0 ]; do
     --count) count=1; shift ;;
     --count-log) count=1; count_log=${2:?--count-log needs a file}; shift 2
                  case "$count_log" in /*) ;; *) count_log="$caller_dir/$count_log" ;; esac ;;
+    --profile) count=1; profile=${2:?--profile needs a file}; shift 2
+               case "$profile" in /*) ;; *) profile="$caller_dir/$profile" ;; esac ;;
     --timeout) timeout_s=${2:?--timeout needs seconds}; shift 2 ;;
     --quiet) quiet=1; shift ;;
     --no-build) build=0; shift ;;
@@ -144,11 +148,13 @@ fi
 log_items=()
 [ "$trace" = 1 ] && log_items+=(guest_errors)
 if [ "$count" = 1 ]; then
+  plugin_args=$plugin
+  [ -n "$profile" ] && plugin_args+=",profile=$profile"
   if [ -n "$count_log" ]; then
-    qemu+=(-plugin "$plugin,print=on" -D "$count_log")
+    qemu+=(-plugin "$plugin_args,print=on" -D "$count_log")
     log_items+=(plugin)
   else
-    qemu+=(-plugin "$plugin")
+    qemu+=(-plugin "$plugin_args")
   fi
 fi
 if [ "${#log_items[@]}" -gt 0 ]; then qemu+=(-d "$(IFS=,; echo "${log_items[*]}")"); fi

@@ -44,6 +44,13 @@
 //! `insn-count: vcpu V region N: COUNT insns`, through `qemu_plugin_outs`: QEMU shows them only
 //! with `-d plugin` (send them to a file with `-D FILE` to keep them off the console).
 //!
+//! # Profiles
+//! With `profile=FILE` the plugin also records, per region, how many instructions started at
+//! each address, and appends them to FILE when the region ends: a line `region N COUNT`, then
+//! one line `PC COUNT` per address, highest count first. `tools/insn-count/profile.py` turns
+//! that into a per-function breakdown. Profiling counts with a callback per instruction (the
+//! address is the callback's data): slower, and the figures are the same.
+//!
 //! # vCPUs
 //! With one vCPU (`-smp 1`, the kernel's benches) the counter is a TCG inline add per
 //! instruction: cheap (a few percent of run time). With more, QEMU 7.2's inline adds cannot be
@@ -145,9 +152,17 @@ const NONE: u64 = u64::MAX;
 
 struct State {
     vcpus: Box<[Vcpu]>,
+    /// `profile=FILE`: the per-address counts of the open region (all vCPUs: profile with one)
+    /// and where they go.
+    profile: Option<std::sync::Mutex<Profile>>,
     /// One vCPU: count with inline adds into `vcpus[0].count`; otherwise with callbacks.
     inline: bool,
     print: bool,
+}
+
+struct Profile {
+    out: std::fs::File,
+    pcs: std::collections::HashMap<u64, u64>,
 }
 
 static STATE: OnceLock<State> = OnceLock::new();
@@ -200,6 +215,18 @@ extern "C" fn on_tb_trans(_id: PluginId, tb: *mut Tb) {
                 // `reserved_quad`), which outlives the translated block.
                 unsafe {
                     qemu_plugin_register_vcpu_insn_exec_cb(insn, on_stop, CB_NO_REGS, quad.cast())
+                };
+            }
+            _ if st.profile.is_some() => {
+                // SAFETY: as for START; the userdata is the instruction's address, not a pointer.
+                unsafe {
+                    let pc = qemu_plugin_insn_vaddr(insn);
+                    qemu_plugin_register_vcpu_insn_exec_cb(
+                        insn,
+                        on_insn_profile,
+                        CB_NO_REGS,
+                        pc as usize as *mut c_void,
+                    )
                 };
             }
             _ if st.inline => {
@@ -275,10 +302,29 @@ extern "C" fn on_insn(vcpu_index: c_uint, _: *mut c_void) {
     }
 }
 
+/// Profiling callback: counts, and inside a region records the address (the userdata).
+extern "C" fn on_insn_profile(vcpu_index: c_uint, pc: *mut c_void) {
+    let Some(v) = vcpu(vcpu_index) else { return };
+    v.count
+        .store(v.count.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    if v.start.load(Ordering::Relaxed) == NONE {
+        return;
+    }
+    if let Some(p) = &state().profile {
+        if let Ok(mut p) = p.lock() {
+            *p.pcs.entry(pc as usize as u64).or_insert(0) += 1;
+        }
+    }
+}
+
 extern "C" fn on_start(vcpu_index: c_uint, _: *mut c_void) {
     if let Some(v) = vcpu(vcpu_index) {
         v.start
             .store(v.count.load(Ordering::Relaxed), Ordering::Relaxed);
+        // A start restarts the region: so does its profile.
+        if let Some(Ok(mut p)) = state().profile.as_ref().map(|p| p.lock()) {
+            p.pcs.clear();
+        }
     }
 }
 
@@ -295,8 +341,22 @@ extern "C" fn on_stop(vcpu_index: c_uint, quad: *mut c_void) {
         // after a stop marker in guest RAM. The guest reads them only after the marker.
         unsafe { std::ptr::write_volatile(quad.cast::<[u8; 8]>(), figure.to_le_bytes()) };
     }
+    let n = v.regions.fetch_add(1, Ordering::Relaxed);
+    if let Some(p) = &state().profile {
+        if let Ok(mut p) = p.lock() {
+            use std::io::Write;
+            let mut pcs: Vec<(u64, u64)> = p.pcs.drain().collect();
+            pcs.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            let mut text = format!("region {n} {figure}\n");
+            for (pc, c) in pcs {
+                text.push_str(&format!("{pc:#x} {c}\n"));
+            }
+            if p.out.write_all(text.as_bytes()).is_err() {
+                outs("insn-count: could not write the profile\n");
+            }
+        }
+    }
     if state().print {
-        let n = v.regions.fetch_add(1, Ordering::Relaxed);
         if figure == NO_COUNT {
             outs(&format!(
                 "insn-count: vcpu {vcpu_index} region {n}: stop marker without a start marker\n"
@@ -323,14 +383,27 @@ pub unsafe extern "C" fn qemu_plugin_install(
     argv: *const *const c_char,
 ) -> c_int {
     let mut print = false;
+    let mut profile = None;
     for i in 0..usize::try_from(argc).unwrap_or(0) {
         // SAFETY: QEMU passes `argc` valid NUL-terminated strings.
         let arg = unsafe { CStr::from_ptr(*argv.add(i)) }.to_string_lossy();
         match arg.split_once('=') {
             Some(("print", "on" | "true" | "yes")) => print = true,
             Some(("print", "off" | "false" | "no")) => print = false,
+            Some(("profile", path)) => match std::fs::File::create(path) {
+                Ok(out) => {
+                    profile = Some(std::sync::Mutex::new(Profile {
+                        out,
+                        pcs: Default::default(),
+                    }))
+                }
+                Err(e) => {
+                    eprintln!("insn-count: cannot create the profile {path:?}: {e}");
+                    return -1;
+                }
+            },
             _ => {
-                eprintln!("insn-count: unknown argument {arg:?} (expected print=on|off)");
+                eprintln!("insn-count: unknown argument {arg:?} (expected print=on|off or profile=FILE)");
                 return -1;
             }
         }
@@ -357,8 +430,9 @@ pub unsafe extern "C" fn qemu_plugin_install(
                 regions: AtomicU64::new(0),
             })
             .collect(),
-        inline: info.system_emulation && vcpus == 1,
+        inline: info.system_emulation && vcpus == 1 && profile.is_none(),
         print,
+        profile,
     };
     if STATE.set(state).is_err() {
         eprintln!("insn-count: loaded twice");
