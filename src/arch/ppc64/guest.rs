@@ -5,9 +5,14 @@
 //!   resumes the vCPU (LPIDR, HSRR0/HSRR1 = its PC/MSR, its SRR0/SRR1, CR, LR, CTR, XER, all
 //!   GPRs, `hrfid`).
 //! - `sc 1` from the guest arrives at 0xC00 in hypervisor real mode; the vector spills r12/CTR
-//!   and jumps to `p9_hcall_entry`, which saves every guest register into the vCPU and calls the
-//!   Rust handler on the host stack, MMU still off. The handler returns 0 to resume the guest
-//!   (r3/r4 set in the saved registers) or an exit code to leave it.
+//!   and jumps to `p9_hcall_entry`, which saves the guest's volatile state (r0..r13, CR, LR,
+//!   CTR, XER, SRR0/SRR1) into the vCPU and calls the Rust handler on the host stack, MMU still
+//!   off. The handler returns 0 to resume the guest (r3/r4 set in the saved registers) or an
+//!   exit code to leave it. The guest's r14..r31 never leave the CPU on the way back: the
+//!   handler preserves them as the ABI requires, so a hypercall neither saves nor reloads them
+//!   (about 40 instructions per call); they are stored into the vCPU only when the guest
+//!   exits. While a handler runs, `GuestRegs::gpr[14..]` is therefore stale: handlers read
+//!   only the argument registers.
 //! - Any other interrupt while the guest runs goes through the exception report path, which sees
 //!   [`in_guest`] and calls [`exit_from_fault`]. While the hypervisor handles a hypercall the
 //!   flag is clear, so a fault of the hypervisor's own is reported as one, never blamed on the
@@ -118,9 +123,8 @@ p9_hcall_entry:
     std     0, {in_guest}(13)
     mfspr   0, {hsprg1}
     std     0, 104(12)
-    .irp r, 14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
-    std     \r, (\r * 8)(12)
-    .endr
+    /* r14..r31 stay in the registers: the handler preserves them (ELFv2 ABI), so they are
+     * saved only if the guest exits (below) and never reloaded on the way back. */
     ld      0, {scratch_cr}(13)
     std     0, {cr}(12)
     mflr    0
@@ -145,7 +149,40 @@ p9_hcall_entry:
     bctrl
     mfspr   4, {hsprg0}
     cmpdi   3, 0
-    beq     p9_guest_resume
+    bne     8f
+    /* Back to the guest: the partition and r14..r31 are as the guest left them. */
+    li      0, 1
+    std     0, {in_guest}(4)
+    ld      3, {guest}(4)
+    ld      0, {pc}(3)
+    mtspr   {hsrr0}, 0
+    ld      0, {msr}(3)
+    mtspr   {hsrr1}, 0
+    ld      0, {srr0}(3)
+    mtspr   {srr0_spr}, 0
+    ld      0, {srr1}(3)
+    mtspr   {srr1_spr}, 0
+    ld      0, {cr}(3)
+    mtcrf   0xff, 0
+    ld      0, {lr}(3)
+    mtlr    0
+    ld      0, {ctr}(3)
+    mtctr   0
+    ld      0, {xer}(3)
+    mtxer   0
+    ld      0, 0(3)
+    ld      1, 8(3)
+    ld      2, 16(3)
+    .irp r, 4,5,6,7,8,9,10,11,12,13
+    ld      \r, (\r * 8)(3)
+    .endr
+    ld      3, 24(3)
+    hrfid
+8:  /* The guest leaves: complete its saved state with r14..r31, still the guest's. */
+    ld      5, {guest}(4)
+    .irp r, 14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
+    std     \r, (\r * 8)(5)
+    .endr
     b       p9_guest_exit
 9:  /* sc with no guest running: report it as an unexpected interrupt. */
     ld      12, {scratch_cr}(13)
