@@ -114,27 +114,16 @@ fn check_tce<M: ExecMode>(g: &Guest, m: M, w: &Window, tce: u64) -> Step<M, Opti
             perm,
         }));
     }
-    match g.mem.ua_to_hpa(ua, w.page_shift()) {
-        Ok((r, hp)) => {
-            let region = region_index(g, r);
-            Ok(Some(Target {
-                ua,
-                hpa: hp.hpa,
-                region,
-                perm,
-            }))
-        }
+    match g.mem.ua_to_hpa_indexed(ua, w.page_shift()) {
+        Ok((region, hp)) => Ok(Some(Target {
+            ua,
+            hpa: hp.hpa,
+            region,
+            perm,
+        })),
         Err(TranslateError::NotPreregistered) => Err(decline_or(m, HcallResult::Parameter)),
         Err(TranslateError::PageTooLarge) => Err(HcallResult::Parameter.into()),
     }
-}
-
-fn region_index(g: &Guest, r: &PreregRegion) -> usize {
-    g.mem
-        .regions()
-        .iter()
-        .position(|x| core::ptr::eq(x, r))
-        .unwrap_or(usize::MAX)
 }
 
 /// First hardware index and hardware entries per guest TCE for window index `first`.
@@ -245,14 +234,14 @@ struct Replaced {
     owner: u64,
 }
 
-/// The entries a batch replaced, in exchange order: a fixed stack array, spilling to the heap
-/// in virtual mode only.
-struct UndoLog {
-    fixed: heapless::Vec<Replaced, RM_UNDO>,
+/// The entries a batch replaced, in exchange order: a fixed stack array of `N`, spilling to the
+/// heap in virtual mode only.
+struct UndoLog<const N: usize> {
+    fixed: heapless::Vec<Replaced, N>,
     spill: Vec<Replaced>,
 }
 
-impl UndoLog {
+impl<const N: usize> UndoLog<N> {
     fn new() -> Self {
         UndoLog {
             fixed: heapless::Vec::new(),
@@ -326,8 +315,39 @@ impl Tces<'_> {
     }
 }
 
+/// Hardware entries a batch touches, at most, for it to run with a small frame.
+const SMALL_BATCH: u64 = 8;
+
 /// Validates then applies a batch of `n` TCEs from window index `first`.
+///
+/// A batch of one repeated TCE touching at most [`SMALL_BATCH`] hardware entries (an
+/// H_PUT_TCE) runs with room for that many in its frame; anything else with room for a whole
+/// list and [`RM_UNDO`] replaced entries (37 KiB). The two differ in frame size only: the small
+/// one's log can never fill (each entry touched logs at most once), and the large one is what
+/// real mode's limits are stated for.
 fn update<M: ExecMode>(
+    g: &Guest,
+    env: &Env<'_>,
+    m: M,
+    w: &Window,
+    first: u64,
+    n: u64,
+    tces: Tces<'_>,
+) -> Step<M> {
+    let touched = w.tables.iter().fold(0u64, |acc, a| {
+        let sub = 1u64 << (w.page_shift() - a.table.page_shift());
+        acc.saturating_add(n.saturating_mul(sub))
+    });
+    if matches!(tces, Tces::Same(_)) && touched <= SMALL_BATCH {
+        update_in::<M, 0, { SMALL_BATCH as usize }>(g, env, m, w, first, n, tces)
+    } else {
+        update_in::<M, { MAX_INDIRECT as usize }, RM_UNDO>(g, env, m, w, first, n, tces)
+    }
+}
+
+/// [`update`] with room for `L` list targets and `U` replaced entries on the stack.
+#[inline(never)]
+fn update_in<M: ExecMode, const L: usize, const U: usize>(
     g: &Guest,
     env: &Env<'_>,
     m: M,
@@ -338,8 +358,7 @@ fn update<M: ExecMode>(
 ) -> Step<M> {
     // 1. Validate every TCE before anything changes; translations are kept in a fixed-capacity
     // vector (not an array: initialising 512 slots would cost every single-TCE call).
-    let mut list_targets: heapless::Vec<Option<Target>, { MAX_INDIRECT as usize }> =
-        heapless::Vec::new();
+    let mut list_targets: heapless::Vec<Option<Target>, L> = heapless::Vec::new();
     let single;
     let targets: &[Option<Target>] = match tces {
         Tces::Same(v) => {
@@ -411,7 +430,7 @@ fn update<M: ExecMode>(
                 let (old, owner) = t.read(h);
                 if old & PERM_BITS != 0 {
                     replaced += 1;
-                    if replaced > RM_UNDO || !rm_can_release(g, env, rm, tshift, old, owner) {
+                    if replaced > U || !rm_can_release(g, env, rm, tshift, old, owner) {
                         return Err(Exit::Decline(d));
                     }
                 }
@@ -456,7 +475,7 @@ fn update<M: ExecMode>(
 
     // 6. Commit: exchange every entry that changes, logging the mappings replaced. `stop` is
     // where the table refused (or the log ran out of room): (table, position, exit).
-    let mut log = UndoLog::new();
+    let mut log = UndoLog::<U>::new();
     let mut added = 0u64;
     let mut stop = None;
     'tables: for (ti, a) in w.tables.iter().enumerate() {
@@ -572,7 +591,7 @@ fn kill(w: &Window, first: u64, n: u64, tables: usize) -> bool {
 /// put-back, that entry keeps the batch's value and is accounted as committed, and what the
 /// replaced mapping held is kept (it may be cached): returns false then.
 #[allow(clippy::too_many_arguments)]
-fn roll_back<M: ExecMode>(
+fn roll_back<M: ExecMode, const U: usize>(
     g: &Guest,
     env: &Env<'_>,
     m: M,
@@ -580,7 +599,7 @@ fn roll_back<M: ExecMode>(
     first: u64,
     n: u64,
     target: &dyn Fn(u64) -> Option<Target>,
-    log: &mut UndoLog,
+    log: &mut UndoLog<U>,
     stop_table: usize,
     stop_pos: u64,
 ) -> bool {

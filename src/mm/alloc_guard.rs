@@ -62,7 +62,8 @@ mod flag {
         CPU_FLAG.store(f as *mut (), Ordering::Release);
     }
 
-    fn this_cpu() -> &'static AtomicBool {
+    #[inline]
+    pub fn this_cpu() -> &'static AtomicBool {
         let p = CPU_FLAG.load(Ordering::Acquire);
         if p.is_null() {
             return &BOOT_FLAG;
@@ -98,24 +99,45 @@ pub fn in_real_mode() -> bool {
 #[must_use = "the scope ends when this value is dropped"]
 pub struct RealModeScope {
     was: bool,
+    /// This CPU's flag, found once (the kernel: `set_cpu_flag`'s function is called on entry
+    /// only, not again on exit).
+    #[cfg(target_os = "none")]
+    flag: &'static AtomicBool,
     // Not Send: the flag belongs to this CPU/thread.
     _not_send: core::marker::PhantomData<*const ()>,
 }
 
 impl RealModeScope {
     /// Enters real mode on this CPU (host: thread).
+    #[inline]
     pub fn enter() -> Self {
-        let was = flag::get();
-        flag::set(true);
-        RealModeScope {
-            was,
-            _not_send: core::marker::PhantomData,
+        #[cfg(target_os = "none")]
+        {
+            let flag = flag::this_cpu();
+            RealModeScope {
+                was: flag.swap(true, Ordering::Relaxed),
+                flag,
+                _not_send: core::marker::PhantomData,
+            }
+        }
+        #[cfg(not(target_os = "none"))]
+        {
+            let was = flag::get();
+            flag::set(true);
+            RealModeScope {
+                was,
+                _not_send: core::marker::PhantomData,
+            }
         }
     }
 }
 
 impl Drop for RealModeScope {
+    #[inline]
     fn drop(&mut self) {
+        #[cfg(target_os = "none")]
+        self.flag.store(self.was, Ordering::Relaxed);
+        #[cfg(not(target_os = "none"))]
         flag::set(self.was);
     }
 }

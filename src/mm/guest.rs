@@ -346,6 +346,23 @@ impl GuestMemory {
         self.regions.iter().find(|r| r.contains(ua, len))
     }
 
+    /// [`Self::ua_to_hpa`], naming the region by its position in [`Self::regions`].
+    pub fn ua_to_hpa_indexed(
+        &self,
+        ua: Ua,
+        shift: u32,
+    ) -> Result<(usize, HostPage), TranslateError> {
+        let len = 1u64
+            .checked_shl(shift)
+            .ok_or(TranslateError::PageTooLarge)?;
+        let i = self
+            .regions
+            .iter()
+            .position(|r| r.contains(ua, len))
+            .ok_or(TranslateError::NotPreregistered)?;
+        Ok((i, self.regions[i].translate(ua, shift)?))
+    }
+
     /// Translates `[ua, ua + 2^shift)` through preregistered memory.
     pub fn ua_to_hpa(
         &self,

@@ -165,6 +165,7 @@ impl HeapMemory {
     ///
     /// # Safety
     /// `phys` is 8-byte aligned and inside a live level of this memory.
+    #[inline]
     unsafe fn cell(&self, phys: u64) -> &AtomicU64 {
         // SAFETY: per the caller, `phys` points at 8 aligned, live bytes of a level we
         // allocated; levels are only ever accessed through atomics, so no non-atomic access
@@ -212,16 +213,19 @@ impl TceMemory for HeapMemory {
         self.outstanding_levels.fetch_sub(1, Ordering::SeqCst);
     }
 
+    #[inline]
     unsafe fn load(&self, phys: u64) -> u64 {
         // SAFETY: the caller's contract is that of `cell`.
         unsafe { self.cell(phys) }.load(Ordering::Acquire)
     }
 
+    #[inline]
     unsafe fn store(&self, phys: u64, raw: u64) {
         // SAFETY: the caller's contract is that of `cell`.
         unsafe { self.cell(phys) }.store(raw, Ordering::Release)
     }
 
+    #[inline]
     unsafe fn swap(&self, phys: u64, raw: u64) -> u64 {
         // SAFETY: the caller's contract is that of `cell`.
         unsafe { self.cell(phys) }.swap(raw, Ordering::AcqRel)

@@ -81,6 +81,13 @@ const fn next_boundary(i: u64, shift: u32) -> u64 {
 /// is dropped.
 pub struct TceTable<M: TceMemory, B: LockedMemoryBudget> {
     geo: TceGeometry,
+    /// Per depth, the shift that brings an index's slot at that depth to the bottom
+    /// (`geo.span_shift(depth + 1)`), computed once: the walks are the hot path.
+    slot_shift: [u32; 8],
+    /// `entries_per_level - 1`.
+    slot_mask: u64,
+    /// `levels - 1`.
+    leaf_depth: u32,
     node: u32,
     level_bytes: usize,
     /// Top level of each view, indexed by `View`.
@@ -123,7 +130,20 @@ impl<M: TceMemory, B: LockedMemoryBudget> TceTable<M, B> {
                 return Err(TceError::AllocFailed);
             }
         };
+        let mut slot_shift = [0u32; 8];
+        for (d, sh) in slot_shift
+            .iter_mut()
+            .enumerate()
+            .take(geometry.levels() as usize)
+        {
+            // Under the 55-bit rule every shift is below 64; clamp anyway, so that a shift
+            // never overflows (an index then lies in slot 0 of that level, as it must).
+            *sh = geometry.span_shift(d as u32 + 1).min(63);
+        }
         Ok(TceTable {
+            slot_shift,
+            slot_mask: geometry.entries_per_level() - 1,
+            leaf_depth: geometry.levels() - 1,
             geo: geometry,
             node,
             level_bytes,
@@ -222,7 +242,7 @@ impl<M: TceMemory, B: LockedMemoryBudget> TceTable<M, B> {
         self.for_each_leaf(View::Hardware, lo, hi, |leaf, a, b| {
             for i in a..b {
                 let tce = Tce::new(hpa + ((i - lo) << shift), perm);
-                self.store_entry(leaf, self.geo.slot(i, self.leaf_depth()), tce.to_be());
+                self.store_entry(leaf, self.slot(i, self.leaf_depth()), tce.to_be());
             }
         });
         Ok(())
@@ -249,7 +269,7 @@ impl<M: TceMemory, B: LockedMemoryBudget> TceTable<M, B> {
         self.for_each_leaf(View::Owner, lo, hi, |leaf, a, b| {
             for i in a..b {
                 let v = owner_addr + ((i - lo) << shift);
-                self.store_entry(leaf, self.geo.slot(i, self.leaf_depth()), Be64::from_cpu(v));
+                self.store_entry(leaf, self.slot(i, self.leaf_depth()), Be64::from_cpu(v));
             }
         });
         Ok(())
@@ -328,7 +348,14 @@ impl<M: TceMemory, B: LockedMemoryBudget> TceTable<M, B> {
 
     #[inline]
     fn leaf_depth(&self) -> u32 {
-        self.geo.levels() - 1
+        self.leaf_depth
+    }
+
+    /// Slot within the level at `depth` (0 = top) that `index` goes through (as
+    /// `TceGeometry::slot`, from the precomputed shifts).
+    #[inline]
+    fn slot(&self, index: u64, depth: u32) -> u64 {
+        (index >> self.slot_shift[depth as usize & 7]) & self.slot_mask
     }
 
     #[inline]
@@ -402,7 +429,7 @@ impl<M: TceMemory, B: LockedMemoryBudget> TceTable<M, B> {
     fn leaf(&self, view: View, index: u64) -> Result<u64, u32> {
         let mut level = self.tops[view as usize];
         for depth in 0..self.leaf_depth() {
-            let e = self.load_entry(level, self.geo.slot(index, depth)).to_cpu();
+            let e = self.load_entry(level, self.slot(index, depth)).to_cpu();
             if e == 0 {
                 return Err(depth + 1);
             }
@@ -413,7 +440,7 @@ impl<M: TceMemory, B: LockedMemoryBudget> TceTable<M, B> {
 
     fn get_raw(&self, view: View, index: u64) -> Be64 {
         match self.leaf(view, index) {
-            Ok(leaf) => self.load_entry(leaf, self.geo.slot(index, self.leaf_depth())),
+            Ok(leaf) => self.load_entry(leaf, self.slot(index, self.leaf_depth())),
             Err(_) => Be64::from_cpu(0),
         }
     }
@@ -426,7 +453,7 @@ impl<M: TceMemory, B: LockedMemoryBudget> TceTable<M, B> {
         new_is_empty: bool,
         alloc: MayAlloc,
     ) -> Result<Be64, TceError> {
-        let slot = self.geo.slot(index, self.leaf_depth());
+        let slot = self.slot(index, self.leaf_depth());
         // At most two rounds: levels are never removed, so after `ensure` the walk succeeds.
         loop {
             match self.leaf(view, index) {
@@ -458,7 +485,7 @@ impl<M: TceMemory, B: LockedMemoryBudget> TceTable<M, B> {
         let leaf_depth = self.leaf_depth();
         self.for_each_leaf(view, lo, hi, |leaf, a, b| {
             for i in a..b {
-                self.store_entry(leaf, self.geo.slot(i, leaf_depth), zero);
+                self.store_entry(leaf, self.slot(i, leaf_depth), zero);
             }
         });
     }
@@ -468,15 +495,24 @@ impl<M: TceMemory, B: LockedMemoryBudget> TceTable<M, B> {
         if lo >= hi {
             return Ok(());
         }
+        if alloc == MayAlloc::No {
+            // Only a check (the real-mode case): one walk per leaf the range touches, no
+            // counting of what is missing.
+            for &v in views {
+                let mut i = lo;
+                while i < hi {
+                    self.leaf(v, i).map_err(|_| TceError::WouldAllocate)?;
+                    i = hi.min(next_boundary(i, self.geo.span_shift(self.leaf_depth())));
+                }
+            }
+            return Ok(());
+        }
         let missing: u64 = views
             .iter()
             .map(|&v| self.count_missing(self.tops[v as usize], 0, lo, hi))
             .sum();
         if missing == 0 {
             return Ok(());
-        }
-        if alloc == MayAlloc::No {
-            return Err(TceError::WouldAllocate);
         }
         // Levels are never removed, so `missing` can only shrink under us: allocating it all
         // first means a failure is reported before anything is installed.
@@ -512,7 +548,7 @@ impl<M: TceMemory, B: LockedMemoryBudget> TceTable<M, B> {
         let mut i = lo;
         while i < hi {
             let end = hi.min(next_boundary(i, child_shift));
-            let e = self.load_entry(level, self.geo.slot(i, depth)).to_cpu();
+            let e = self.load_entry(level, self.slot(i, depth)).to_cpu();
             missing += if e == 0 {
                 self.subtree_levels(depth + 1, i, end)
             } else {
@@ -551,7 +587,7 @@ impl<M: TceMemory, B: LockedMemoryBudget> TceTable<M, B> {
         let mut i = lo;
         while i < hi {
             let end = hi.min(next_boundary(i, child_shift));
-            let slot = self.geo.slot(i, depth);
+            let slot = self.slot(i, depth);
             let mut e = self.load_entry(level, slot).to_cpu();
             if e == 0 {
                 let new = match self.pool_take(pool) {
