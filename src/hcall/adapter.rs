@@ -44,12 +44,9 @@ where
     }
 
     fn holds_entries(&self, first: u64, count: u64) -> bool {
-        // Fast path: a multi-level table with nothing but its top levels holds no entry.
-        let a = self.allocated_bytes();
-        if self.levels() > 1 && a.hardware == self.level_size() && a.owner == self.level_size() {
-            return false;
-        }
-        (first..first.saturating_add(count)).any(|i| HwTable::read(self, i) != (0, 0))
+        // Only the leaves that exist can hold entries: proportional to what is allocated,
+        // not to the window.
+        TceTable::holds_entries(self, first..first.saturating_add(count))
     }
 
     fn exchange(&self, index: u64, tce: u64, owner: u64) -> Result<(u64, u64), HwError> {

@@ -458,6 +458,10 @@ impl HwTable for FaultyTable {
         HwTable::read(&*self.inner, index)
     }
 
+    fn holds_entries(&self, first: u64, count: u64) -> bool {
+        HwTable::holds_entries(&*self.inner, first, count)
+    }
+
     fn exchange(&self, index: u64, tce: u64, owner: u64) -> Result<(u64, u64), HwError> {
         self.exchanges.fetch_add(1, Ordering::AcqRel);
         let hit = self
@@ -514,6 +518,10 @@ impl HwTable for Recorded {
 
     fn read(&self, index: u64) -> (u64, u64) {
         self.inner.read(index)
+    }
+
+    fn holds_entries(&self, first: u64, count: u64) -> bool {
+        self.inner.holds_entries(first, count)
     }
 
     fn exchange(&self, index: u64, tce: u64, owner: u64) -> Result<(u64, u64), HwError> {

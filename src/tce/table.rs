@@ -315,6 +315,21 @@ impl<M: TceMemory, B: LockedMemoryBudget> TceTable<M, B> {
         Ok(self.get_raw(View::Owner, index).to_cpu())
     }
 
+    /// Whether any entry of `range` is non-zero in either view (the range is clipped to the
+    /// window). Visits only the leaves that exist.
+    pub fn holds_entries(&self, range: Range<u64>) -> bool {
+        let (lo, hi) = (range.start, range.end.min(self.geo.entries()));
+        let leaf_depth = self.leaf_depth();
+        BOTH_VIEWS.iter().any(|&v| {
+            let mut found = false;
+            self.for_each_leaf(v, lo, hi, |leaf, a, b| {
+                found = found
+                    || (a..b).any(|i| self.load_entry(leaf, self.slot(i, leaf_depth)).raw() != 0);
+            });
+            found
+        })
+    }
+
     /// Clears the hardware TCEs of `range`. Never allocates: missing levels are skipped whole.
     pub fn clear(&self, range: Range<u64>) -> Result<(), TceError> {
         let (lo, hi) = self.check_range(&range)?;

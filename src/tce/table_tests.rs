@@ -649,3 +649,31 @@ mod model {
         }
     }
 }
+
+#[test]
+fn holds_entries_sees_either_view_and_only_its_range() {
+    let (mem, budget) = (HeapMemory::new(), LockedVm::new(u64::MAX));
+    let t = table(three_level(), &mem, &budget);
+    let far = 5u64 << 18; // another top-level slot: levels missing in between
+    assert!(
+        !t.holds_entries(0..t.entries()),
+        "a new table holds nothing"
+    );
+    t.set(far..far + 1, 0x1000, RW, MayAlloc::Yes).unwrap();
+    assert!(t.holds_entries(0..t.entries()));
+    assert!(t.holds_entries(far..far + 1));
+    assert!(!t.holds_entries(0..far), "entries before it");
+    assert!(!t.holds_entries(far + 1..t.entries()), "entries after it");
+    t.clear(far..far + 1).unwrap();
+    assert!(
+        !t.holds_entries(0..t.entries()),
+        "levels stay, entries are gone"
+    );
+    // The owner view alone counts too.
+    t.owner_set(far + 7..far + 8, 0xdead_0000, MayAlloc::Yes)
+        .unwrap();
+    assert!(t.holds_entries(far..far + 8));
+    assert!(!t.holds_entries(far..far + 7));
+    // A range past the window is clipped, not a panic.
+    assert!(t.holds_entries(far..u64::MAX));
+}
