@@ -43,6 +43,14 @@ where
         (tce, owner)
     }
 
+    fn read_tce(&self, index: u64) -> u64 {
+        self.get(index).map_or(0, Tce::bits)
+    }
+
+    fn read_run(&self, first: u64, out: &mut [(u64, u64)]) {
+        TceTable::read_run(self, first, out)
+    }
+
     fn holds_entries(&self, first: u64, count: u64) -> bool {
         // Only the leaves that exist can hold entries: proportional to what is allocated,
         // not to the window.

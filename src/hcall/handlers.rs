@@ -339,15 +339,18 @@ fn update<M: ExecMode>(
         acc.saturating_add(n.saturating_mul(sub))
     });
     if matches!(tces, Tces::Same(_)) && touched <= SMALL_BATCH {
-        update_in::<M, 0, { SMALL_BATCH as usize }>(g, env, m, w, first, n, tces)
+        update_in::<M, 0, { SMALL_BATCH as usize }, { SMALL_BATCH as usize }>(
+            g, env, m, w, first, n, tces,
+        )
     } else {
-        update_in::<M, { MAX_INDIRECT as usize }, RM_UNDO>(g, env, m, w, first, n, tces)
+        update_in::<M, { MAX_INDIRECT as usize }, RM_UNDO, 64>(g, env, m, w, first, n, tces)
     }
 }
 
-/// [`update`] with room for `L` list targets and `U` replaced entries on the stack.
+/// [`update`] with room for `L` list targets, `U` replaced entries and `R` entries read at once
+/// on the stack.
 #[inline(never)]
-fn update_in<M: ExecMode, const L: usize, const U: usize>(
+fn update_in<M: ExecMode, const L: usize, const U: usize, const R: usize>(
     g: &Guest,
     env: &Env<'_>,
     m: M,
@@ -426,14 +429,29 @@ fn update_in<M: ExecMode, const L: usize, const U: usize>(
             let t = &a.table;
             let tshift = t.page_shift();
             let (hfirst, sub) = hw_span(w, tshift, t.bus_offset(), first);
-            for h in hfirst..hfirst + n * sub {
-                let (old, owner) = t.read(h);
+            let mut check = |(old, owner): (u64, u64)| {
                 if old & PERM_BITS != 0 {
                     replaced += 1;
                     if replaced > U || !rm_can_release(g, env, rm, tshift, old, owner) {
                         return Err(Exit::Decline(d));
                     }
                 }
+                Ok(())
+            };
+            if n * sub == 1 {
+                check(t.read(hfirst))?;
+                continue;
+            }
+            // Read in chunks, one table walk per leaf rather than per entry.
+            let mut chunk = [(0u64, 0u64); R];
+            let mut h = hfirst;
+            while h < hfirst + n * sub {
+                let k = (hfirst + n * sub - h).min(chunk.len() as u64) as usize;
+                t.read_run(h, &mut chunk[..k]);
+                for &e in &chunk[..k] {
+                    check(e)?;
+                }
+                h += k as u64;
             }
         }
     }
@@ -485,7 +503,7 @@ fn update_in<M: ExecMode, const L: usize, const U: usize>(
         for p in 0..n * sub {
             let h = hfirst + p;
             let (new, owner) = hw_entry(target(p / sub), p % sub, tshift);
-            if new == 0 && t.read(h).0 & PERM_BITS == 0 {
+            if new == 0 && t.read_tce(h) & PERM_BITS == 0 {
                 continue;
             }
             if let Err(e) = log.make_room(m) {
@@ -733,8 +751,12 @@ pub(crate) fn h_put_tce_indirect<M: ExecMode>(
         .gpa_to_ua(GuestPhys(tce_list), 0x1000)
         .ok_or(HcallResult::Parameter)?;
     // Each entry is read exactly once, into this array; validation and commit use the copy.
-    let mut list = [0u64; MAX_INDIRECT as usize];
-    let list = &mut list[..npages as usize];
+    // Only `npages` slots are initialised: zeroing all 4 KiB would cost a short list as much
+    // as a full one.
+    let mut buf: heapless::Vec<u64, { MAX_INDIRECT as usize }> = heapless::Vec::new();
+    buf.resize(npages as usize, 0)
+        .map_err(|_| HcallResult::Parameter)?;
+    let list = &mut buf[..];
     match m.token() {
         Token::Real(rm) => match g.mem.ua_to_hpa(ua, 12) {
             Ok((_, hp)) => {

@@ -462,6 +462,14 @@ impl HwTable for FaultyTable {
         HwTable::holds_entries(&*self.inner, first, count)
     }
 
+    fn read_run(&self, first: u64, out: &mut [(u64, u64)]) {
+        HwTable::read_run(&*self.inner, first, out)
+    }
+
+    fn read_tce(&self, index: u64) -> u64 {
+        HwTable::read_tce(&*self.inner, index)
+    }
+
     fn exchange(&self, index: u64, tce: u64, owner: u64) -> Result<(u64, u64), HwError> {
         self.exchanges.fetch_add(1, Ordering::AcqRel);
         let hit = self
@@ -522,6 +530,14 @@ impl HwTable for Recorded {
 
     fn holds_entries(&self, first: u64, count: u64) -> bool {
         self.inner.holds_entries(first, count)
+    }
+
+    fn read_run(&self, first: u64, out: &mut [(u64, u64)]) {
+        self.inner.read_run(first, out)
+    }
+
+    fn read_tce(&self, index: u64) -> u64 {
+        self.inner.read_tce(index)
     }
 
     fn exchange(&self, index: u64, tce: u64, owner: u64) -> Result<(u64, u64), HwError> {

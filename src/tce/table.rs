@@ -315,6 +315,29 @@ impl<M: TceMemory, B: LockedMemoryBudget> TceTable<M, B> {
         Ok(self.get_raw(View::Owner, index).to_cpu())
     }
 
+    /// Both views of entries `first..first + out.len()` (host order: hardware TCE bits, owner
+    /// address), 0s where a level is missing or past the window. One walk per leaf and view,
+    /// not per entry. Never allocates.
+    pub fn read_run(&self, first: u64, out: &mut [(u64, u64)]) {
+        out.fill((0, 0));
+        let hi = first
+            .saturating_add(out.len() as u64)
+            .min(self.geo.entries());
+        let leaf_depth = self.leaf_depth();
+        for v in BOTH_VIEWS {
+            self.for_each_leaf(v, first.min(hi), hi, |leaf, a, b| {
+                for i in a..b {
+                    let e = self.load_entry(leaf, self.slot(i, leaf_depth)).to_cpu();
+                    let o = &mut out[(i - first) as usize];
+                    match v {
+                        View::Hardware => o.0 = e,
+                        View::Owner => o.1 = e,
+                    }
+                }
+            });
+        }
+    }
+
     /// Whether any entry of `range` is non-zero in either view (the range is clipped to the
     /// window). Visits only the leaves that exist.
     pub fn holds_entries(&self, range: Range<u64>) -> bool {

@@ -677,3 +677,32 @@ fn holds_entries_sees_either_view_and_only_its_range() {
     // A range past the window is clipped, not a panic.
     assert!(t.holds_entries(far..u64::MAX));
 }
+
+#[test]
+fn read_run_equals_reading_each_entry() {
+    let (mem, budget) = (HeapMemory::new(), LockedVm::new(u64::MAX));
+    let t = table(three_level(), &mem, &budget);
+    // Entries in two leaves, a gap of missing levels, and the owner view set apart.
+    let a = (1u64 << 9) - 3;
+    t.set(a..a + 6, 0x40_0000, RW, MayAlloc::Yes).unwrap();
+    t.owner_set(a + 2..a + 9, 0x7000_0000, MayAlloc::Yes)
+        .unwrap();
+    let far = 3u64 << 18;
+    t.set(far..far + 1, 0x9000, TcePerm::READ, MayAlloc::Yes)
+        .unwrap();
+    for (first, len) in [
+        (a - 4, 20),
+        (0, 3),
+        (far - 2, 5),
+        (a + 5, 1),
+        (t.entries() - 2, 5),
+    ] {
+        let mut run = vec![(1, 1); len];
+        t.read_run(first, &mut run);
+        for (k, got) in run.iter().enumerate() {
+            let i = first + k as u64;
+            let want = (t.get(i).map_or(0, Tce::bits), t.owner_get(i).unwrap_or(0));
+            assert_eq!(*got, want, "entry {i:#x} of the run from {first:#x}");
+        }
+    }
+}
