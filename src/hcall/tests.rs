@@ -663,3 +663,76 @@ fn a_table_attached_twice_or_not_empty_is_refused() {
     };
     assert_eq!(w.guest.attach_table(3, ok), Ok(()));
 }
+
+fn fresh_table(bus: u64, size: u64) -> Arc<super::sim::SimTable> {
+    let geo = crate::tce::TceGeometry::new(bus, 12, size, 2).unwrap();
+    Arc::new(
+        super::sim::SimTable::new(
+            geo,
+            0,
+            crate::tce::HeapMemory::new(),
+            crate::tce::LockedVm::new(u64::MAX),
+        )
+        .unwrap(),
+    )
+}
+
+/// Contract gap closed: two windows whose tables serve one device address space (the same
+/// cookie: PHB and PE) may not overlap in bus addresses; other address spaces may.
+#[test]
+fn overlapping_windows_of_one_address_space_are_refused() {
+    let mut w = world();
+    // Window 1 (bus 0..1M) has a table with cookie 0; window 3 covers the same bus range.
+    let cookie = w.guest.window(1).unwrap().tables()[0].cookie;
+    let same_space = Attached {
+        table: fresh_table(0, 1 << 20),
+        kill: w.kill.clone(),
+        cookie,
+    };
+    assert_eq!(
+        w.guest.attach_table(3, same_space),
+        Err(WindowError::Overlaps)
+    );
+    assert!(w.guest.window(3).unwrap().tables().is_empty());
+    // The same space at a bus range of its own (window 2, at 2 GiB) is fine...
+    let elsewhere = Attached {
+        table: fresh_table(W2, 16 << 20),
+        kill: w.kill.clone(),
+        cookie,
+    };
+    assert_eq!(w.guest.attach_table(2, elsewhere), Ok(()));
+    // ...and so is another space over window 1's range.
+    let other_space = Attached {
+        table: fresh_table(0, 1 << 20),
+        kill: w.kill.clone(),
+        cookie: cookie + 1000,
+    };
+    assert_eq!(w.guest.attach_table(3, other_space), Ok(()));
+}
+
+/// Contract gap closed: a window's guest view is charged to the owner's locked-memory budget
+/// in full when the window is created, refused when it does not fit, refunded when it goes.
+#[test]
+fn guest_views_are_charged_to_the_locked_memory_budget() {
+    let budget = Arc::new(crate::tce::LockedVm::new(3 * 4096));
+    let mut g = Guest::new();
+    g.set_view_budget(ViewBudget(budget.clone()));
+    // 1 MiB of 4K pages: 256 entries, one 4 KiB view page, charged before any is allocated.
+    g.create_window(1, 0, 12, 1 << 20).unwrap();
+    assert_eq!(budget.used(), 4096);
+    assert_eq!(g.window(1).unwrap().view().allocated_pages(), 0);
+    // 8 MiB: 2048 entries, 4 pages: over the 3-page budget; nothing charged or created.
+    assert_eq!(
+        g.create_window(2, 1 << 31, 12, 8 << 20),
+        Err(WindowError::OverBudget)
+    );
+    assert_eq!(budget.used(), 4096);
+    assert!(g.window(2).is_none());
+    // 2 pages fit.
+    g.create_window(2, 1 << 31, 12, 4 << 20).unwrap();
+    assert_eq!(budget.used(), 3 * 4096);
+    g.remove_window(1).unwrap();
+    assert_eq!(budget.used(), 2 * 4096, "removing a window refunds its view");
+    drop(g);
+    assert_eq!(budget.used(), 0, "dropping the guest refunds the rest");
+}

@@ -2,7 +2,7 @@
 //! attached to them.
 
 use crate::mm::GuestMemory;
-use crate::tce::Be64;
+use crate::tce::{Be64, LockedMemoryBudget};
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -82,8 +82,20 @@ pub struct Attached {
     pub table: Arc<dyn HwTable>,
     /// Its PHB's TCE kill.
     pub kill: Arc<dyn TceInvalidate>,
-    /// Passed back to `kill` (e.g. PHB and PE numbers).
+    /// Passed back to `kill`; names the device address space (PHB and PE) the table
+    /// serves: two windows whose tables serve one address space may not overlap in bus
+    /// addresses.
     pub cookie: u64,
+}
+
+/// The owner's locked-memory budget the guest views are charged to.
+#[derive(Clone)]
+pub struct ViewBudget(pub Arc<dyn LockedMemoryBudget + Send + Sync>);
+
+impl core::fmt::Debug for ViewBudget {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("ViewBudget")
+    }
 }
 
 impl core::fmt::Debug for Attached {
@@ -204,6 +216,16 @@ pub struct Window {
     pub(crate) lock: spin::Mutex<()>,
     /// Hardware entries currently mapped through this window, over all its tables.
     pub(crate) hw_mapped: AtomicU64,
+    /// What the guest view was charged, and to whom: refunded when the window goes.
+    charged: Option<(ViewBudget, u64)>,
+}
+
+impl Drop for Window {
+    fn drop(&mut self) {
+        if let Some((b, bytes)) = self.charged.take() {
+            b.0.refund(bytes);
+        }
+    }
 }
 
 impl Window {
@@ -256,6 +278,13 @@ pub enum WindowError {
     Incompatible,
     /// Hardware TCEs are still mapped through the table (clear the window first).
     Busy,
+    /// The table serves a device address space (its `cookie`) that a table of another
+    /// window serves too, and the two windows' bus ranges overlap: one bus address would
+    /// have two translations.
+    Overlaps,
+    /// The guest view, charged in full when the window is created (as Linux charges a whole
+    /// TCE table), does not fit the owner's locked-memory budget.
+    OverBudget,
     /// The table is attached already (to this window or another): one window lock must
     /// serialise all of a table's entries.
     AlreadyAttached,
@@ -273,12 +302,25 @@ pub struct Guest {
     pub(crate) windows: heapless::Vec<Window, MAX_WINDOWS>,
     /// Counters.
     pub stats: super::HcallStats,
+    /// Where guest views are charged (none: not accounted).
+    budget: Option<ViewBudget>,
 }
 
 impl Guest {
     /// A guest with no memory and no windows.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Charges the guest views of windows created from now on to `budget` (each in full, at
+    /// creation; refunded when the window is removed).
+    pub fn set_view_budget(&mut self, budget: ViewBudget) {
+        self.budget = Some(budget);
+    }
+
+    /// Bytes a window of `entries` guest TCEs charges for its view: every page it could need.
+    pub fn view_bytes(entries: u64) -> u64 {
+        entries.div_ceil(VIEW_PAGE_ENTRIES as u64) * (VIEW_PAGE_ENTRIES as u64 * 8)
     }
 
     /// Creates the window `liobn` covering `[bus_offset, bus_offset + size)` with guest IOMMU
@@ -305,6 +347,14 @@ impl Guest {
             return Err(WindowError::Full);
         }
         let entries = size >> page_shift;
+        let charged = match &self.budget {
+            Some(b) => {
+                let bytes = Self::view_bytes(entries);
+                b.0.charge(bytes).map_err(|_| WindowError::OverBudget)?;
+                Some((b.clone(), bytes))
+            }
+            None => None,
+        };
         let w = Window {
             liobn,
             bus_offset,
@@ -314,6 +364,7 @@ impl Guest {
             tables: heapless::Vec::new(),
             lock: spin::Mutex::new(()),
             hw_mapped: AtomicU64::new(0),
+            charged,
         };
         self.windows.push(w).map_err(|_| WindowError::Full)
     }
@@ -355,6 +406,19 @@ impl Guest {
         let same = |a: &Attached| core::ptr::addr_eq(Arc::as_ptr(&a.table), Arc::as_ptr(t));
         if self.windows.iter().any(|w| w.tables.iter().any(same)) {
             return Err(WindowError::AlreadyAttached);
+        }
+        let (lo, hi) = (
+            w.bus_offset as u128,
+            w.bus_offset as u128 + w.size() as u128,
+        );
+        let clash = self.windows.iter().enumerate().any(|(j, o)| {
+            j != i
+                && o.tables.iter().any(|a| a.cookie == att.cookie)
+                && (o.bus_offset as u128) < hi
+                && lo < o.bus_offset as u128 + o.size() as u128
+        });
+        if clash {
+            return Err(WindowError::Overlaps);
         }
         if t.holds_entries(
             (w.bus_offset - t.bus_offset()) >> tshift,
