@@ -43,6 +43,15 @@ where
         (tce, owner)
     }
 
+    fn exchange_run(
+        &self,
+        first: u64,
+        news: &[(u64, u64)],
+        olds: &mut [(u64, u64)],
+    ) -> Result<(), (usize, HwError)> {
+        TceTable::exchange_run(self, first, news, olds).map_err(|(i, e)| (i, hw_err(e)))
+    }
+
     fn read_tce(&self, index: u64) -> u64 {
         self.get(index).map_or(0, Tce::bits)
     }

@@ -263,6 +263,17 @@ impl<const N: usize> UndoLog<N> {
             .map_err(|_| HcallResult::NoMem.into())
     }
 
+    /// Whether `k` more entries are sure to fit without declining or allocating: in the fixed
+    /// array, or (virtual mode) in heap room reserved now. Never declines: a `false` sends the
+    /// caller the one-entry way, where `make_room` decides.
+    fn has_room_for<M: ExecMode>(&mut self, m: M, k: usize) -> bool {
+        let free = N - self.fixed.len();
+        if k <= free {
+            return true;
+        }
+        m.decline().is_none() && self.spill.try_reserve(k - free).is_ok()
+    }
+
     /// Appends (after `make_room`).
     fn push(&mut self, r: Replaced) {
         if let Err(r) = self.fixed.push(r) {
@@ -492,38 +503,69 @@ fn update_in<M: ExecMode, const L: usize, const U: usize, const R: usize>(
     }
 
     // 6. Commit: exchange every entry that changes, logging the mappings replaced. `stop` is
-    // where the table refused (or the log ran out of room): (table, position, exit).
+    // where the table refused (or the log ran out of room): (table, position, exit). A run of
+    // entries goes to the table in one call (one walk per leaf); a single entry alone.
     let mut log = UndoLog::<U>::new();
     let mut added = 0u64;
     let mut stop = None;
+    // Run buffers, initialised on first use only (a single-entry batch never pays for them).
+    let mut bufs: Option<([(u64, u64); R], [(u64, u64); R])> = None;
     'tables: for (ti, a) in w.tables.iter().enumerate() {
         let t = &a.table;
         let tshift = t.page_shift();
         let (hfirst, sub) = hw_span(w, tshift, t.bus_offset(), first);
-        for p in 0..n * sub {
+        let mut p = 0;
+        while p < n * sub {
             let h = hfirst + p;
+            let k = (n * sub - p).min(R as u64) as usize;
+            let logged = |log: &mut UndoLog<U>, index: u64, (old, old_owner): (u64, u64)| {
+                if old & PERM_BITS != 0 {
+                    log.push(Replaced {
+                        table: ti,
+                        index,
+                        tce: old,
+                        owner: old_owner,
+                    });
+                }
+            };
+            if k > 1 && log.has_room_for(m, k) {
+                let (news, olds) = bufs.get_or_insert_with(|| ([(0, 0); R], [(0, 0); R]));
+                // Entries already empty are exchanged with empty: no change, nothing logged.
+                for (j, e) in news[..k].iter_mut().enumerate() {
+                    let q = p + j as u64;
+                    *e = hw_entry(target(q / sub), q % sub, tshift);
+                }
+                let done = match t.exchange_run(h, &news[..k], &mut olds[..k]) {
+                    Ok(()) => k,
+                    Err((j, _)) => j,
+                };
+                for j in 0..done {
+                    added += u64::from(news[j].0 != 0);
+                    logged(&mut log, h + j as u64, olds[j]);
+                }
+                if done < k {
+                    stop = Some((ti, p + done as u64, Exit::Guest(HcallResult::Hardware)));
+                    break 'tables;
+                }
+                p += k as u64;
+                continue;
+            }
             let (new, owner) = hw_entry(target(p / sub), p % sub, tshift);
+            p += 1;
             if new == 0 && t.read_tce(h) & PERM_BITS == 0 {
                 continue;
             }
             if let Err(e) = log.make_room(m) {
-                stop = Some((ti, p, e));
+                stop = Some((ti, p - 1, e));
                 break 'tables;
             }
             match t.exchange(h, new, owner) {
-                Ok((old, old_owner)) => {
+                Ok(old) => {
                     added += u64::from(new != 0);
-                    if old & PERM_BITS != 0 {
-                        log.push(Replaced {
-                            table: ti,
-                            index: h,
-                            tce: old,
-                            owner: old_owner,
-                        });
-                    }
+                    logged(&mut log, h, old);
                 }
                 Err(_) => {
-                    stop = Some((ti, p, Exit::Guest(HcallResult::Hardware)));
+                    stop = Some((ti, p - 1, Exit::Guest(HcallResult::Hardware)));
                     break 'tables;
                 }
             }

@@ -544,6 +544,18 @@ impl HwTable for Recorded {
         self.touched.mark(index);
         self.inner.exchange(index, tce, owner)
     }
+
+    fn exchange_run(
+        &self,
+        first: u64,
+        news: &[(u64, u64)],
+        olds: &mut [(u64, u64)],
+    ) -> Result<(), (usize, HwError)> {
+        for i in 0..news.len() as u64 {
+            self.touched.mark(first + i);
+        }
+        self.inner.exchange_run(first, news, olds)
+    }
 }
 
 /// One attached hardware table of a [`World`] window.

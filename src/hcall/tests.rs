@@ -732,7 +732,11 @@ fn guest_views_are_charged_to_the_locked_memory_budget() {
     g.create_window(2, 1 << 31, 12, 4 << 20).unwrap();
     assert_eq!(budget.used(), 3 * 4096);
     g.remove_window(1).unwrap();
-    assert_eq!(budget.used(), 2 * 4096, "removing a window refunds its view");
+    assert_eq!(
+        budget.used(),
+        2 * 4096,
+        "removing a window refunds its view"
+    );
     drop(g);
     assert_eq!(budget.used(), 0, "dropping the guest refunds the rest");
 }

@@ -52,6 +52,23 @@ pub trait HwTable: Send + Sync {
             *o = self.read(first + i as u64);
         }
     }
+    /// [`HwTable::exchange`] of `news.len()` consecutive entries from `first`, the old pairs
+    /// into `olds` (as long as `news`). Stops at the first refusal and returns its position
+    /// and error: the entries before it are exchanged, it and those after are unchanged. An
+    /// implementation walks its levels once per leaf, not once per entry.
+    fn exchange_run(
+        &self,
+        first: u64,
+        news: &[(u64, u64)],
+        olds: &mut [(u64, u64)],
+    ) -> Result<(), (usize, HwError)> {
+        for (i, (&(tce, owner), old)) in news.iter().zip(olds.iter_mut()).enumerate() {
+            *old = self
+                .exchange(first + i as u64, tce, owner)
+                .map_err(|e| (i, e))?;
+        }
+        Ok(())
+    }
     /// Installs `tce` and `owner` at `index` (levels prepared), returning the old pair. On
     /// error the entry is unchanged.
     fn exchange(&self, index: u64, tce: u64, owner: u64) -> Result<(u64, u64), HwError>;

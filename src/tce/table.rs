@@ -338,6 +338,58 @@ impl<M: TceMemory, B: LockedMemoryBudget> TceTable<M, B> {
         }
     }
 
+    /// Exchanges both views of entries `first..first + news.len()`: entry `first + i` gets
+    /// hardware TCE `news[i].0` (host order, `hpa | perm`) and owner address `news[i].1`, and
+    /// its old pair goes to `olds[i]`. One walk per leaf and view, not per entry. The owner
+    /// entry is written before the hardware one (whoever sees the hardware entry finds what it
+    /// maps from). Never allocates: storing empty where a level is missing changes nothing, as
+    /// in [`Self::exchange`]. Stops at the first entry it cannot store, with its position:
+    /// [`TceError::OutOfWindow`] (the range passes the window: nothing changes),
+    /// [`TceError::Misaligned`], or [`TceError::WouldAllocate`] (a level is missing); entries
+    /// before it are exchanged, it and those after are unchanged.
+    pub fn exchange_run(
+        &self,
+        first: u64,
+        news: &[(u64, u64)],
+        olds: &mut [(u64, u64)],
+    ) -> Result<(), (usize, TceError)> {
+        let n = news.len().min(olds.len());
+        let hi = first
+            .checked_add(n as u64)
+            .filter(|&h| h <= self.geo.entries())
+            .ok_or((0, TceError::OutOfWindow))?;
+        let mask = self.geo.page_size() - 1;
+        let leaf_depth = self.leaf_depth();
+        let leaf_span = self.geo.span_shift(leaf_depth);
+        let mut i = first;
+        while i < hi {
+            let end = hi.min(next_boundary(i, leaf_span));
+            let hw = self.leaf(View::Hardware, i).ok();
+            let ow = self.leaf(View::Owner, i).ok();
+            for j in i..end {
+                let k = (j - first) as usize;
+                let (tce, owner) = news[k];
+                let t = Tce::from_bits(tce);
+                if t.hpa() & mask != 0 {
+                    return Err((k, TceError::Misaligned));
+                }
+                if (hw.is_none() && !t.is_none()) || (ow.is_none() && owner != 0) {
+                    return Err((k, TceError::WouldAllocate));
+                }
+                let slot = self.slot(j, leaf_depth);
+                let old_owner = ow.map_or(0, |l| {
+                    self.swap_entry(l, slot, Be64::from_cpu(owner)).to_cpu()
+                });
+                let old_tce = hw.map_or(0, |l| {
+                    Tce::from_be(self.swap_entry(l, slot, t.to_be())).bits()
+                });
+                olds[k] = (old_tce, old_owner);
+            }
+            i = end;
+        }
+        Ok(())
+    }
+
     /// Whether any entry of `range` is non-zero in either view (the range is clipped to the
     /// window). Visits only the leaves that exist.
     pub fn holds_entries(&self, range: Range<u64>) -> bool {

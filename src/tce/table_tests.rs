@@ -706,3 +706,77 @@ fn read_run_equals_reading_each_entry() {
         }
     }
 }
+
+#[test]
+fn exchange_run_equals_exchanging_each_entry() {
+    let (mem, budget) = (HeapMemory::new(), LockedVm::new(u64::MAX));
+    let (mem2, budget2) = (HeapMemory::new(), LockedVm::new(u64::MAX));
+    let run = table(three_level(), &mem, &budget);
+    let each = table(three_level(), &mem2, &budget2);
+    // Two leaves prepared in both views; a mapping to replace in each.
+    let a = (1u64 << 9) - 4;
+    for t in [&run, &each] {
+        t.prepare(a..a + 8, MayAlloc::Yes).unwrap();
+        t.set(a + 1..a + 2, 0x7000, RW, MayAlloc::Yes).unwrap();
+        t.owner_set(a + 1..a + 2, 0xaa_0000, MayAlloc::Yes).unwrap();
+    }
+    let news: Vec<(u64, u64)> = (0..8u64)
+        .map(|i| match i % 3 {
+            0 => (0, 0),
+            _ => ((0x10_0000 + (i << 12)) | RW.bits(), 0xbb_0000 + (i << 12)),
+        })
+        .collect();
+    let mut olds = vec![(9, 9); 8];
+    run.exchange_run(a, &news, &mut olds).unwrap();
+    for (i, &(tce, owner)) in news.iter().enumerate() {
+        let i64_ = i as u64;
+        let old_tce = each
+            .exchange(a + i64_, Tce::from_bits(tce), MayAlloc::No)
+            .unwrap();
+        let old_owner = each.owner_exchange(a + i64_, owner, MayAlloc::No).unwrap();
+        assert_eq!(
+            olds[i],
+            (old_tce.bits(), old_owner),
+            "old pair of entry {i}"
+        );
+    }
+    let mut after = vec![(0, 0); 8];
+    let mut want = vec![(0, 0); 8];
+    run.read_run(a, &mut after);
+    each.read_run(a, &mut want);
+    assert_eq!(after, want);
+
+    // Stops at the first entry it cannot store: a missing level (clearing over one is fine)...
+    let far = 9u64 << 18;
+    let mut olds = [(0, 0); 3];
+    assert_eq!(
+        run.exchange_run(far, &[(0, 0), (0x5000 | 1, 0x9)], &mut olds[..2]),
+        Err((1, TceError::WouldAllocate)),
+        "clearing over a missing level is fine, mapping there is not"
+    );
+    // ...or a page misaligned for the table's 64 KiB pages, after storing those before it.
+    let (mem3, budget3) = (HeapMemory::new(), LockedVm::new(u64::MAX));
+    let big = table(geo(16, 1 << 32, 2), &mem3, &budget3);
+    big.prepare(0..3, MayAlloc::Yes).unwrap();
+    let bad = [
+        (0x20_0000 | 1, 0x1),
+        (0x20_1000 | 1, 0x2),
+        (0x22_0000 | 1, 0x3),
+    ];
+    assert_eq!(
+        big.exchange_run(0, &bad, &mut olds),
+        Err((1, TceError::Misaligned))
+    );
+    assert_eq!(
+        big.get(0).unwrap().bits(),
+        0x20_0000 | 1,
+        "the first one went in"
+    );
+    assert_eq!(big.get(1).unwrap(), Tce::NONE, "the refused one did not");
+    assert_eq!(big.owner_get(1).unwrap(), 0, "nor its owner");
+    assert!(!run.holds_entries(far..far + 2));
+    assert_eq!(
+        run.exchange_run(run.entries() - 1, &[(0, 0), (0, 0)], &mut olds[..2]),
+        Err((0, TceError::OutOfWindow))
+    );
+}
