@@ -326,6 +326,9 @@ impl Tces<'_> {
     }
 }
 
+/// Hardware (TCE, owner) pairs handed to or from a table as one run.
+type RunBuf<const R: usize> = [(u64, u64); R];
+
 /// Hardware entries a batch touches, at most, for it to run with a small frame.
 const SMALL_BATCH: u64 = 8;
 
@@ -509,7 +512,7 @@ fn update_in<M: ExecMode, const L: usize, const U: usize, const R: usize>(
     let mut added = 0u64;
     let mut stop = None;
     // Run buffers, initialised on first use only (a single-entry batch never pays for them).
-    let mut bufs: Option<([(u64, u64); R], [(u64, u64); R])> = None;
+    let mut bufs: Option<(RunBuf<R>, RunBuf<R>)> = None;
     'tables: for (ti, a) in w.tables.iter().enumerate() {
         let t = &a.table;
         let tshift = t.page_shift();
@@ -529,6 +532,8 @@ fn update_in<M: ExecMode, const L: usize, const U: usize, const R: usize>(
                 }
             };
             if k > 1 && log.has_room_for(m, k) {
+                // Lazily: building the arrays is a memset of 2 * 16 * R bytes.
+                #[allow(clippy::unnecessary_lazy_evaluations)]
                 let (news, olds) = bufs.get_or_insert_with(|| ([(0, 0); R], [(0, 0); R]));
                 // Entries already empty are exchanged with empty: no change, nothing logged.
                 for (j, e) in news[..k].iter_mut().enumerate() {
