@@ -18,6 +18,8 @@ ap.add_argument("profile")
 ap.add_argument("--kernel", default=os.path.join(root, "target/ppc64le-kernel/release/kernel"))
 ap.add_argument("--region", type=int, action="append")
 ap.add_argument("--top", type=int, default=25)
+ap.add_argument("--groups", action="store_true",
+                help="sum the functions into the hypercall path's stages (README's breakdown)")
 ap.add_argument("--bias", type=lambda x: int(x, 0),
                 help="run-time address minus link address (default: the first LOAD segment's "
                      "file offset: QEMU's -kernel puts the whole file at 0x20000000 and skiboot "
@@ -52,6 +54,31 @@ def load_names(kernel, pcs, bias):
     done()
     return names
 
+# The hypercall path's stages, first match wins (README's breakdown table).
+GROUPS = [
+    ("sc 1 entry/exit (vector, save, restore)", ("p9_hcall_entry", "(exception vectors)", "(guest)")),
+    ("dispatch, counters, allocation guard", ("kernel::guests::", "rm_dispatch", "hcall::run",
+                                              "hcall::dispatch", "HcallStats", "alloc_guard",
+                                              "kernel::vmemmap::get")),
+    ("TCE kill (a counter here; a PHB kill adds phb.kill.*)", ("handlers::kill", "KillCounter")),
+    ("page references (vmemmap walker, counts, dirty)", ("mm::vmemmap", "mm::page", "handlers::desc",
+                                                         "rm_can_release", "handlers::release",
+                                                         "acquire", "put_ref")),
+    ("validation and translation (window, memslot, prereg)", ("check_tce", "check_ioba", "find_window",
+                                                              "Guest>::window", "Memslot", "PreregRegion",
+                                                              "GuestMemory", "mm::addr")),
+    ("table walks and exchanges (both views)", ("tce::table", "tce::entry", "tce::memory",
+                                                "tce::geometry", "as hcall::window::HwTable")),
+    ("guest view", ("GuestView",)),
+    ("batch phases (update: control, undo log, loops)", ("hcall::handlers::", "memset", "memcpy")),
+]
+
+def group(fn):
+    for g, pats in GROUPS:
+        if any(p in fn for p in pats):
+            return g
+    return "other"
+
 def short(n):
     return n.replace("p9iommu::", "").replace("mm::mode::", "").replace("core::", "")
 
@@ -82,5 +109,10 @@ for n, figure, pcs in regions:
     if a.region and n not in a.region:
         continue
     print(f"region {n}: {figure} insns")
+    if a.groups:
+        gs = collections.Counter()
+        for fn, c in by.items():
+            gs[group(fn)] += c
+        by = gs
     for fn, c in by.most_common(a.top):
         print(f"  {c:8} {fn}")
