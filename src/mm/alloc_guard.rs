@@ -77,10 +77,6 @@ mod flag {
     pub fn get() -> bool {
         this_cpu().load(Ordering::Relaxed)
     }
-
-    pub fn set(v: bool) {
-        this_cpu().store(v, Ordering::Relaxed)
-    }
 }
 
 /// Names the per-CPU flag the guard uses on the kernel: `f` returns the calling CPU's flag.

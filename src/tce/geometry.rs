@@ -167,7 +167,7 @@ impl TceGeometry {
 
     /// Slot within the level at `depth` (0 = top) that `index` goes through.
     #[inline]
-    pub(crate) const fn slot(&self, index: u64, depth: u32) -> u64 {
+    pub const fn slot(&self, index: u64, depth: u32) -> u64 {
         let shift = self.span_shift(depth + 1);
         // A shift of 64 or more only happens for the top of a table whose levels address more
         // than 64 bits; every index then lies in slot 0.

@@ -780,3 +780,26 @@ fn exchange_run_equals_exchanging_each_entry() {
         Err((0, TceError::OutOfWindow))
     );
 }
+
+#[test]
+fn precomputed_slots_equal_the_geometry() {
+    let (mem, budget) = (HeapMemory::new(), LockedVm::new(u64::MAX));
+    for (shift, window, levels) in [
+        (12, 1u64 << 30, 1),
+        (12, 1 << 39, 3),
+        (16, 1 << 40, 4),
+        (24, 1 << 50, 2),
+    ] {
+        let g = geo(shift, window, levels);
+        let t = table(g, &mem, &budget);
+        for index in [0, 1, 511, 512, g.entries() / 3, g.entries() - 1] {
+            for d in 0..levels {
+                assert_eq!(
+                    t.slot(index, d),
+                    g.slot(index, d),
+                    "{g:?} index {index:#x} depth {d}"
+                );
+            }
+        }
+    }
+}
