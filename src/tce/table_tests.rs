@@ -788,7 +788,7 @@ fn precomputed_slots_equal_the_geometry() {
         (12, 1u64 << 30, 1),
         (12, 1 << 39, 3),
         (16, 1 << 40, 4),
-        (24, 1 << 50, 2),
+        (21, 1 << 48, 2),
     ] {
         let g = geo(shift, window, levels);
         let t = table(g, &mem, &budget);
