@@ -334,7 +334,8 @@ const SMALL_BATCH: u64 = 8;
 
 /// Validates then applies a batch of `n` TCEs from window index `first`.
 ///
-/// A batch of one repeated TCE touching at most [`SMALL_BATCH`] hardware entries (an
+/// One TCE in a window with one table of its page size (H_PUT_TCE's usual case) takes
+/// [`update_one`]. A batch of one repeated TCE touching at most [`SMALL_BATCH`] hardware entries (an
 /// H_PUT_TCE) runs with room for that many in its frame; anything else with room for a whole
 /// list and [`RM_UNDO`] replaced entries (37 KiB). The two differ in frame size only: the small
 /// one's log can never fill (each entry touched logs at most once), and the large one is what
@@ -348,6 +349,9 @@ fn update<M: ExecMode>(
     n: u64,
     tces: Tces<'_>,
 ) -> Step<M> {
+    if n == 1 && w.tables.len() == 1 && w.tables[0].table.page_shift() == w.page_shift() {
+        return update_one(g, env, m, w, first, tces.at(0));
+    }
     let touched = w.tables.iter().fold(0u64, |acc, a| {
         let sub = 1u64 << (w.page_shift() - a.table.page_shift());
         acc.saturating_add(n.saturating_mul(sub))
@@ -358,6 +362,100 @@ fn update<M: ExecMode>(
         )
     } else {
         update_in::<M, { MAX_INDIRECT as usize }, RM_UNDO, 64>(g, env, m, w, first, n, tces)
+    }
+}
+
+/// [`update`] of one TCE in a window with one hardware table of the window's page size (one
+/// hardware entry): the same phases, checks, order and outcome as [`update_in`], written for
+/// that case (no per-table or per-sub-entry loops, no undo log: a refused exchange changed
+/// nothing).
+fn update_one<M: ExecMode>(
+    g: &Guest,
+    env: &Env<'_>,
+    m: M,
+    w: &Window,
+    idx: u64,
+    tce: u64,
+) -> Step<M> {
+    // 1. Validate.
+    let target = check_tce(g, m, w, tce)?;
+    // 2. The window lock.
+    let _guard = match m.decline() {
+        Some(d) => w.lock.try_lock().ok_or(Exit::Decline(d))?,
+        None => w.lock.lock(),
+    };
+    // 3. Guest-view page and hardware levels.
+    if tce != 0 && !w.view.present(idx) {
+        match m.decline() {
+            Some(d) => return Err(Exit::Decline(d)),
+            None => w.view.ensure(idx),
+        }
+    }
+    let a = &w.tables[0];
+    let t = &a.table;
+    let tshift = t.page_shift();
+    let h = (w.bus_offset() + (idx << w.page_shift()) - t.bus_offset()) >> tshift;
+    if target.is_some() {
+        match t.prepare(h, 1, m.decline().is_none()) {
+            Ok(()) => {}
+            Err(HwError::WouldAllocate) => return Err(decline_or(m, HcallResult::Hardware)),
+            Err(HwError::Refused) => return Err(HcallResult::Hardware.into()),
+            Err(HwError::NoMem) => return Err(HcallResult::NoMem.into()),
+        }
+    }
+    // 4. Real mode: the reference the replaced entry holds must be droppable without the MMU.
+    if let (Some(rm), Some(d)) = (m.real(), m.decline()) {
+        let (old, owner) = t.read(h);
+        if old & PERM_BITS != 0 && !rm_can_release(g, env, rm, tshift, old, owner) {
+            return Err(Exit::Decline(d));
+        }
+    }
+    // 5. The new reference.
+    if let Some(x) = &target {
+        acquire(g, env, m, x, x.hpa.0)?;
+    }
+    // 6. Commit (an entry empty before and after is left alone).
+    let (new, owner) = hw_entry(target, 0, tshift);
+    let old = if new == 0 && t.read_tce(h) & PERM_BITS == 0 {
+        None
+    } else {
+        match t.exchange(h, new, owner) {
+            Ok(old) => Some(old),
+            Err(_) => {
+                // Nothing was exchanged: the new reference goes back at once; the kill is
+                // issued as for any stopped batch.
+                if let Some(x) = &target {
+                    unacquire(g, env, m, x, x.hpa.0);
+                }
+                if !kill(w, idx, 1, 1) {
+                    g.stats.kill_failures.fetch_add(1, Ordering::Relaxed);
+                }
+                return Err(HcallResult::Hardware.into());
+            }
+        }
+    };
+    // 7. Kill, then release what the old entry held.
+    let replaced = old.filter(|&(o, _)| o & PERM_BITS != 0);
+    if new != 0 {
+        w.hw_mapped.fetch_add(1, Ordering::AcqRel);
+    }
+    if replaced.is_some() {
+        w.hw_mapped.fetch_sub(1, Ordering::AcqRel);
+    }
+    let killed = kill(w, idx, 1, 1);
+    if killed {
+        if let Some((o, o_owner)) = replaced {
+            release(g, env, m, tshift, o, o_owner);
+        }
+    } else {
+        g.stats.kill_failures.fetch_add(1, Ordering::Relaxed);
+    }
+    let stored = w.view.set(idx, tce);
+    debug_assert!(stored, "guest view page vanished under the window lock");
+    if killed {
+        Ok(())
+    } else {
+        Err(HcallResult::Hardware.into())
     }
 }
 

@@ -740,3 +740,48 @@ fn guest_views_are_charged_to_the_locked_memory_budget() {
     drop(g);
     assert_eq!(budget.used(), 0, "dropping the guest refunds the rest");
 }
+
+/// The single-entry path (one table of the window's page size) answers a refused exchange as
+/// the batch path does: H_HARDWARE, nothing changed, the new reference given back, the kill
+/// still issued.
+#[test]
+fn a_refused_single_exchange_changes_nothing() {
+    let (w, f, _) = faulty_world();
+    assert_eq!(w.hcall(H_STUFF_TCE, [4, 0, 0x1000, 8]).0, OK);
+    assert_eq!(w.hcall(H_PUT_TCE, [4, 0x1000, 0x5000 | RW, 0]).0, OK);
+    let before = w.snapshot();
+    let (p5, p6) = (page_count(&w, 0x5000), page_count(&w, 0x6000));
+    for mode in [Mode::Virtual, Mode::Real] {
+        // Map an empty entry, replace a mapping, clear a mapping.
+        for (ioba, tce) in [(0x2000, 0x6000 | RW), (0x1000, 0x6000 | 1), (0x1000, 0)] {
+            let (kills, refused) = (w.kill.calls(), f.refused());
+            f.refuse_nth_exchange(1);
+            assert_eq!(
+                w.call(mode, H_PUT_TCE, [4, ioba, tce, 0]).0,
+                HW,
+                "{mode:?} {ioba:#x} {tce:#x}"
+            );
+            assert_eq!(
+                f.refused(),
+                refused + 1,
+                "{mode:?}: not refused by the exchange"
+            );
+            assert_eq!(
+                w.kill.calls(),
+                kills + 1,
+                "{mode:?}: the kill of a stopped batch"
+            );
+            assert_eq!(
+                w.snapshot(),
+                before,
+                "{mode:?} {ioba:#x} {tce:#x} changed state"
+            );
+            assert_eq!((page_count(&w, 0x5000), page_count(&w, 0x6000)), (p5, p6));
+            if let Err(e) = w.check() {
+                panic!("{mode:?} {ioba:#x}: {e}");
+            }
+        }
+    }
+    f.refuse_nth_exchange(0);
+    assert_eq!(w.hcall(H_PUT_TCE, [4, 0x1000, 0, 0]).0, OK);
+}
