@@ -50,7 +50,8 @@ pub const PINNED_END: u64 = 48 << 20;
 pub const PINNED_POOL: (u64, u64) = (4 << 20, PINNED_END);
 pub const UNPINNED_POOL: (u64, u64) = (PINNED_END, GUEST_RAM);
 
-/// LIOBNs the guest can use: 4 KiB pages, 256 MiB at bus 0; 64 KiB pages, 1 GiB at 4 GiB.
+/// LIOBNs the guest can use: 4 KiB pages, 256 MiB at bus 0; 64 KiB pages, 1 GiB at bus
+/// `1 << 59` (where QEMU's sPAPR puts a guest's 64-bit DMA window, and PHB4's window 1 starts).
 pub const LIOBN_4K: u64 = 0x8000_0001;
 pub const LIOBN_64K: u64 = 0x8000_0002;
 /// The symbols scripts may use.
@@ -437,7 +438,7 @@ impl Partition {
 fn create_windows(guest: &mut Guest, kills: &Arc<KillCounter>) -> Result<(), BuildError> {
     for (liobn, bus, shift, size, levels) in [
         (LIOBN_4K, 0, 12, 256 << 20, 2),
-        (LIOBN_64K, 1 << 32, 16, 1 << 30, 2),
+        (LIOBN_64K, 1 << 59, 16, 1 << 30, 2),
     ] {
         guest
             .create_window(liobn, bus, shift, size)

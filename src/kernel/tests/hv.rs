@@ -114,9 +114,9 @@ fn every_tce_hcall_through_sc1() -> TestResult {
         // Memory that is not preregistered: real mode declines, virtual mode refuses it.
         call(H_PUT_TCE, &[LIOBN_4K, 0x10_0000, unpinned | 3]),
         // A 64 KiB window over 64 KiB pinned pages.
-        call(H_PUT_TCE, &[LIOBN_64K, 1 << 32, (32 << 20) | 3]),
-        call(H_GET_TCE, &[LIOBN_64K, 1 << 32]),
-        call(H_STUFF_TCE, &[LIOBN_64K, 1 << 32, 0, 1]),
+        call(H_PUT_TCE, &[LIOBN_64K, 1 << 59, (32 << 20) | 3]),
+        call(H_GET_TCE, &[LIOBN_64K, 1 << 59]),
+        call(H_STUFF_TCE, &[LIOBN_64K, 1 << 59, 0, 1]),
     ];
     run_calls(&mut p, &calls)?;
     let got = codes(&p);
