@@ -88,6 +88,9 @@ pub struct TceTable<M: TceMemory, B: LockedMemoryBudget> {
     slot_mask: u64,
     /// `levels - 1`.
     leaf_depth: u32,
+    /// Levels installed below the tops, both views (levels are never removed): zero means no
+    /// leaf exists yet in a multi-level table.
+    installed: core::sync::atomic::AtomicU64,
     node: u32,
     level_bytes: usize,
     /// Top level of each view, indexed by `View`.
@@ -144,6 +147,7 @@ impl<M: TceMemory, B: LockedMemoryBudget> TceTable<M, B> {
             slot_shift,
             slot_mask: geometry.entries_per_level() - 1,
             leaf_depth: geometry.levels() - 1,
+            installed: core::sync::atomic::AtomicU64::new(0),
             geo: geometry,
             node,
             level_bytes,
@@ -393,6 +397,10 @@ impl<M: TceMemory, B: LockedMemoryBudget> TceTable<M, B> {
     /// Whether any entry of `range` is non-zero in either view (the range is clipped to the
     /// window). Visits only the leaves that exist.
     pub fn holds_entries(&self, range: Range<u64>) -> bool {
+        // A multi-level table with nothing installed below its tops has no leaf, so no entry.
+        if self.levels() > 1 && self.installed.load(core::sync::atomic::Ordering::Acquire) == 0 {
+            return false;
+        }
         let (lo, hi) = (range.start, range.end.min(self.geo.entries()));
         let leaf_depth = self.leaf_depth();
         BOTH_VIEWS.iter().any(|&v| {
@@ -690,7 +698,11 @@ impl<M: TceMemory, B: LockedMemoryBudget> TceTable<M, B> {
                 };
                 let indirect = new | TCE_INDIRECT;
                 e = match self.install_entry(level, slot, Be64::from_cpu(indirect)) {
-                    Ok(()) => indirect,
+                    Ok(()) => {
+                        self.installed
+                            .fetch_add(1, core::sync::atomic::Ordering::Release);
+                        indirect
+                    }
                     Err(winner) => {
                         self.pool_put(pool, new);
                         winner.to_cpu()
