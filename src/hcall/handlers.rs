@@ -335,8 +335,8 @@ const SMALL_BATCH: u64 = 8;
 /// Validates then applies a batch of `n` TCEs from window index `first`.
 ///
 /// One TCE in a window with one table of its page size (H_PUT_TCE's usual case) takes
-/// [`update_one`]. A batch of one repeated TCE touching at most [`SMALL_BATCH`] hardware entries (an
-/// H_PUT_TCE) runs with room for that many in its frame; anything else with room for a whole
+/// [`update_one`]. A batch of at most [`SMALL_BATCH`] TCEs touching at most as many hardware
+/// entries runs with room for that many in its frame; anything else with room for a whole
 /// list and [`RM_UNDO`] replaced entries (37 KiB). The two differ in frame size only: the small
 /// one's log can never fill (each entry touched logs at most once), and the large one is what
 /// real mode's limits are stated for.
@@ -356,10 +356,10 @@ fn update<M: ExecMode>(
         let sub = 1u64 << (w.page_shift() - a.table.page_shift());
         acc.saturating_add(n.saturating_mul(sub))
     });
-    if matches!(tces, Tces::Same(_)) && touched <= SMALL_BATCH {
-        update_in::<M, 0, { SMALL_BATCH as usize }, { SMALL_BATCH as usize }>(
-            g, env, m, w, first, n, tces,
-        )
+    if n <= SMALL_BATCH && touched <= SMALL_BATCH {
+        // Room for every TCE and every hardware entry the batch touches.
+        const S: usize = SMALL_BATCH as usize;
+        update_in::<M, S, S, S>(g, env, m, w, first, n, tces)
     } else {
         update_in::<M, { MAX_INDIRECT as usize }, RM_UNDO, 64>(g, env, m, w, first, n, tces)
     }

@@ -785,3 +785,20 @@ fn a_refused_single_exchange_changes_nothing() {
     f.refuse_nth_exchange(0);
     assert_eq!(w.hcall(H_PUT_TCE, [4, 0x1000, 0, 0]).0, OK);
 }
+
+/// A list longer than the small-batch frame, into a window without hardware tables (so it
+/// touches no hardware entry), still takes the path with room for the whole list.
+#[test]
+fn a_long_list_into_a_window_without_tables_completes() {
+    let w = world();
+    for i in 0..16u64 {
+        assert!(w.write_guest(0x8000 + 8 * i, (0x10000 + (i << 12)) | RW));
+    }
+    assert_eq!(w.hcall(H_PUT_TCE_INDIRECT, [3, 0, 0x8000, 16]).0, OK);
+    for i in 0..16u64 {
+        assert_eq!(
+            w.hcall(H_GET_TCE, [3, i << 12, 0, 0]),
+            (OK, (0x10000 + (i << 12)) | RW)
+        );
+    }
+}
