@@ -326,6 +326,24 @@ impl Tces<'_> {
     }
 }
 
+/// Takes the window lock: a mode that can decline never waits.
+fn lock_window<M: ExecMode>(w: &Window, m: M) -> Step<M, spin::MutexGuard<'_, ()>> {
+    match m.decline() {
+        Some(d) => w.lock.try_lock().ok_or(Exit::Decline(d)),
+        None => Ok(w.lock.lock()),
+    }
+}
+
+/// What a refused `prepare` answers: a level real mode may not allocate declines (virtual
+/// mode allocates, so it never sees that), anything else is the guest's answer.
+fn prepare_failed<M: ExecMode>(m: M, e: HwError) -> Exit<M::Decline> {
+    match e {
+        HwError::WouldAllocate => decline_or(m, HcallResult::Hardware),
+        HwError::Refused => HcallResult::Hardware.into(),
+        HwError::NoMem => HcallResult::NoMem.into(),
+    }
+}
+
 /// Hardware (TCE, owner) pairs handed to or from a table as one run.
 type RunBuf<const R: usize> = [(u64, u64); R];
 
@@ -380,10 +398,7 @@ fn update_one<M: ExecMode>(
     // 1. Validate.
     let target = check_tce(g, m, w, tce)?;
     // 2. The window lock.
-    let _guard = match m.decline() {
-        Some(d) => w.lock.try_lock().ok_or(Exit::Decline(d))?,
-        None => w.lock.lock(),
-    };
+    let _guard = lock_window(w, m)?;
     // 3. Guest-view page and hardware levels.
     if tce != 0 && !w.view.present(idx) {
         match m.decline() {
@@ -396,12 +411,8 @@ fn update_one<M: ExecMode>(
     let tshift = t.page_shift();
     let h = (w.bus_offset() + (idx << w.page_shift()) - t.bus_offset()) >> tshift;
     if target.is_some() {
-        match t.prepare(h, 1, m.decline().is_none()) {
-            Ok(()) => {}
-            Err(HwError::WouldAllocate) => return Err(decline_or(m, HcallResult::Hardware)),
-            Err(HwError::Refused) => return Err(HcallResult::Hardware.into()),
-            Err(HwError::NoMem) => return Err(HcallResult::NoMem.into()),
-        }
+        t.prepare(h, 1, m.decline().is_none())
+            .map_err(|e| prepare_failed(m, e))?;
     }
     // 4. Real mode: the reference the replaced entry holds must be droppable without the MMU.
     if let (Some(rm), Some(d)) = (m.real(), m.decline()) {
@@ -501,10 +512,7 @@ fn update_in<M: ExecMode, const L: usize, const U: usize, const R: usize>(
     let maps = targets.iter().any(Option::is_some);
 
     // 2. The window lock: a mode that can decline never waits.
-    let _guard = match m.decline() {
-        Some(d) => w.lock.try_lock().ok_or(Exit::Decline(d))?,
-        None => w.lock.lock(),
-    };
+    let _guard = lock_window(w, m)?;
 
     // 3. Guest-view pages and hardware levels: virtual mode allocates what is missing, real
     // mode declines.
@@ -521,14 +529,8 @@ fn update_in<M: ExecMode, const L: usize, const U: usize, const R: usize>(
         for a in w.tables.iter() {
             let t = &a.table;
             let (hfirst, sub) = hw_span(w, t.page_shift(), t.bus_offset(), first);
-            match t.prepare(hfirst, n * sub, may_alloc) {
-                Ok(()) => {}
-                Err(HwError::WouldAllocate) => {
-                    return Err(decline_or(m, HcallResult::Hardware));
-                }
-                Err(HwError::Refused) => return Err(HcallResult::Hardware.into()),
-                Err(HwError::NoMem) => return Err(HcallResult::NoMem.into()),
-            }
+            t.prepare(hfirst, n * sub, may_alloc)
+                .map_err(|e| prepare_failed(m, e))?;
         }
     }
 

@@ -75,6 +75,11 @@ p9_guest_resume:
     ld      0, {lpid}(3)
     mtspr   {lpidr}, 0
     isync
+    .irp r, 14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
+    ld      \r, (\r * 8)(3)
+    .endr
+/* The rest of the vCPU (r3 = its registers; r14..r31 are in place) and into the guest. */
+p9_guest_resume_volatile:
     ld      0, {pc}(3)
     mtspr   {hsrr0}, 0
     ld      0, {msr}(3)
@@ -94,7 +99,7 @@ p9_guest_resume:
     ld      0, 0(3)
     ld      1, 8(3)
     ld      2, 16(3)
-    .irp r, 4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
+    .irp r, 4,5,6,7,8,9,10,11,12,13
     ld      \r, (\r * 8)(3)
     .endr
     ld      3, 24(3)
@@ -154,30 +159,7 @@ p9_hcall_entry:
     li      0, 1
     std     0, {in_guest}(4)
     ld      3, {guest}(4)
-    ld      0, {pc}(3)
-    mtspr   {hsrr0}, 0
-    ld      0, {msr}(3)
-    mtspr   {hsrr1}, 0
-    ld      0, {srr0}(3)
-    mtspr   {srr0_spr}, 0
-    ld      0, {srr1}(3)
-    mtspr   {srr1_spr}, 0
-    ld      0, {cr}(3)
-    mtcrf   0xff, 0
-    ld      0, {lr}(3)
-    mtlr    0
-    ld      0, {ctr}(3)
-    mtctr   0
-    ld      0, {xer}(3)
-    mtxer   0
-    ld      0, 0(3)
-    ld      1, 8(3)
-    ld      2, 16(3)
-    .irp r, 4,5,6,7,8,9,10,11,12,13
-    ld      \r, (\r * 8)(3)
-    .endr
-    ld      3, 24(3)
-    hrfid
+    b       p9_guest_resume_volatile
 8:  /* The guest leaves: complete its saved state with r14..r31, still the guest's. */
     ld      5, {guest}(4)
     .irp r, 14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
