@@ -88,9 +88,9 @@ pub struct TceTable<M: TceMemory, B: LockedMemoryBudget> {
     slot_mask: u64,
     /// `levels - 1`.
     leaf_depth: u32,
-    /// Levels installed below the tops, both views (levels are never removed): zero means no
-    /// leaf exists yet in a multi-level table.
-    installed: core::sync::atomic::AtomicU64,
+    /// Whether a non-empty entry was ever stored, in either view: until then the table holds
+    /// nothing, whatever its levels (a cheap answer for `holds_entries`).
+    written: core::sync::atomic::AtomicBool,
     node: u32,
     level_bytes: usize,
     /// Top level of each view, indexed by `View`.
@@ -147,7 +147,7 @@ impl<M: TceMemory, B: LockedMemoryBudget> TceTable<M, B> {
             slot_shift,
             slot_mask: geometry.entries_per_level() - 1,
             leaf_depth: geometry.levels() - 1,
-            installed: core::sync::atomic::AtomicU64::new(0),
+            written: core::sync::atomic::AtomicBool::new(false),
             geo: geometry,
             node,
             level_bytes,
@@ -397,8 +397,8 @@ impl<M: TceMemory, B: LockedMemoryBudget> TceTable<M, B> {
     /// Whether any entry of `range` is non-zero in either view (the range is clipped to the
     /// window). Visits only the leaves that exist.
     pub fn holds_entries(&self, range: Range<u64>) -> bool {
-        // A multi-level table with nothing installed below its tops has no leaf, so no entry.
-        if self.levels() > 1 && self.installed.load(core::sync::atomic::Ordering::Acquire) == 0 {
+        // A table never given a non-empty entry holds none.
+        if !self.written.load(core::sync::atomic::Ordering::Acquire) {
             return false;
         }
         let (lo, hi) = (range.start, range.end.min(self.geo.entries()));
@@ -498,14 +498,26 @@ impl<M: TceMemory, B: LockedMemoryBudget> TceTable<M, B> {
         Be64::from_raw(unsafe { self.mem.load(self.entry_addr(level, slot)) })
     }
 
+    /// Notes that a non-empty entry is being stored (once: after that, only a load, so the
+    /// flag's cache line is not written on every update).
+    #[inline]
+    fn note_written(&self, v: Be64) {
+        use core::sync::atomic::Ordering;
+        if v.raw() != 0 && !self.written.load(Ordering::Relaxed) {
+            self.written.store(true, Ordering::Release);
+        }
+    }
+
     #[inline]
     fn store_entry(&self, level: u64, slot: u64, v: Be64) {
+        self.note_written(v);
         // SAFETY: as in `load_entry`.
         unsafe { self.mem.store(self.entry_addr(level, slot), v.raw()) }
     }
 
     #[inline]
     fn swap_entry(&self, level: u64, slot: u64, v: Be64) -> Be64 {
+        self.note_written(v);
         // SAFETY: as in `load_entry`.
         Be64::from_raw(unsafe { self.mem.swap(self.entry_addr(level, slot), v.raw()) })
     }
@@ -698,11 +710,7 @@ impl<M: TceMemory, B: LockedMemoryBudget> TceTable<M, B> {
                 };
                 let indirect = new | TCE_INDIRECT;
                 e = match self.install_entry(level, slot, Be64::from_cpu(indirect)) {
-                    Ok(()) => {
-                        self.installed
-                            .fetch_add(1, core::sync::atomic::Ordering::Release);
-                        indirect
-                    }
+                    Ok(()) => indirect,
                     Err(winner) => {
                         self.pool_put(pool, new);
                         winner.to_cpu()
