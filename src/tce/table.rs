@@ -365,6 +365,11 @@ impl<M: TceMemory, B: LockedMemoryBudget> TceTable<M, B> {
         let mask = self.geo.page_size() - 1;
         let leaf_depth = self.leaf_depth();
         let leaf_span = self.geo.span_shift(leaf_depth);
+        // Noted up front, once: at worst the flag is set for a run that then stops early,
+        // which only makes `holds_entries` look instead of answering at once.
+        if news[..n].iter().any(|&(t, o)| t | o != 0) {
+            self.mark_written();
+        }
         let mut i = first;
         while i < hi {
             let end = hi.min(next_boundary(i, leaf_span));
@@ -498,26 +503,28 @@ impl<M: TceMemory, B: LockedMemoryBudget> TceTable<M, B> {
         Be64::from_raw(unsafe { self.mem.load(self.entry_addr(level, slot)) })
     }
 
-    /// Notes that a non-empty entry is being stored (once: after that, only a load, so the
-    /// flag's cache line is not written on every update).
+    /// Notes that a non-empty entry is being stored (written once: after that only a load, so
+    /// the flag's cache line is not written on every update).
     #[inline]
-    fn note_written(&self, v: Be64) {
+    fn mark_written(&self) {
         use core::sync::atomic::Ordering;
-        if v.raw() != 0 && !self.written.load(Ordering::Relaxed) {
+        if !self.written.load(Ordering::Relaxed) {
             self.written.store(true, Ordering::Release);
         }
     }
 
     #[inline]
     fn store_entry(&self, level: u64, slot: u64, v: Be64) {
-        self.note_written(v);
+        if v.raw() != 0 {
+            self.mark_written();
+        }
         // SAFETY: as in `load_entry`.
         unsafe { self.mem.store(self.entry_addr(level, slot), v.raw()) }
     }
 
+    /// Callers note non-empty values themselves (`mark_written`), once per batch where they can.
     #[inline]
     fn swap_entry(&self, level: u64, slot: u64, v: Be64) -> Be64 {
-        self.note_written(v);
         // SAFETY: as in `load_entry`.
         Be64::from_raw(unsafe { self.mem.swap(self.entry_addr(level, slot), v.raw()) })
     }
@@ -567,7 +574,12 @@ impl<M: TceMemory, B: LockedMemoryBudget> TceTable<M, B> {
         // At most two rounds: levels are never removed, so after `ensure` the walk succeeds.
         loop {
             match self.leaf(view, index) {
-                Ok(leaf) => return Ok(self.swap_entry(leaf, slot, new)),
+                Ok(leaf) => {
+                    if new.raw() != 0 {
+                        self.mark_written();
+                    }
+                    return Ok(self.swap_entry(leaf, slot, new));
+                }
                 Err(_) if new_is_empty => return Ok(Be64::from_cpu(0)),
                 Err(_) => self.ensure(&[view], index, index + 1, alloc)?,
             }

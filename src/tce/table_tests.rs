@@ -808,7 +808,10 @@ fn precomputed_slots_equal_the_geometry() {
 fn holds_entries_on_a_flat_table() {
     let (mem, budget) = (HeapMemory::new(), LockedVm::new(u64::MAX));
     let t = table(geo(12, 1 << 22, 1), &mem, &budget);
-    assert!(!t.holds_entries(0..t.entries()), "a new flat table holds nothing");
+    assert!(
+        !t.holds_entries(0..t.entries()),
+        "a new flat table holds nothing"
+    );
     t.owner_set(1000..1001, 0x4000_0000, MayAlloc::No).unwrap();
     assert!(t.holds_entries(0..t.entries()));
     assert!(!t.holds_entries(0..1000));
