@@ -56,7 +56,8 @@ def load_names(kernel, pcs, bias):
 
 # The hypercall path's stages, first match wins (README's breakdown table).
 GROUPS = [
-    ("sc 1 entry/exit (vector, save, restore)", ("p9_hcall_entry", "(exception vectors)", "(guest)")),
+    ("sc 1 entry/exit (vector, save, restore)", ("p9_hcall_entry", "p9_guest_resume", "(exception vectors)",
+                                                 "(guest)")),
     ("dispatch, counters, allocation guard", ("kernel::guests::", "rm_dispatch", "hcall::run",
                                               "hcall::dispatch", "HcallStats", "alloc_guard",
                                               "kernel::vmemmap::get")),
