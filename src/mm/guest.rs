@@ -369,13 +369,8 @@ impl GuestMemory {
         ua: Ua,
         shift: u32,
     ) -> Result<(&PreregRegion, HostPage), TranslateError> {
-        let len = 1u64
-            .checked_shl(shift)
-            .ok_or(TranslateError::PageTooLarge)?;
-        let r = self
-            .region_for(ua, len)
-            .ok_or(TranslateError::NotPreregistered)?;
-        Ok((r, r.translate(ua, shift)?))
+        let (i, page) = self.ua_to_hpa_indexed(ua, shift)?;
+        Ok((&self.regions[i], page))
     }
 }
 
