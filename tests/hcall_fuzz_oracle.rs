@@ -7,7 +7,7 @@ use p9iommu::hcall::fuzz::{
     oracle, At, Fault, Finding, Harness, Layout, Op, Property, RAM, WINDOWS,
 };
 use p9iommu::hcall::sim::Lie;
-use p9iommu::hcall::{H_GET_TCE, H_PUT_TCE};
+use p9iommu::hcall::{H_GET_TCE, H_PUT_TCE, H_PUT_TCE_INDIRECT};
 use p9iommu::mm::alloc_guard::GuardedAllocator;
 use p9iommu::mm::{PageDescriptors, Pfn};
 
@@ -23,6 +23,7 @@ const LAYOUT: Layout = Layout {
     w2_tables: [(0, 0), (0, 0)],
     w1_levels: 1,
     compound: None,
+    rm_walk: false,
 };
 
 /// Maps window 1 entry `index` to guest page `page` (4 KiB, preregistered: page < 256).
@@ -90,15 +91,30 @@ fn oracle_code_check_rejects() -> bool {
         && check_code(H_GET_TCE, (0, 1)).is_ok()
 }
 
+/// Guest physical address of a page outside preregistered memory (RAM page 256, the first of
+/// the memslot-only range).
+const UNPINNED: u64 = 0x1000_0000;
+
+/// H_PUT_TCE_INDIRECT of one TCE (a zero: clearing) into window 1 from a list at `list`.
+fn indirect_from(list: u64) -> Op {
+    Op::Call(H_PUT_TCE_INDIRECT, [W1, 0, list, 1])
+}
+
 #[test]
 fn p3_real_mode_declining_after_changing_something() {
-    // Op 1 maps a compound page: real mode looks its descriptor up (leaking a reference, the
-    // injected bug), then declines since it cannot take a reference on a compound page.
+    // Op 1 reads a list from a compound page outside preregistered memory: real mode looks
+    // its descriptor up through the walker (leaking a reference, the injected bug), then
+    // declines since it cannot take a reference on a compound page.
     let layout = Layout {
-        compound: Some(6),
+        compound: Some(256),
+        rm_walk: true,
         ..LAYOUT
     };
-    let f = finding(Fault::LeakRmRef, layout, &[put(0, 5), put(1, 6)]);
+    let f = finding(
+        Fault::LeakRmRef,
+        layout,
+        &[put(0, 5), indirect_from(UNPINNED)],
+    );
     assert_eq!(
         (f.property, f.at),
         (Property::DeclineChanged, At::Op(1)),
@@ -125,8 +141,16 @@ fn p5_a_mapped_count_off_by_one() {
 #[test]
 fn p6_a_leaked_page_reference() {
     // Op 0 completes in virtual mode (levels and the view page are missing), op 1 in real
-    // mode, whose descriptor lookup leaks a reference.
-    let f = finding(Fault::LeakRmRef, LAYOUT, &[put(0, 5), put(1, 6)]);
+    // mode, whose descriptor lookup of the list page leaks a reference.
+    let layout = Layout {
+        rm_walk: true,
+        ..LAYOUT
+    };
+    let f = finding(
+        Fault::LeakRmRef,
+        layout,
+        &[put(0, 5), indirect_from(UNPINNED)],
+    );
     assert_eq!((f.property, f.at), (Property::PageCount, At::Op(1)), "{f}");
 }
 
@@ -168,6 +192,23 @@ fn p8_a_guest_view_that_changed_behind_the_guest() {
         (Property::GuestView, At::FullWalk),
         "{f}"
     );
+}
+
+#[test]
+fn p10_dirty_marks_exactly_where_writable_mappings_went() {
+    // A mark no writable mapping left (gets only): the end of the input sees it.
+    let ua = p9iommu::hcall::sim::UA_BASE + (9 << 12);
+    let f = finding(Fault::NudgeDirty(0, ua), LAYOUT, &[get(0), get(1)]);
+    assert_eq!((f.property, f.at), (Property::Dirty, At::Teardown), "{f}");
+    // A writable mapping that went without its mark: the call's own check.
+    let w = p9iommu::hcall::fuzz::build(&LAYOUT);
+    assert_eq!(w.hcall(H_PUT_TCE, [W1, 0, (5 << 12) | RW, 0]).0, 0);
+    assert_eq!(w.hcall(H_PUT_TCE, [W1, 0, 0, 0]).0, 0);
+    let region = &w.guest.mem.regions()[0];
+    let model = vec![vec![true; region.pinned_pages().len()]];
+    assert_eq!(oracle::check_dirty(&w, &model, &[(0, 0)]), Ok(()));
+    assert_eq!(region.clean_dirty(), 1, "page 5's 64 KiB page, and only it");
+    assert!(oracle::check_dirty(&w, &model, &[(0, 0)]).is_err());
 }
 
 #[test]

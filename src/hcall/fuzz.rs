@@ -37,9 +37,13 @@
 //!   lookup in that same call returned (the reference borrows the call's `Env`); the mapped
 //!   counts are read whole. So after every call: codes are PAPR's (P2); if real mode declined,
 //!   nothing it touched changed (P3); every changed hardware entry maps exactly the pinned page
-//!   its owner address translates to (P4); the mapped counts (P5) and the count of every page
-//!   looked up or referenced by a changed entry (P6) match the model; the named guest-view
-//!   entries hold what the guest stored and H_GET_TCE returns it (P8).
+//!   its owner address translates to (P4); the mapped counts (P5) match the model and every
+//!   page looked up keeps its count (P6: mappings take no reference, the pin holds the page)
+//!   and flags (P10); each pinned page whose writable mapping went is marked dirty in its
+//!   region (P10); the named guest-view entries hold what the guest stored and H_GET_TCE
+//!   returns it (P8). Page descriptors are looked up only to read a TCE list outside
+//!   preregistered memory through the vmemmap walker, when the layout lets real mode walk the
+//!   guest's tree (`Layout::rm_walk`).
 //! - After every input, every guest-view entry (P8): views are not recorded, so a write
 //!   outside the entries a call names shows only here.
 //! - After the first input and every N-th ([`Harness::set_full_walk_every`]; every input in
@@ -51,7 +55,8 @@
 //!   themselves.
 //! - Teardown (P7): every run of non-zero entries cleared with H_STUFF_TCE in virtual mode
 //!   (checked like any call), no hardware entry left, every region's mapped count 0, every page
-//!   count and flag at its baseline (1 + pins); the regions are unregistered, and every count
+//!   count and flag at its baseline (1 + pins), every region's dirty marks exactly where
+//!   writable mappings went (P10; then cleaned); the regions are unregistered, and every count
 //!   must then be 1, after every 256th input of a world ([`Harness::set_unregister_every`]).
 
 pub mod oracle;
@@ -110,8 +115,12 @@ pub struct Layout {
     pub w2_tables: [(u32, u32); 2],
     /// Levels of window 1's table.
     pub w1_levels: u32,
-    /// RAM page (4 KiB) index marked compound, if any.
+    /// RAM page (4 KiB) index marked compound, if any: only the vmemmap walker's page
+    /// reference minds it (pinned pages need no descriptor).
     pub compound: Option<u64>,
+    /// Whether real mode can walk the guest's tree ([`World::rm_walk`]): a TCE list outside
+    /// preregistered memory is then read in real mode through the walker.
+    pub rm_walk: bool,
 }
 
 /// One decoded operation.
@@ -219,7 +228,9 @@ pub fn decode_into(data: &[u8], ops: &mut Vec<Op>) -> Layout {
             [(0, 0), (12, 2)][(l0 as usize >> 3) % 2],
         ],
         w1_levels: 1 + (l0 as u32 >> 4) % 3,
-        compound: (l1 & 0x80 != 0).then_some(l1 as u64 & 0x7f),
+        // Every 8th page: all three RAM ranges, lists outside preregistered memory included.
+        compound: (l1 & 0x80 != 0).then_some((l1 as u64 & 0x3f) * 8),
+        rm_walk: l1 & 0x40 != 0,
     };
     let mut calls = 0;
     while !b.is_empty() && ops.len() < MAX_OPS && calls < MAX_CALLS {
@@ -260,6 +271,7 @@ pub fn decode_into(data: &[u8], ops: &mut Vec<Op>) -> Layout {
 /// Builds the world a layout describes (see [`configure_memory`] and [`configure_windows`]).
 pub fn build(l: &Layout) -> World {
     let mut w = World::new(RAM);
+    w.rm_walk = l.rm_walk;
     configure_memory(&mut w, l);
     if let Some(p) = l.compound {
         mark_compound(&mut w, p);
@@ -281,7 +293,8 @@ pub fn configure_memory(w: &mut World, l: &Layout) {
     w.prereg(3 << 19, 512 << 10, 12).expect("prereg");
 }
 
-/// Marks RAM page `p` compound (part of a huge page: real mode declines it).
+/// Marks RAM page `p` compound (part of a huge page: the walker's real-mode reference declines
+/// it).
 pub fn mark_compound(w: &mut World, p: u64) {
     let pfn = Pfn(w.host.pages.base_pfn() + p);
     w.host
@@ -354,7 +367,7 @@ pub enum Property {
     Pinned,
     /// P5: a region's mapped count differs from the hardware entries pointing into it.
     MappedCount,
-    /// P6: a page's reference count differs from 1 + pins + hardware entries mapping it.
+    /// P6: a page's reference count differs from 1 + pins (hardware entries take none).
     PageCount,
     /// P7: teardown (clearing every window, unregistering every region) failed or did not
     /// bring every count back to its baseline.
@@ -364,6 +377,10 @@ pub enum Property {
     /// P9: the full walk found state the per-call record did not account for (an entry or a
     /// page changed without a recorded exchange or lookup).
     Unrecorded,
+    /// P10: a pinned page whose writable mapping went is not marked dirty in its region, a page
+    /// is marked that no writable mapping left, or a page descriptor's flags changed during an
+    /// input (only unregistering hands dirty marks to descriptors).
+    Dirty,
 }
 
 /// Where a finding was made.
@@ -415,6 +432,8 @@ pub enum Fault {
     NudgeMapped(usize),
     /// After operation `n`, window 1's guest view entry `.1` holds `.2`.
     NudgeView(usize, u64, u64),
+    /// After operation `n`, region 0 marks the page at ua `.1` dirty.
+    NudgeDirty(usize, u64),
     /// Window 1's table refuses the first exchange of the teardown.
     RefuseTeardown,
 }
@@ -585,6 +604,7 @@ impl Slot {
         }
         self.model.set_compound(layout.compound);
         let w = &mut self.world;
+        w.rm_walk = layout.rm_walk;
         // Windows no call names cannot be observed: only the others are made.
         self.faulty = configure_windows(w, layout, fault, named_windows(ops));
         w.host.leak_rm_ref.store(
@@ -691,6 +711,11 @@ impl Slot {
                     r.mapped_inc();
                 }
             }
+            Fault::NudgeDirty(k, ua) if k == n => {
+                if let Some(r) = self.world.guest.mem.regions().first() {
+                    r.mark_dirty(crate::mm::Ua(ua));
+                }
+            }
             Fault::NudgeView(k, index, value) if k == n => {
                 if let Some(win) = self.world.guest.window(WINDOWS[0].0) {
                     win.view().ensure(index);
@@ -742,7 +767,11 @@ impl Slot {
             }
         }
         self.model.cleared(&self.world).map_err(fail)?;
-        self.model.restore(&self.world).map_err(fail)?;
+        self.model.restore(&self.world).map_err(|detail| Finding {
+            property: Property::Dirty,
+            at: At::Teardown,
+            detail,
+        })?;
         self.faulty = None;
         self.world
             .remove_windows()

@@ -7,23 +7,25 @@
 //!    array), validate and translate every TCE;
 //! 2. take the window lock (real mode: try only);
 //! 3. make the guest-view pages and hardware levels exist (real mode: check only);
-//! 4. real mode: check that each replaced entry's reference can be dropped without the MMU and
-//!    that the replaced mappings fit the undo log;
-//! 5. take the new references (real mode: get-unless-zero, undone on failure);
+//! 4. real mode: check that the replaced mappings fit the undo log (counted only when the
+//!    batch touches more entries than the log holds);
+//! 5. count the new entries into their regions. The reference model is Linux's: the
+//!    preregistration pin holds each page, a mapping only counts in its region's `mapped`
+//!    (which keeps the region from being unregistered), so nothing here can fail and no page
+//!    descriptor is touched;
 //! 6. exchange the hardware entries, logging the mappings they replace, or, if the table
 //!    refused an exchange, put the logged entries back newest first, so the batch is all or
 //!    nothing;
 //! 7. kill each touched table's TCE cache once, and only then drop what the entries that went
-//!    held (the old references, dirty if writable; or, after a roll-back, the new ones): a
-//!    device may reach a page through a cached TCE until the kill completes. A failed kill
-//!    answers H_HARDWARE and keeps every such reference, for good.
+//!    held (the old entries' counts, with the region's dirty mark on each page a writable one
+//!    mapped; or, after a roll-back, the new ones' counts): a device may reach a page through
+//!    a cached TCE until the kill completes. A failed kill answers H_HARDWARE and keeps every
+//!    such count, for good (the region stays busy, its pages pinned).
 
 use super::window::{HwError, Window};
 use super::{Env, Guest, HcallResult};
 use crate::mm::guest::TranslateError;
-use crate::mm::{
-    Backing, ExecMode, GuestPhys, HostPhys, PageDesc, PreregRegion, RealMode, Token, Ua,
-};
+use crate::mm::{ExecMode, GuestPhys, HostPhys, RealMode, Token, Ua};
 use crate::tce::TcePerm;
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
@@ -132,94 +134,28 @@ fn hw_span(w: &Window, tshift: u32, tbus: u64, first: u64) -> (u64, u64) {
     ((ioba - tbus) >> tshift, 1u64 << (w.page_shift() - tshift))
 }
 
-fn region_has_desc(r: &PreregRegion) -> bool {
-    matches!(r.backing(), Backing::Pages(_))
+/// Counts `entries` new hardware entries of target `t` into its region. The region's pin holds
+/// the page (Linux's reference model): no page reference is taken, and nothing can fail.
+fn acquire(g: &Guest, t: &Target, entries: u64) {
+    g.mem.regions()[t.region].mapped_add(entries);
 }
 
-/// The descriptor of the page at `hpa`, found the way mode `M` may: real mode only where it is
-/// reachable without the MMU.
-fn desc<'e, M: ExecMode>(env: &Env<'e>, m: M, hpa: u64) -> Option<&'e PageDesc> {
-    let pfn = HostPhys(hpa).pfn();
-    match m.token() {
-        Token::Real(rm) => env.pages.rm_page(rm, pfn),
-        Token::Virt(v) => env.pages.page(v, pfn),
-    }
+/// Undoes [`acquire`] of one entry.
+fn unacquire(g: &Guest, t: &Target) {
+    g.mem.regions()[t.region].mapped_dec();
 }
 
-/// Whether real mode can drop the reference an existing hardware entry holds.
-fn rm_can_release(
-    g: &Guest,
-    env: &Env<'_>,
-    rm: RealMode,
-    tshift: u32,
-    old: u64,
-    owner: u64,
-) -> bool {
-    let Some(r) = g.mem.region_for(Ua(owner), 1u64 << tshift) else {
-        return false;
-    };
-    if !region_has_desc(r) {
-        return true;
-    }
-    desc(env, rm, old & !((1u64 << tshift) - 1)).is_some_and(|d| !d.is_compound() && d.count() > 1)
-}
-
-/// Drops what an old hardware entry held: the region's `mapped` count and the page reference,
-/// marking the page dirty if the device could write it.
-fn release<M: ExecMode>(g: &Guest, env: &Env<'_>, m: M, tshift: u32, old: u64, owner: u64) {
+/// Drops what an old hardware entry held: its count in its region and, if the device could
+/// write the page, the region's dirty mark on it. Both are atomics in the region, reached
+/// without the MMU: any mode can.
+fn release(g: &Guest, tshift: u32, old: u64, owner: u64) {
     let Some(r) = g.mem.region_for(Ua(owner), 1u64 << tshift) else {
         debug_assert!(false, "mapped hardware entry outside preregistered memory");
         return;
     };
     r.mapped_dec();
-    if !region_has_desc(r) {
-        return;
-    }
-    if let Some(d) = desc(env, m, old & !((1u64 << tshift) - 1)) {
-        if old & TcePerm::WRITE.bits() != 0 {
-            d.set_dirty();
-        }
-        // Real mode: checked by `rm_can_release` under the window lock.
-        put_ref(d, m);
-    }
-}
-
-/// Drops one page reference the way mode `M` may. Real mode only calls it where the count is
-/// known to stay above zero (the region's pin holds one), so `rm_put` cannot refuse.
-fn put_ref<M: ExecMode>(d: &PageDesc, m: M) {
-    if m.real().is_some() {
-        let r = d.rm_put();
-        debug_assert!(
-            r.is_ok(),
-            "real-mode put refused although the pin holds a reference"
-        );
-    } else {
-        d.put();
-    }
-}
-
-/// Takes what a new hardware entry holds; `Err` leaves nothing taken.
-fn acquire<M: ExecMode>(g: &Guest, env: &Env<'_>, m: M, t: &Target, hpa: u64) -> Step<M> {
-    let r = &g.mem.regions()[t.region];
-    if region_has_desc(r) {
-        let d = desc(env, m, hpa).ok_or_else(|| decline_or(m, HcallResult::Hardware))?;
-        match m.decline() {
-            Some(d_) => d.rm_get().map_err(|_| Exit::Decline(d_))?,
-            None => d.get(),
-        }
-    }
-    r.mapped_inc();
-    Ok(())
-}
-
-/// Undoes `acquire` (references we just took: the pin keeps the count above one).
-fn unacquire<M: ExecMode>(g: &Guest, env: &Env<'_>, m: M, t: &Target, hpa: u64) {
-    let r = &g.mem.regions()[t.region];
-    r.mapped_dec();
-    if region_has_desc(r) {
-        if let Some(d) = desc(env, m, hpa) {
-            put_ref(d, m);
-        }
+    if old & TcePerm::WRITE.bits() != 0 {
+        r.mark_dirty(Ua(owner));
     }
 }
 
@@ -358,17 +294,9 @@ const SMALL_BATCH: u64 = 8;
 /// list and [`RM_UNDO`] replaced entries (37 KiB). The two differ in frame size only: the small
 /// one's log can never fill (each entry touched logs at most once), and the large one is what
 /// real mode's limits are stated for.
-fn update<M: ExecMode>(
-    g: &Guest,
-    env: &Env<'_>,
-    m: M,
-    w: &Window,
-    first: u64,
-    n: u64,
-    tces: Tces<'_>,
-) -> Step<M> {
+fn update<M: ExecMode>(g: &Guest, m: M, w: &Window, first: u64, n: u64, tces: Tces<'_>) -> Step<M> {
     if n == 1 && w.tables.len() == 1 && w.tables[0].table.page_shift() == w.page_shift() {
-        return update_one(g, env, m, w, first, tces.at(0));
+        return update_one(g, m, w, first, tces.at(0));
     }
     let touched = w.tables.iter().fold(0u64, |acc, a| {
         let sub = 1u64 << (w.page_shift() - a.table.page_shift());
@@ -377,9 +305,9 @@ fn update<M: ExecMode>(
     if n <= SMALL_BATCH && touched <= SMALL_BATCH {
         // Room for every TCE and every hardware entry the batch touches.
         const S: usize = SMALL_BATCH as usize;
-        update_in::<M, S, S, S>(g, env, m, w, first, n, tces)
+        update_in::<M, S, S, S>(g, m, w, first, n, tces)
     } else {
-        update_in::<M, { MAX_INDIRECT as usize }, RM_UNDO, 64>(g, env, m, w, first, n, tces)
+        update_in::<M, { MAX_INDIRECT as usize }, RM_UNDO, 64>(g, m, w, first, n, tces)
     }
 }
 
@@ -387,14 +315,7 @@ fn update<M: ExecMode>(
 /// hardware entry): the same phases, checks, order and outcome as [`update_in`], written for
 /// that case (no per-table or per-sub-entry loops, no undo log: a refused exchange changed
 /// nothing).
-fn update_one<M: ExecMode>(
-    g: &Guest,
-    env: &Env<'_>,
-    m: M,
-    w: &Window,
-    idx: u64,
-    tce: u64,
-) -> Step<M> {
+fn update_one<M: ExecMode>(g: &Guest, m: M, w: &Window, idx: u64, tce: u64) -> Step<M> {
     // 1. Validate.
     let target = check_tce(g, m, w, tce)?;
     // 2. The window lock.
@@ -414,16 +335,10 @@ fn update_one<M: ExecMode>(
         t.prepare(h, 1, m.decline().is_none())
             .map_err(|e| prepare_failed(m, e))?;
     }
-    // 4. Real mode: the reference the replaced entry holds must be droppable without the MMU.
-    if let (Some(rm), Some(d)) = (m.real(), m.decline()) {
-        let (old, owner) = t.read(h);
-        if old & PERM_BITS != 0 && !rm_can_release(g, env, rm, tshift, old, owner) {
-            return Err(Exit::Decline(d));
-        }
-    }
-    // 5. The new reference.
+    // 4. Nothing to check: what the replaced entry holds can be dropped in any mode.
+    // 5. The new entry counts into its region.
     if let Some(x) = &target {
-        acquire(g, env, m, x, x.hpa.0)?;
+        acquire(g, x, 1);
     }
     // 6. Commit (an entry empty before and after is left alone).
     let (new, owner) = hw_entry(target, 0, tshift);
@@ -436,7 +351,7 @@ fn update_one<M: ExecMode>(
                 // Nothing was exchanged: the new reference goes back at once; the kill is
                 // issued as for any stopped batch.
                 if let Some(x) = &target {
-                    unacquire(g, env, m, x, x.hpa.0);
+                    unacquire(g, x);
                 }
                 if !kill(w, idx, 1, 1) {
                     g.stats.kill_failures.fetch_add(1, Ordering::Relaxed);
@@ -456,7 +371,7 @@ fn update_one<M: ExecMode>(
     let killed = kill(w, idx, 1, 1);
     if killed {
         if let Some((o, o_owner)) = replaced {
-            release(g, env, m, tshift, o, o_owner);
+            release(g, tshift, o, o_owner);
         }
     } else {
         g.stats.kill_failures.fetch_add(1, Ordering::Relaxed);
@@ -475,7 +390,6 @@ fn update_one<M: ExecMode>(
 #[inline(never)]
 fn update_in<M: ExecMode, const L: usize, const U: usize, const R: usize>(
     g: &Guest,
-    env: &Env<'_>,
     m: M,
     w: &Window,
     first: u64,
@@ -534,75 +448,48 @@ fn update_in<M: ExecMode, const L: usize, const U: usize, const R: usize>(
         }
     }
 
-    // 4. Real mode: every reference to drop must be droppable without the MMU, and the
-    // mappings replaced must fit the undo log (RM_UNDO entries: a full 512-TCE batch of
-    // replacements at equal page sizes stays in real mode).
-    if let (Some(rm), Some(d)) = (m.real(), m.decline()) {
-        let mut replaced = 0usize;
-        for a in w.tables.iter() {
-            let t = &a.table;
-            let tshift = t.page_shift();
-            let (hfirst, sub) = hw_span(w, tshift, t.bus_offset(), first);
-            let mut check = |(old, owner): (u64, u64)| {
-                if old & PERM_BITS != 0 {
-                    replaced += 1;
-                    if replaced > U || !rm_can_release(g, env, rm, tshift, old, owner) {
-                        return Err(Exit::Decline(d));
-                    }
-                }
-                Ok(())
-            };
-            if n * sub == 1 {
-                check(t.read(hfirst))?;
-                continue;
-            }
-            // Read in chunks, one table walk per leaf rather than per entry.
+    // 4. Real mode: the mappings replaced must fit the undo log (RM_UNDO entries: a full
+    // 512-TCE batch of replacements at equal page sizes stays in real mode). What they hold can
+    // be dropped in any mode; only a batch touching more entries than the log holds is counted.
+    if let Some(d) = m.decline() {
+        let touched: u64 = w
+            .tables
+            .iter()
+            .map(|a| n << (w.page_shift() - a.table.page_shift()))
+            .sum();
+        if touched > U as u64 {
+            let mut replaced = 0usize;
             let mut chunk = [(0u64, 0u64); R];
-            let mut h = hfirst;
-            while h < hfirst + n * sub {
-                let k = (hfirst + n * sub - h).min(chunk.len() as u64) as usize;
-                t.read_run(h, &mut chunk[..k]);
-                for &e in &chunk[..k] {
-                    check(e)?;
+            for a in w.tables.iter() {
+                let t = &a.table;
+                let (hfirst, sub) = hw_span(w, t.page_shift(), t.bus_offset(), first);
+                // Read in chunks, one table walk per leaf rather than per entry.
+                let mut h = hfirst;
+                while h < hfirst + n * sub {
+                    let k = (hfirst + n * sub - h).min(R as u64) as usize;
+                    t.read_run(h, &mut chunk[..k]);
+                    replaced += chunk[..k].iter().filter(|e| e.0 & PERM_BITS != 0).count();
+                    h += k as u64;
                 }
-                h += k as u64;
+            }
+            if replaced > U {
+                return Err(Exit::Decline(d));
             }
         }
     }
 
-    // 5. New references, all or nothing.
-    let each_new = |f: &mut dyn FnMut(&Target, u64) -> Step<M>| {
-        for a in w.tables.iter() {
-            let tshift = a.table.page_shift();
-            let sub = 1u64 << (w.page_shift() - tshift);
-            for i in 0..n {
-                if let Some(t) = target(i) {
-                    for k in 0..sub {
-                        f(&t, t.hpa.0 + (k << tshift))?;
-                    }
-                }
+    // 5. Count the new entries into their regions (nothing can fail: the pins hold the pages).
+    let per_tce: u64 = w
+        .tables
+        .iter()
+        .map(|a| 1u64 << (w.page_shift() - a.table.page_shift()))
+        .sum();
+    if maps && per_tce != 0 {
+        for i in 0..n {
+            if let Some(t) = target(i) {
+                acquire(g, &t, per_tce);
             }
         }
-        Ok(())
-    };
-    let mut taken = 0u64;
-    let got = each_new(&mut |t, hpa| {
-        acquire(g, env, m, t, hpa)?;
-        taken += 1;
-        Ok(())
-    });
-    if let Err(e) = got {
-        let mut left = taken;
-        let _ = each_new(&mut |t, hpa| {
-            if left == 0 {
-                // Stops the walk: everything taken was given back.
-                return Err(HcallResult::Success.into());
-            }
-            unacquire(g, env, m, t, hpa);
-            left -= 1;
-            Ok(())
-        });
-        return Err(e);
     }
 
     // 6. Commit: exchange every entry that changes, logging the mappings replaced. `stop` is
@@ -685,7 +572,7 @@ fn update_in<M: ExecMode, const L: usize, const U: usize, const R: usize>(
         if killed {
             for r in log.iter() {
                 let tshift = w.tables[r.table].table.page_shift();
-                release(g, env, m, tshift, r.tce, r.owner);
+                release(g, tshift, r.tce, r.owner);
             }
         } else {
             // The old pages may still be reachable: keep their references and mapped counts
@@ -703,12 +590,12 @@ fn update_in<M: ExecMode, const L: usize, const U: usize, const R: usize>(
             Err(HcallResult::Hardware.into())
         };
     };
-    let clean = roll_back(g, env, m, w, first, n, &target, &mut log, ti, p);
-    // The put-back entries' new values may be cached: kill before their references go.
+    let clean = roll_back(g, w, first, n, &target, &mut log, ti, p);
+    // The put-back entries' new values may be cached: kill before their counts go.
     if kill(w, first, n, ti + 1) && clean {
-        for_exchanged(w, first, n, ti, p, &mut |tshift, pos, sub| {
+        for_exchanged(w, first, n, ti, p, &mut |pos, sub| {
             if let Some(x) = target(pos / sub) {
-                unacquire(g, env, m, &x, x.hpa.0 + ((pos % sub) << tshift));
+                unacquire(g, &x);
             }
         });
     } else {
@@ -718,22 +605,21 @@ fn update_in<M: ExecMode, const L: usize, const U: usize, const R: usize>(
     Err(e)
 }
 
-/// Calls `f(table page shift, position, sub-entries per TCE)` for every position a stopped
-/// commit exchanged: all of the tables before `stop_table`, and the first `stop_pos` of it.
+/// Calls `f(position, sub-entries per TCE)` for every position a stopped commit exchanged:
+/// all of the tables before `stop_table`, and the first `stop_pos` of it.
 fn for_exchanged(
     w: &Window,
     first: u64,
     n: u64,
     stop_table: usize,
     stop_pos: u64,
-    f: &mut dyn FnMut(u32, u64, u64),
+    f: &mut dyn FnMut(u64, u64),
 ) {
     for (ti, a) in w.tables.iter().enumerate().take(stop_table + 1) {
-        let tshift = a.table.page_shift();
-        let (_, sub) = hw_span(w, tshift, a.table.bus_offset(), first);
+        let (_, sub) = hw_span(w, a.table.page_shift(), a.table.bus_offset(), first);
         let done = if ti < stop_table { n * sub } else { stop_pos };
         for pos in 0..done {
-            f(tshift, pos, sub);
+            f(pos, sub);
         }
     }
 }
@@ -756,10 +642,8 @@ fn kill(w: &Window, first: u64, n: u64, tables: usize) -> bool {
 /// put-back, that entry keeps the batch's value and is accounted as committed, and what the
 /// replaced mapping held is kept (it may be cached): returns false then.
 #[allow(clippy::too_many_arguments)]
-fn roll_back<M: ExecMode, const U: usize>(
+fn roll_back<const U: usize>(
     g: &Guest,
-    env: &Env<'_>,
-    m: M,
     w: &Window,
     first: u64,
     n: u64,
@@ -782,11 +666,10 @@ fn roll_back<M: ExecMode, const U: usize>(
             let h = hfirst + p;
             let tgt = target(p / sub);
             let (new, _) = hw_entry(tgt, p % sub, tshift);
-            let new_ref = |x: Target| (x, x.hpa.0 + ((p % sub) << tshift));
             if p >= done {
-                // Never exchanged: only its new reference to give back.
-                if let Some((x, hpa)) = tgt.map(new_ref) {
-                    unacquire(g, env, m, &x, hpa);
+                // Never exchanged: only its count to give back.
+                if let Some(x) = tgt {
+                    unacquire(g, &x);
                 }
                 continue;
             }
@@ -835,17 +718,10 @@ fn rm_read_unpinned_list(
 }
 
 /// H_PUT_TCE(liobn, ioba, tce): one guest TCE.
-pub(crate) fn h_put_tce<M: ExecMode>(
-    g: &Guest,
-    env: &Env<'_>,
-    m: M,
-    liobn: u64,
-    ioba: u64,
-    tce: u64,
-) -> Step<M> {
+pub(crate) fn h_put_tce<M: ExecMode>(g: &Guest, m: M, liobn: u64, ioba: u64, tce: u64) -> Step<M> {
     let w = find_window(g, liobn)?;
     let idx = check_ioba(w, ioba, 1)?;
-    update(g, env, m, w, idx, 1, Tces::Same(tce))
+    update(g, m, w, idx, 1, Tces::Same(tce))
 }
 
 /// H_GET_TCE(liobn, ioba): the guest TCE, in r4. The same in both modes: it reads only the
@@ -860,7 +736,6 @@ pub(crate) fn h_get_tce(g: &Guest, liobn: u64, ioba: u64) -> Result<u64, HcallRe
 /// no permission (H_STUFF_TCE never maps) and no bits below the window page.
 pub(crate) fn h_stuff_tce<M: ExecMode>(
     g: &Guest,
-    env: &Env<'_>,
     m: M,
     liobn: u64,
     ioba: u64,
@@ -872,7 +747,7 @@ pub(crate) fn h_stuff_tce<M: ExecMode>(
     if tce_value & PERM_BITS != 0 {
         return Err(HcallResult::Parameter.into());
     }
-    update(g, env, m, w, first, npages, Tces::Same(tce_value))
+    update(g, m, w, first, npages, Tces::Same(tce_value))
 }
 
 /// H_PUT_TCE_INDIRECT(liobn, ioba, tce_list, npages): up to 512 TCEs read from a 4 KiB-aligned
@@ -933,5 +808,5 @@ pub(crate) fn h_put_tce_indirect<M: ExecMode>(
             }
         }
     }
-    update(g, env, m, w, first, npages, Tces::List(list))
+    update(g, m, w, first, npages, Tces::List(list))
 }

@@ -1,27 +1,37 @@
-//! The TCE kill comes before anything an old entry held is given back, and a kill that fails
-//! answers H_HARDWARE, keeps every reference and is counted.
+//! The TCE kill comes before anything an old entry held is given back (its count in its
+//! region, the dirty mark), and a kill that fails answers H_HARDWARE, keeps every count and is
+//! counted.
 
-use super::sim::{vm, SimTable, World};
+use super::sim::{SimTable, World};
 use super::*;
-use crate::mm::{GuestPhys, PageDesc};
+use crate::mm::{GuestPhys, PreregRegion};
 use crate::tce::{HeapMemory, LockedVm, TceGeometry};
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering::Relaxed};
 
-/// Records, at each kill, the reference count of one watched page; fails on command.
+/// Records, at each kill, the mapped count of one watched region and whether its page at
+/// `ua` is marked dirty; fails on command.
 struct WatchingKill {
-    /// The watched descriptor (in the World's descriptor array, which never moves), or null.
-    watched: AtomicPtr<PageDesc>,
+    /// The watched region (in the test's World, which does not move once watched), or null.
+    watched: AtomicPtr<PreregRegion>,
+    ua: AtomicU64,
     seen: AtomicU64,
+    seen_dirty: AtomicBool,
     fail: AtomicBool,
 }
 
 impl TceInvalidate for WatchingKill {
     fn invalidate(&self, _: u64, _: u64, _: u64) -> Result<(), KillFailed> {
         let p = self.watched.load(Relaxed);
-        // SAFETY: null or a descriptor of the test's World, alive for the whole test.
-        let count = unsafe { p.as_ref() }.map_or(u64::MAX, PageDesc::count);
-        self.seen.store(count, Relaxed);
+        // SAFETY: null or a region of the test's World, alive and in place for the whole test.
+        let r = unsafe { p.as_ref() };
+        self.seen
+            .store(r.map_or(u64::MAX, PreregRegion::mapped), Relaxed);
+        let ua = crate::mm::Ua(self.ua.load(Relaxed));
+        let dirty = r
+            .and_then(|r| r.pinned_page(ua))
+            .is_some_and(|p| p.is_dirty());
+        self.seen_dirty.store(dirty, Relaxed);
         if self.fail.load(Relaxed) {
             Err(KillFailed)
         } else {
@@ -40,7 +50,9 @@ fn world() -> (World, Arc<WatchingKill>) {
     let t = SimTable::new(geo, 0, HeapMemory::new(), LockedVm::new(u64::MAX)).unwrap();
     let kill = Arc::new(WatchingKill {
         watched: AtomicPtr::new(core::ptr::null_mut()),
+        ua: AtomicU64::new(0),
         seen: AtomicU64::new(0),
+        seen_dirty: AtomicBool::new(false),
         fail: AtomicBool::new(false),
     });
     w.guest
@@ -56,62 +68,64 @@ fn world() -> (World, Arc<WatchingKill>) {
     (w, kill)
 }
 
-fn pinned(w: &World, gpa: u64) -> &PageDesc {
-    let ua = w.guest.mem.gpa_to_ua(GuestPhys(gpa), 1).unwrap();
-    let hpa = w.guest.mem.ua_to_hpa(ua, 12).unwrap().1.hpa;
-    w.host.pages.page(vm(), hpa.pfn()).unwrap()
+fn ua(w: &World, gpa: u64) -> crate::mm::Ua {
+    w.guest.mem.gpa_to_ua(GuestPhys(gpa), 1).unwrap()
 }
 
 #[test]
 fn the_kill_comes_before_the_old_page_is_released() {
     let (w, kill) = world();
     assert_eq!(w.hcall(H_PUT_TCE, [1, 0, 0x5000 | 3, 0]).0, 0);
-    let old = pinned(&w, 0x5000);
-    let mapped = old.count();
+    let region = &w.guest.mem.regions()[0];
+    let old = region.pinned_page(ua(&w, 0x5000)).unwrap();
+    kill.ua.store(ua(&w, 0x5000).0, Relaxed);
     kill.watched
-        .store(old as *const PageDesc as *mut PageDesc, Relaxed);
+        .store(region as *const PreregRegion as *mut PreregRegion, Relaxed);
     // Replace it in real mode (level present), then map it again and replace it in virtual mode.
     let steps: [&[(Mode, u64)]; 2] = [
         &[(Mode::Real, 0x6000 | 3)],
         &[(Mode::Virtual, 0x5000 | 3), (Mode::Virtual, 0x6000 | 3)],
     ];
     for calls in steps {
+        region.clean_dirty();
         for &(mode, tce) in calls {
             assert_eq!(w.call(mode, H_PUT_TCE, [1, 0, tce, 0]).0, 0, "{mode:?}");
         }
         let mode = calls[calls.len() - 1].0;
+        // At the kill: the new mapping counted, the old one not yet given back.
         assert_eq!(
             kill.seen.load(Relaxed),
-            mapped,
-            "{mode:?}: the old page lost its reference before the TCE kill"
+            2,
+            "{mode:?}: the old mapping's count went before the TCE kill"
         );
-        assert_eq!(old.count(), mapped - 1, "{mode:?}: released after the kill");
+        assert!(
+            !kill.seen_dirty.load(Relaxed),
+            "{mode:?}: the old page was marked dirty before the TCE kill"
+        );
+        assert_eq!(region.mapped(), 1, "{mode:?}: released after the kill");
+        assert!(
+            old.is_dirty(),
+            "{mode:?}: a writable mapping went: the page is dirty"
+        );
     }
-    assert!(old.is_dirty(), "a writable mapping went: the page is dirty");
 }
 
 #[test]
 fn a_failed_kill_answers_h_hardware_and_keeps_everything() {
     let (w, kill) = world();
     assert_eq!(w.hcall(H_PUT_TCE, [1, 0, 0x5000 | 3, 0]).0, 0);
-    let old = pinned(&w, 0x5000);
-    let new = pinned(&w, 0x6000);
-    let (old_count, new_count) = (old.count(), new.count());
-    let mapped = w.guest.mem.regions()[0].mapped();
+    let region = &w.guest.mem.regions()[0];
+    let old = region.pinned_page(ua(&w, 0x5000)).unwrap();
+    let mapped = region.mapped();
     kill.fail.store(true, Relaxed);
     for mode in [Mode::Real, Mode::Virtual] {
         let r = w.call(mode, H_PUT_TCE, [1, 0, 0x6000 | 3, 0]).0;
         assert_eq!(r, HcallResult::Hardware.code(), "{mode:?}");
-        assert_eq!(
-            old.count(),
-            old_count,
-            "{mode:?}: the old page kept its reference"
-        );
+        assert!(!old.is_dirty(), "{mode:?}: the old page was given back");
     }
     assert_eq!(w.guest.stats.kill_failures.load(Relaxed), 2);
-    // The new mapping is in place (taken twice: the second call replaced the first's, whose
-    // reference is kept too), the old page stays referenced, the region stays busy.
-    assert_eq!(new.count(), new_count + 2);
-    assert_eq!(w.guest.mem.regions()[0].mapped(), mapped + 2);
+    // The new mapping is in place (counted twice: the second call replaced the first's, whose
+    // count is kept too), the old one is kept, the region stays busy.
+    assert_eq!(region.mapped(), mapped + 2);
     assert_eq!(w.hcall(H_GET_TCE, [1, 0, 0, 0]), (0, 0x6000 | 3));
 }

@@ -140,9 +140,9 @@ pub struct Env<'a> {
 
 fn run<M: ExecMode>(g: &Guest, env: &Env<'_>, m: M, nr: u64, a: [u64; 4]) -> Step<M, u64> {
     match nr {
-        H_PUT_TCE => handlers::h_put_tce(g, env, m, a[0], a[1], a[2]).map(|()| 0),
+        H_PUT_TCE => handlers::h_put_tce(g, m, a[0], a[1], a[2]).map(|()| 0),
         H_GET_TCE => Ok(handlers::h_get_tce(g, a[0], a[1])?),
-        H_STUFF_TCE => handlers::h_stuff_tce(g, env, m, a[0], a[1], a[2], a[3]).map(|()| 0),
+        H_STUFF_TCE => handlers::h_stuff_tce(g, m, a[0], a[1], a[2], a[3]).map(|()| 0),
         H_PUT_TCE_INDIRECT => {
             handlers::h_put_tce_indirect(g, env, m, a[0], a[1], a[2], a[3]).map(|()| 0)
         }

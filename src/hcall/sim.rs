@@ -582,6 +582,31 @@ pub struct World {
     pub tables: Vec<SimAttached>,
     /// RAM offsets of the words [`World::write_guest`] wrote, for [`World::reset`].
     written: spin::Mutex<Vec<u64>>,
+    /// Whether real mode can translate a guest physical address the way the kernel does by
+    /// walking the partition-scoped tree ([`MemAccess::rm_gpa_to_hpa`]): then a TCE list
+    /// outside preregistered memory is read in real mode through the vmemmap walker's page
+    /// reference. Off by default (real mode declines such lists).
+    pub rm_walk: bool,
+}
+
+/// The world's memory access with [`MemAccess::rm_gpa_to_hpa`]: gpa -> memslot -> ua ->
+/// simulated RAM.
+struct Walkable<'a>(&'a World);
+
+impl MemAccess for Walkable<'_> {
+    fn phys_read_be64(&self, rm: RealMode, pa: HostPhys) -> Be64 {
+        self.0.host.phys_read_be64(rm, pa)
+    }
+    fn ua_read_be64(&self, v: VirtMode, ua: Ua) -> Option<Be64> {
+        self.0.host.ua_read_be64(v, ua)
+    }
+    fn rm_gpa_to_hpa(&self, _: RealMode, gpa: GuestPhys) -> Option<HostPhys> {
+        let ua = self.0.guest.mem.gpa_to_ua(gpa, 8)?;
+        let off =
+            ua.0.checked_sub(UA_BASE)
+                .filter(|&o| o < self.0.host.size())?;
+        Some(HostPhys(self.0.host.hpa(off)))
+    }
 }
 
 /// A comparable image of a world's state: RAM offsets instead of heap addresses.
@@ -595,6 +620,8 @@ pub struct Snapshot {
     pub mapped: Vec<u64>,
     /// (pfn offset, count, dirty) of every page whose count or flags differ from a fresh page.
     pub pages: Vec<(u64, u64, bool)>,
+    /// (region, pinned page) of every page its region marks dirty.
+    pub dirty: Vec<(usize, usize)>,
 }
 
 impl World {
@@ -606,6 +633,7 @@ impl World {
             kill: Arc::new(KillLog::default()),
             tables: Vec::new(),
             written: spin::Mutex::new(Vec::new()),
+            rm_walk: false,
         }
     }
 
@@ -756,9 +784,14 @@ impl World {
 
     /// One hypercall in `mode`: (r3, r4), r3 = [`H_TOO_HARD`] when real mode declines.
     pub fn call(&self, mode: Mode, nr: u64, args: [u64; 4]) -> (i64, u64) {
+        let walkable = Walkable(self);
+        let mut env = self.env();
+        if self.rm_walk {
+            env.mem = &walkable;
+        }
         let r = match mode {
-            Mode::Real => rm_dispatch(&self.guest, &self.env(), rm(), nr, args),
-            Mode::Virtual => Ok(vm_dispatch(&self.guest, &self.env(), vm(), nr, args)),
+            Mode::Real => rm_dispatch(&self.guest, &env, rm(), nr, args),
+            Mode::Virtual => Ok(vm_dispatch(&self.guest, &env, vm(), nr, args)),
         };
         match r {
             Ok(r) => (r.r3.code(), r.r4),
@@ -812,11 +845,25 @@ impl World {
             .filter(|(_, d)| d.count() != 1 || d.flags() != 0)
             .map(|(pfn, d)| (pfn - base, d.count(), d.is_dirty()))
             .collect();
+        let dirty = self
+            .guest
+            .mem
+            .regions()
+            .iter()
+            .enumerate()
+            .flat_map(|(ri, r)| {
+                let marked = r.pinned_pages().iter().enumerate();
+                marked
+                    .filter(|(_, p)| p.is_dirty())
+                    .map(move |(pi, _)| (ri, pi))
+            })
+            .collect();
         Snapshot {
             views,
             hw,
             mapped,
             pages,
+            dirty,
         }
     }
 
@@ -825,7 +872,7 @@ impl World {
     /// - every hardware TCE points inside a pinned page of the preregistered region its owner
     ///   address lies in, at the same offset;
     /// - each region's `mapped` equals the hardware entries pointing into it;
-    /// - each page's count is 1 + pins + hardware entries pointing at it.
+    /// - each page's count is 1 + pins (a mapping takes no reference: the pin holds the page).
     pub fn check(&self) -> Result<(), alloc::string::String> {
         use alloc::format;
         let regions = self.guest.mem.regions();
@@ -833,12 +880,10 @@ impl World {
         let base = self.host.pages.base_pfn();
         let mut expect = alloc::vec![1u64; self.host.pages.len()];
         for r in regions {
-            if let Backing::Pages(hpas) = r.backing() {
-                for h in hpas.iter() {
-                    for k in 0..1u64 << (r.page_shift() - PAGE_SHIFT) {
-                        let pfn = h.pfn().0 + k - base;
-                        expect[pfn as usize] += r.used().min(1);
-                    }
+            for p in r.pinned_pages() {
+                for k in 0..1u64 << (r.page_shift() - PAGE_SHIFT) {
+                    let pfn = p.hpa().pfn().0 + k - base;
+                    expect[pfn as usize] += r.used().min(1);
                 }
             }
         }
@@ -869,11 +914,8 @@ impl World {
                     ));
                 }
                 mapped[ri] += 1;
-                if matches!(r.backing(), Backing::Pages(_)) {
-                    let Some(off) = self.host.offset_of(hpa) else {
-                        return Err(format!("table {n} entry {i}: {hpa:#x} outside RAM"));
-                    };
-                    expect[(off >> PAGE_SHIFT) as usize] += 1;
+                if !r.is_device() && self.host.offset_of(hpa).is_none() {
+                    return Err(format!("table {n} entry {i}: {hpa:#x} outside RAM"));
                 }
             }
         }

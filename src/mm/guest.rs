@@ -6,9 +6,17 @@
 //!   (an array, one per page of the region's page shift), or, for device memory, to one base
 //!   address. Real mode reaches guest memory only through these, by physical address.
 //!
+//! The reference model is Linux's (`mm_iommu_*`): registering pins every page once, and that
+//! pin is what keeps a page alive while hardware TCEs point at it. A mapping takes no page
+//! reference of its own; it counts into its region's `mapped`, and a region with mappings
+//! cannot be unregistered. A device may have written a page once a writable mapping of it
+//! goes: the region marks that page dirty in the word that holds its address (one cache line
+//! for translating and marking), and unregistering hands the mark to the page descriptors as
+//! it unpins. So the hot path never touches a page descriptor.
+//!
 //! Configuration changes take `&mut self` (the VMM stops the vCPUs), so the hypercall handlers,
 //! which take `&self`, read everything without locks or allocation; the only state they change
-//! here is each region's atomic `mapped` count.
+//! here is each region's atomic `mapped` count and its pages' dirty marks.
 
 use super::addr::{GuestPhys, HostPhys, Pfn, Ua, PAGE_SHIFT};
 use super::mode::VirtMode;
@@ -38,7 +46,7 @@ impl Memslot {
     }
 }
 
-/// What backs a preregistered region.
+/// What backs a range being preregistered.
 #[derive(Debug)]
 pub enum Backing {
     /// Pinned RAM: the host physical address of each page of the region's page shift.
@@ -48,13 +56,52 @@ pub enum Backing {
     Device(HostPhys),
 }
 
+/// The dirty mark in a [`PinnedPage`] word (page addresses are at least 4 KiB aligned).
+const PINNED_DIRTY: u64 = 1;
+
+/// One pinned page of a region: its host physical address and, in bit 0, whether a device may
+/// have written it (a writable mapping of it went) since it was pinned.
+#[derive(Debug)]
+pub struct PinnedPage(AtomicU64);
+
+impl PinnedPage {
+    /// Host physical address of the page.
+    pub fn hpa(&self) -> HostPhys {
+        HostPhys(self.0.load(Ordering::Relaxed) & !PINNED_DIRTY)
+    }
+
+    /// Whether a device may have written the page since it was pinned.
+    pub fn is_dirty(&self) -> bool {
+        self.0.load(Ordering::Relaxed) & PINNED_DIRTY != 0
+    }
+
+    /// Marks the page dirty (a load first: once marked, the line is not written again).
+    fn mark_dirty(&self) {
+        if self.0.load(Ordering::Relaxed) & PINNED_DIRTY == 0 {
+            self.0.fetch_or(PINNED_DIRTY, Ordering::Relaxed);
+        }
+    }
+
+    /// Takes the dirty mark off, returning whether it was there.
+    fn take_dirty(&self) -> bool {
+        self.0.fetch_and(!PINNED_DIRTY, Ordering::Relaxed) & PINNED_DIRTY != 0
+    }
+}
+
+/// What backs a preregistered region.
+#[derive(Debug)]
+enum Pinned {
+    Pages(Box<[PinnedPage]>),
+    Device(HostPhys),
+}
+
 /// A preregistered (pinned) ua range.
 #[derive(Debug)]
 pub struct PreregRegion {
     ua: Ua,
     size: u64,
     page_shift: u32,
-    backing: Backing,
+    backing: Pinned,
     /// Registrations of this exact range (registering it again is counted, not refused).
     used: u64,
     /// Hardware TCEs that point into this region; the region cannot go while any do.
@@ -101,9 +148,40 @@ impl PreregRegion {
     pub fn mapped(&self) -> u64 {
         self.mapped.load(Ordering::Acquire)
     }
-    /// What backs the region.
-    pub fn backing(&self) -> &Backing {
-        &self.backing
+    /// The pinned pages, in ua order; empty for device memory.
+    pub fn pinned_pages(&self) -> &[PinnedPage] {
+        match &self.backing {
+            Pinned::Pages(p) => p,
+            Pinned::Device(_) => &[],
+        }
+    }
+
+    /// Whether the region is device memory (no pinned pages, no descriptors).
+    pub fn is_device(&self) -> bool {
+        matches!(self.backing, Pinned::Device(_))
+    }
+
+    /// The pinned page holding `ua` (none for device memory or outside the region).
+    pub fn pinned_page(&self, ua: Ua) -> Option<&PinnedPage> {
+        let off = ua.0.checked_sub(self.ua.0).filter(|&o| o < self.size)?;
+        self.pinned_pages().get((off >> self.page_shift) as usize)
+    }
+
+    /// Notes that a device may have written the page holding `ua`: a writable mapping of it
+    /// went. Real-mode safe (an atomic in the region). Nothing for device memory.
+    pub fn mark_dirty(&self, ua: Ua) {
+        if let Some(p) = self.pinned_page(ua) {
+            p.mark_dirty();
+        }
+    }
+
+    /// Takes every dirty mark off, as if the owner had written the pages back (the fuzz
+    /// harness resets a world with it); returns how many pages were marked.
+    pub fn clean_dirty(&self) -> usize {
+        self.pinned_pages()
+            .iter()
+            .filter(|p| p.take_dirty())
+            .count()
     }
 
     fn contains(&self, ua: Ua, len: u64) -> bool {
@@ -129,12 +207,12 @@ impl PreregRegion {
             return Err(TranslateError::PageTooLarge);
         }
         match &self.backing {
-            Backing::Device(base) => Ok(HostPage {
+            Pinned::Device(base) => Ok(HostPage {
                 hpa: base.add(off),
                 has_desc: false,
             }),
-            Backing::Pages(hpas) => {
-                let page = hpas[(off >> self.page_shift) as usize];
+            Pinned::Pages(pages) => {
+                let page = pages[(off >> self.page_shift) as usize].hpa();
                 let in_page = off & ((1u64 << self.page_shift) - 1);
                 Ok(HostPage {
                     hpa: page.add(in_page),
@@ -146,7 +224,12 @@ impl PreregRegion {
 
     /// Counts one more hardware TCE into this region.
     pub fn mapped_inc(&self) {
-        self.mapped.fetch_add(1, Ordering::AcqRel);
+        self.mapped_add(1);
+    }
+
+    /// Counts `n` more hardware TCEs into this region.
+    pub fn mapped_add(&self, n: u64) {
+        self.mapped.fetch_add(n, Ordering::AcqRel);
     }
 
     /// Counts one hardware TCE fewer.
@@ -268,23 +351,29 @@ impl GuestMemory {
         if self.regions.is_full() {
             return Err(MemError::Full);
         }
-        match &backing {
+        let backing = match backing {
             Backing::Pages(hpas) => {
                 if hpas.len() as u64 != size >> page_shift || hpas.iter().any(|h| h.0 & mask != 0) {
                     return Err(MemError::Invalid);
                 }
-                let frames = frames_of(hpas, page_shift);
+                let frames = frames_of(&hpas, page_shift);
                 if frames.clone().any(|pfn| pages.page(v, pfn).is_none()) {
                     return Err(MemError::NoDescriptor);
                 }
                 frames.for_each(|pfn| pages.page(v, pfn).map_or((), |d| d.get()));
+                Pinned::Pages(
+                    hpas.iter()
+                        .map(|h| PinnedPage(AtomicU64::new(h.0)))
+                        .collect(),
+                )
             }
             Backing::Device(hpa) => {
                 if hpa.0 & mask != 0 {
                     return Err(MemError::Invalid);
                 }
+                Pinned::Device(hpa)
             }
-        }
+        };
         let region = PreregRegion {
             ua,
             size,
@@ -298,8 +387,9 @@ impl GuestMemory {
         Ok(Registered::New)
     }
 
-    /// Drops one registration of exactly `[ua, ua + size)`. The last one unpins the pages; it is
-    /// refused as busy (and the registration kept) while hardware TCEs point into the region.
+    /// Drops one registration of exactly `[ua, ua + size)`. The last one unpins the pages,
+    /// first marking dirty the descriptors of every page the region marked; it is refused as
+    /// busy (and the registration kept) while hardware TCEs point into the region.
     pub fn unregister(
         &mut self,
         v: VirtMode,
@@ -321,9 +411,14 @@ impl GuestMemory {
             return Err(MemError::Busy);
         }
         let r = self.regions.swap_remove(i);
-        if let Backing::Pages(hpas) = &r.backing {
-            for pfn in frames_of(hpas, r.page_shift) {
-                if let Some(d) = pages.page(v, pfn) {
+        let per = 1u64 << (r.page_shift - PAGE_SHIFT);
+        for p in r.pinned_pages() {
+            let dirty = p.is_dirty();
+            for k in 0..per {
+                if let Some(d) = pages.page(v, Pfn(p.hpa().pfn().0 + k)) {
+                    if dirty {
+                        d.set_dirty();
+                    }
                     d.put();
                 }
             }
@@ -485,6 +580,68 @@ mod tests {
             m.unregister(V, Ua(0x5000_0000), 0x4000, &d),
             Err(MemError::NotFound)
         );
+    }
+
+    #[test]
+    fn dirty_marks_stay_in_the_region_until_unregister_hands_them_over() {
+        let d = descs();
+        let mut m = GuestMemory::new();
+        let pages = hpas(&[0x108_000, 0x100_000]);
+        m.register(V, Ua(0x20_0000), 0x4000, 13, Backing::Pages(pages), &d)
+            .unwrap();
+        let r = &m.regions()[0];
+        r.mark_dirty(Ua(0x20_3fff));
+        r.mark_dirty(Ua(0x20_4000)); // outside: nothing
+        let marks: Vec<bool> = r.pinned_pages().iter().map(PinnedPage::is_dirty).collect();
+        assert_eq!(marks, [false, true]);
+        assert_eq!(
+            r.pinned_pages()[1].hpa(),
+            HostPhys(0x100_000),
+            "the mark is not the address"
+        );
+        assert_eq!(
+            m.ua_to_hpa(Ua(0x20_2000), 12).unwrap().1.hpa,
+            HostPhys(0x100_000),
+            "translation ignores the mark"
+        );
+        assert!(
+            d.iter().all(|(_, p)| !p.is_dirty()),
+            "no descriptor touched yet"
+        );
+        m.unregister(V, Ua(0x20_0000), 0x4000, &d).unwrap();
+        let dirty: Vec<u64> = d
+            .iter()
+            .filter(|(_, p)| p.is_dirty())
+            .map(|(f, _)| f)
+            .collect();
+        assert_eq!(
+            dirty,
+            [0x100, 0x101],
+            "every frame of the marked pinned page"
+        );
+        assert!(d.iter().all(|(_, p)| p.count() == 1));
+    }
+
+    #[test]
+    fn clean_dirty_takes_the_marks_off() {
+        let d = descs();
+        let mut m = GuestMemory::new();
+        m.register(
+            V,
+            Ua(0x1000),
+            0x2000,
+            12,
+            Backing::Pages(hpas(&[0x100_000, 0x101_000])),
+            &d,
+        )
+        .unwrap();
+        let r = &m.regions()[0];
+        r.mark_dirty(Ua(0x1000));
+        r.mark_dirty(Ua(0x2000));
+        assert_eq!(r.clean_dirty(), 2);
+        assert_eq!(r.clean_dirty(), 0);
+        m.unregister(V, Ua(0x1000), 0x2000, &d).unwrap();
+        assert!(d.iter().all(|(_, p)| !p.is_dirty()));
     }
 
     #[test]

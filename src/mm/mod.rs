@@ -20,5 +20,7 @@ pub mod vmemmap;
 pub use addr::{GuestPhys, HostPhys, Ioba, Pfn, Ua};
 pub use mode::{ExecMode, Mode, RealMode, Token, TooHard, VirtMode};
 
-pub use guest::{Backing, GuestMemory, HostPage, MemError, Memslot, PreregRegion, Registered};
+pub use guest::{
+    Backing, GuestMemory, HostPage, MemError, Memslot, PinnedPage, PreregRegion, Registered,
+};
 pub use page::{FlatPageDescriptors, PageDesc, PageDescriptors, PAGE_SHIFT};

@@ -3,15 +3,16 @@
 //!
 //! The model is kept in step call by call from what the simulation recorded (see the harness
 //! documentation in `super`): an image of both views of every hardware table, each region's
-//! mapped count, each RAM page's expected reference count (1 + pins + hardware entries that
-//! map it) and flags, and each window's guest view as the guest stored it.
+//! mapped count, each RAM page's expected reference count (1 + pins: a mapping takes none, the
+//! pin holds the page) and flags, each pinned page's dirty mark in its region (set once a
+//! writable mapping of it went), and each window's guest view as the guest stored it.
 
 use super::super::sim::{SimTable, World, UA_BASE};
 use super::super::window::VIEW_PAGE_ENTRIES;
 use super::{Property, MEMSLOTS};
 use crate::hcall::{HwTable, H_GET_TCE, H_PUT_TCE, H_PUT_TCE_INDIRECT, H_STUFF_TCE, MAX_INDIRECT};
-use crate::mm::{Backing, HostPhys, PageDesc, PageDescriptors, Pfn, Ua, PAGE_SHIFT};
-use crate::tce::{Be64, TceMemory, TCE_INDIRECT};
+use crate::mm::{HostPhys, PageDesc, PageDescriptors, Pfn, Ua, PAGE_SHIFT};
+use crate::tce::{Be64, TceMemory, TcePerm, TCE_INDIRECT};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -30,7 +31,8 @@ struct TableModel {
     holds: Vec<u32>,
 }
 
-/// [`Holds`] in 32 bits: 0 for none, else (region + 1) << 20 | (page + 1, or 0 for none).
+/// [`Holds`] in 32 bits: 0 for none, else (region + 1) << 20 | (pinned page + 1, or 0 for
+/// none).
 fn pack(h: Holds) -> u32 {
     match h {
         None => 0,
@@ -88,16 +90,18 @@ pub struct Model {
     nviews: usize,
     /// Per region: hardware entries counted into it.
     mapped: Vec<u64>,
-    /// Per RAM page: 1 + pins (the baseline with no hardware entry).
+    /// Per RAM page: 1 + pins, its count whatever the hardware entries (they take no
+    /// reference).
     baseline: Vec<u64>,
     /// Per RAM page: flags with no hardware entry ever made (the compound mark).
     baseline_flags: Vec<u32>,
-    /// Per RAM page: baseline + hardware entries mapping it.
-    expect: Vec<u64>,
+    /// Per region, per pinned page: whether a writable mapping of it went this input (so the
+    /// region must mark it dirty).
+    dirty: Vec<Vec<bool>>,
+    /// (region, pinned page) whose writable mappings went during the last call.
+    dirtied: Vec<(usize, usize)>,
     /// Per RAM page: flags as last seen.
     flags: Vec<u32>,
-    /// Pages whose flags were seen to change this input (maybe listed more than once).
-    reflagged: Vec<u64>,
     /// Hardware entries (either view) that are not zero.
     nonzero: u64,
     /// Recount everything from scratch in the full walk too (a check of the model itself).
@@ -107,11 +111,10 @@ pub struct Model {
     pages: Vec<u64>,
     image: Vec<u64>,
     recount_mapped: Vec<u64>,
-    recount_expect: Vec<u64>,
 }
 
-/// What a hardware entry holds: the region it counts in and the RAM page it references
-/// (none for device memory); `None` for an empty entry.
+/// What a hardware entry holds: the region it counts in and the pinned page of that region it
+/// maps (none for device memory); `None` for an empty entry.
 pub type Holds = Option<(usize, Option<usize>)>;
 
 /// P4 for one entry of a table with pages of `1 << tshift`: an empty entry is all zero; a
@@ -143,9 +146,9 @@ pub fn check_pinned(w: &World, tshift: u32, tce: u64, owner: u64) -> Result<Hold
             page.hpa.0
         ));
     }
-    match r.backing() {
-        Backing::Device(_) => Ok(Some((ri, None))),
-        Backing::Pages(_) => {
+    match r.is_device() {
+        true => Ok(Some((ri, None))),
+        false => {
             let named = owner
                 .checked_sub(UA_BASE)
                 .filter(|o| *o < w.host.size())
@@ -155,11 +158,11 @@ pub fn check_pinned(w: &World, tshift: u32, tce: u64, owner: u64) -> Result<Hold
                     "TCE {tce:#x}: the device would reach host {hpa:#x}, owner {owner:#x} is RAM at {named:x?}"
                 ));
             }
-            let off = w
-                .host
+            w.host
                 .offset_of(hpa)
                 .ok_or_else(|| format!("TCE {tce:#x}: {hpa:#x} is outside RAM"))?;
-            Ok(Some((ri, Some((off >> PAGE_SHIFT) as usize))))
+            let pinned = (owner - r.ua().0) >> r.page_shift();
+            Ok(Some((ri, Some(pinned as usize))))
         }
     }
 }
@@ -186,7 +189,7 @@ fn desc(w: &World, p: u64) -> &PageDesc {
         .expect("a RAM page has a descriptor")
 }
 
-/// P6: the count of each RAM page in `pages` equals `expect`.
+/// P6: the count of each RAM page in `pages` equals `expect` (its baseline).
 pub fn check_pages(w: &World, pages: &[u64], expect: &[u64]) -> Result<(), String> {
     for &p in pages {
         let d = desc(w, p);
@@ -400,11 +403,17 @@ impl Model {
             m.holds.clear();
             m.holds.resize(n, 0);
         }
+        let regions = w.guest.mem.regions();
         self.mapped.clear();
-        self.mapped.resize(w.guest.mem.regions().len(), 0);
-        self.expect.clone_from(&self.baseline);
+        self.mapped.resize(regions.len(), 0);
+        self.dirty
+            .resize_with(regions.len().max(self.dirty.len()), Vec::new);
+        for (d, r) in self.dirty.iter_mut().zip(regions) {
+            d.clear();
+            d.resize(r.pinned_pages().len(), false);
+        }
+        self.dirtied.clear();
         self.flags.clone_from(&self.baseline_flags);
-        self.reflagged.clear();
         self.nonzero = 0;
     }
 
@@ -434,7 +443,7 @@ impl Model {
         if !w.host.touched.drain_into(&mut self.pages) {
             return Err("page record overflowed".into());
         }
-        check_pages(w, &self.pages, &self.expect)?;
+        check_pages(w, &self.pages, &self.baseline)?;
         for &p in &self.pages {
             let d = desc(w, p);
             if d.flags() != self.flags[p as usize] {
@@ -478,17 +487,14 @@ impl Model {
                     .map_err(|e| (Property::Pinned, format!("table {ti} entry {i}: {e}")))?;
                 if let Some((r, p)) = unpack(m.holds[i as usize]) {
                     self.mapped[r] -= 1;
-                    if let Some(p) = p {
-                        self.expect[p] -= 1;
-                        self.pages.push(p as u64);
+                    // A device could write through the mapping that went.
+                    if let Some(p) = p.filter(|_| was.0 & TcePerm::WRITE.bits() != 0) {
+                        self.dirty[r][p] = true;
+                        self.dirtied.push((r, p));
                     }
                 }
-                if let Some((r, p)) = holds {
+                if let Some((r, _)) = holds {
                     self.mapped[r] += 1;
-                    if let Some(p) = p {
-                        self.expect[p] += 1;
-                        self.pages.push(p as u64);
-                    }
                 }
                 let (is, was_) = (now != (0, 0), was != (0, 0));
                 self.nonzero = self.nonzero + u64::from(is) - u64::from(was_);
@@ -508,15 +514,23 @@ impl Model {
             }
         }
         check_mapped(w, &self.mapped).map_err(|e| (Property::MappedCount, e))?;
+        check_dirty(w, &self.dirty, &self.dirtied).map_err(|e| (Property::Dirty, e))?;
+        self.dirtied.clear();
         if !w.host.touched.drain_into(&mut self.pages) {
             return Err((Property::Unrecorded, "page record overflowed".into()));
         }
-        check_pages(w, &self.pages, &self.expect).map_err(|e| (Property::PageCount, e))?;
+        check_pages(w, &self.pages, &self.baseline).map_err(|e| (Property::PageCount, e))?;
         for &p in &self.pages {
             let f = desc(w, p).flags();
             if f != self.flags[p as usize] {
-                self.flags[p as usize] = f;
-                self.reflagged.push(p);
+                return Err((
+                    Property::Dirty,
+                    format!(
+                        "page {p:#x}: flags {:#x} became {f:#x} (only unregistering marks a \
+                         descriptor)",
+                        self.flags[p as usize]
+                    ),
+                ));
             }
         }
         Ok(())
@@ -664,13 +678,13 @@ impl Model {
         }
         check_mapped(w, &self.mapped).map_err(|e| (Property::MappedCount, e))?;
         for (p, (_, d)) in w.host.pages.iter().enumerate() {
-            if d.count() != self.expect[p] {
+            if d.count() != self.baseline[p] {
                 return Err((
                     Property::PageCount,
                     format!(
                         "page {p:#x}: count {} expected {}",
                         d.count(),
-                        self.expect[p]
+                        self.baseline[p]
                     ),
                 ));
             }
@@ -718,20 +732,17 @@ impl Model {
     fn recount(&mut self, w: &World) -> Result<(), Broken> {
         self.recount_mapped.clear();
         self.recount_mapped.resize(self.mapped.len(), 0);
-        self.recount_expect.clone_from(&self.baseline);
+
         for (ti, m) in self.tables[..self.ntables].iter().enumerate() {
             for i in 0..m.hw.len() {
                 let holds = check_pinned(w, m.shift, m.hw[i], m.owner[i])
                     .map_err(|e| (Property::Pinned, format!("table {ti} entry {i}: {e}")))?;
-                if let Some((r, p)) = holds {
+                if let Some((r, _)) = holds {
                     self.recount_mapped[r] += 1;
-                    if let Some(p) = p {
-                        self.recount_expect[p] += 1;
-                    }
                 }
             }
         }
-        if self.recount_mapped != self.mapped || self.recount_expect != self.expect {
+        if self.recount_mapped != self.mapped {
             return Err((
                 Property::Unrecorded,
                 "the per-call model drifted from a recount".into(),
@@ -761,50 +772,61 @@ impl Model {
         check_mapped(w, &[])
     }
 
-    /// Part of P7, after `cleared`: the model's page counts are back at the baseline (with no
-    /// hardware entry left, the count of every page is checked against the model after every
-    /// call that could change it); cleans the dirty marks (as the owner would, writing the
-    /// pages back) and requires the flags of every page whose flags changed back at the
-    /// baseline.
+    /// P10 at the end of an input, after `cleared`: every pinned page's dirty mark in its
+    /// region is as the model says (marked exactly where a writable mapping went); then takes
+    /// the marks off, as the owner would once it wrote the pages back.
     pub fn restore(&mut self, w: &World) -> Result<(), String> {
-        if self.expect != self.baseline {
-            let p = (0..self.expect.len())
-                .find(|&p| self.expect[p] != self.baseline[p])
-                .unwrap_or(0);
-            return Err(format!(
-                "page {p:#x}: count {} with no hardware entry, baseline {}",
-                self.expect[p], self.baseline[p]
-            ));
-        }
-        for &p in &self.reflagged {
-            let d = desc(w, p);
-            d.clear_dirty();
-            let (got, want) = (d.flags(), self.baseline_flags[p as usize]);
-            if got != want {
-                return Err(format!(
-                    "page {p:#x}: flags {got:#x} once cleaned, baseline {want:#x}"
-                ));
+        for (ri, r) in w.guest.mem.regions().iter().enumerate() {
+            for (pi, p) in r.pinned_pages().iter().enumerate() {
+                let want = self
+                    .dirty
+                    .get(ri)
+                    .and_then(|d| d.get(pi))
+                    .copied()
+                    .unwrap_or(false);
+                if p.is_dirty() != want {
+                    return Err(format!(
+                        "region {ri} pinned page {pi}: dirty {}, the model says {want}",
+                        p.is_dirty()
+                    ));
+                }
             }
-            self.flags[p as usize] = want;
+            r.clean_dirty();
         }
-        self.reflagged.clear();
         Ok(())
     }
+}
+
+/// P10 after a call: each (region, pinned page) in `pages` (their writable mappings went) is
+/// marked dirty in its region.
+pub fn check_dirty(w: &World, dirty: &[Vec<bool>], pages: &[(usize, usize)]) -> Result<(), String> {
+    let regions = w.guest.mem.regions();
+    for &(r, p) in pages {
+        let marked = regions
+            .get(r)
+            .and_then(|x| x.pinned_pages().get(p))
+            .is_some_and(|x| x.is_dirty());
+        if marked != dirty[r][p] {
+            return Err(format!(
+                "region {r} pinned page {p}: a writable mapping went, dirty is {marked}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Calls `f(page, pins)` for every RAM page of every region backed by RAM: `pins` is 1 (a
 /// region pins each page once, however many times it was registered).
 fn for_each_pinned(w: &World, mut f: impl FnMut(usize, u64)) -> Result<(), String> {
     for r in w.guest.mem.regions() {
-        if let Backing::Pages(hpas) = r.backing() {
-            for h in hpas.iter() {
-                let off = w
-                    .host
-                    .offset_of(h.0)
-                    .ok_or_else(|| format!("pinned page {:#x} outside RAM", h.0))?;
-                for k in 0..1u64 << (r.page_shift() - PAGE_SHIFT) {
-                    f(((off >> PAGE_SHIFT) + k) as usize, r.used().min(1));
-                }
+        for p in r.pinned_pages() {
+            let h = p.hpa();
+            let off = w
+                .host
+                .offset_of(h.0)
+                .ok_or_else(|| format!("pinned page {:#x} outside RAM", h.0))?;
+            for k in 0..1u64 << (r.page_shift() - PAGE_SHIFT) {
+                f(((off >> PAGE_SHIFT) + k) as usize, r.used().min(1));
             }
         }
     }

@@ -14,7 +14,7 @@ use crate::kernel::guests::{
     PINNED_POOL, UNPINNED_POOL,
 };
 use crate::kernel::testing::{fail, BenchResult, Figures, TestResult};
-use crate::mm::HostPhys;
+use crate::mm::{GuestPhys, HostPhys};
 use crate::{kassert, kassert_eq, ktest};
 
 const OK: i64 = 0;
@@ -87,8 +87,16 @@ fn every_tce_hcall_through_sc1() -> TestResult {
     let pin = clean(&p, 0x40_0000)?;
     let unpinned = UNPINNED_POOL.0;
     let list = PINNED_POOL.0 + 0x30_0000;
-    let pin_desc = guest_page_desc(&p, pin).ok_or_else(|| fail("descriptor of the pinned page"))?;
-    pin_desc.clear_dirty();
+    let pin_ua = p
+        .guest
+        .mem
+        .gpa_to_ua(GuestPhys(pin), 1)
+        .ok_or_else(|| fail("no ua for the pinned page"))?;
+    p.guest
+        .mem
+        .region_for(pin_ua, 1)
+        .ok_or_else(|| fail("the pinned page is not preregistered"))?
+        .clean_dirty();
     for i in 0..4u64 {
         p.write_be64(list + 8 * i, (pin + 0x1_0000 + i * 0x1000) | 3)
             .map_err(|e| fail(e.0))?;
@@ -147,8 +155,12 @@ fn every_tce_hcall_through_sc1() -> TestResult {
     );
     kassert_eq!(p.trace[5].r4, 0, "cleared by H_STUFF_TCE");
     kassert!(
-        pin_desc.is_dirty(),
-        "a page a device could write was not marked dirty when its TCE went (real mode, walker)"
+        p.guest
+            .mem
+            .region_for(pin_ua, 1)
+            .and_then(|r| r.pinned_page(pin_ua))
+            .is_some_and(|pp| pp.is_dirty()),
+        "a page a device could write was not marked dirty in its region when its TCE went"
     );
     // The 64K window: the first map allocates (virtual), the rest complete in real mode.
     kassert_eq!(p.trace[14].r3, OK);
