@@ -211,11 +211,10 @@ fn replace_and_clear_drop_counts_and_mark_dirty() {
     );
     w.check().unwrap();
     // Unregistering hands the region's mark to the descriptor.
-    let d = pinned_desc(&w, 0x5000) as *const PageDesc;
+    let pfn = Pfn(pinned_hpa(&w, 0x5000) >> 12);
     w.teardown().unwrap();
-    // SAFETY: the descriptor array lives as long as the world, which is still here.
     assert!(
-        unsafe { &*d }.is_dirty(),
+        w.host.pages.page(vm(), pfn).unwrap().is_dirty(),
         "the written page is dirty once unpinned"
     );
 }
