@@ -3,7 +3,7 @@
 //! The hypercalls need "read both views" and "exchange both views" per entry; `TceTable` offers
 //! them per view, so this adapter pairs them. Indices are table entry indices.
 
-use super::window::{HwError, HwTable};
+use super::window::{HwError, HwTable, PutError};
 use crate::tce::{LockedMemoryBudget, MayAlloc, Tce, TceError, TceMemory, TceTable};
 
 fn hw_err(e: TceError) -> HwError {
@@ -64,6 +64,20 @@ where
         // Only the leaves that exist can hold entries: proportional to what is allocated,
         // not to the window.
         TceTable::holds_entries(self, first..first.saturating_add(count))
+    }
+
+    fn prepare_exchange(
+        &self,
+        index: u64,
+        tce: u64,
+        owner: u64,
+        alloc: bool,
+    ) -> Result<(u64, u64), PutError> {
+        let alloc = if alloc { MayAlloc::Yes } else { MayAlloc::No };
+        TceTable::prepare_exchange(self, index, tce, owner, alloc).map_err(|e| match e {
+            TceError::Misaligned => PutError::Exchange(hw_err(e)),
+            _ => PutError::Prepare(hw_err(e)),
+        })
     }
 
     fn exchange(&self, index: u64, tce: u64, owner: u64) -> Result<(u64, u64), HwError> {

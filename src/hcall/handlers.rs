@@ -22,7 +22,7 @@
 //!    a cached TCE until the kill completes. A failed kill answers H_HARDWARE and keeps every
 //!    such count, for good (the region stays busy, its pages pinned).
 
-use super::window::{HwError, Window};
+use super::window::{HwError, PutError, Window};
 use super::{Env, Guest, HcallResult};
 use crate::mm::guest::TranslateError;
 use crate::mm::{ExecMode, GuestPhys, HostPhys, RealMode, Token, Ua};
@@ -331,37 +331,38 @@ fn update_one<M: ExecMode>(g: &Guest, m: M, w: &Window, idx: u64, tce: u64) -> S
     let t = &a.table;
     let tshift = t.page_shift();
     let h = (w.bus_offset() + (idx << w.page_shift()) - t.bus_offset()) >> tshift;
-    if target.is_some() {
-        t.prepare(h, 1, m.decline().is_none())
-            .map_err(|e| prepare_failed(m, e))?;
-    }
     // 4. Nothing to check: what the replaced entry holds can be dropped in any mode.
     // 5. The new entry counts into its region.
     if let Some(x) = &target {
         acquire(g, x, 1);
     }
-    // 6. Commit (an entry empty before and after is left alone).
+    // 3 and 6. Hardware levels (real mode: check only) and the exchange, one walk per view;
+    // a clear needs no level (a missing one holds nothing).
     let (new, owner) = hw_entry(target, 0, tshift);
-    let old = if new == 0 && t.read_tce(h) & PERM_BITS == 0 {
-        None
-    } else {
-        match t.exchange(h, new, owner) {
-            Ok(old) => Some(old),
-            Err(_) => {
-                // Nothing was exchanged: the new reference goes back at once; the kill is
-                // issued as for any stopped batch.
-                if let Some(x) = &target {
-                    unacquire(g, x);
-                }
-                if !kill(w, idx, 1, 1) {
-                    g.stats.kill_failures.fetch_add(1, Ordering::Relaxed);
-                }
-                return Err(HcallResult::Hardware.into());
+    let exchanged = match target {
+        Some(_) => t.prepare_exchange(h, new, owner, m.decline().is_none()),
+        None => t.exchange(h, 0, 0).map_err(PutError::Exchange),
+    };
+    let old = match exchanged {
+        Ok(old) => old,
+        Err(e) => {
+            // Nothing was exchanged: the new count goes back at once.
+            if let Some(x) = &target {
+                unacquire(g, x);
             }
+            if let PutError::Prepare(e) = e {
+                // Refused before anything could reach a device: nothing to kill.
+                return Err(prepare_failed(m, e));
+            }
+            // A refused exchange: the kill is issued as for any stopped batch.
+            if !kill(w, idx, 1, 1) {
+                g.stats.kill_failures.fetch_add(1, Ordering::Relaxed);
+            }
+            return Err(HcallResult::Hardware.into());
         }
     };
     // 7. Kill, then release what the old entry held.
-    let replaced = old.filter(|&(o, _)| o & PERM_BITS != 0);
+    let replaced = Some(old).filter(|&(o, _)| o & PERM_BITS != 0);
     if new != 0 {
         w.hw_mapped.fetch_add(1, Ordering::AcqRel);
     }
@@ -542,11 +543,10 @@ fn update_in<M: ExecMode, const L: usize, const U: usize, const R: usize>(
                 p += k as u64;
                 continue;
             }
+            // Entries already empty are exchanged with empty too (as in a run, and in
+            // `update_one`): no change, nothing logged.
             let (new, owner) = hw_entry(target(p / sub), p % sub, tshift);
             p += 1;
-            if new == 0 && t.read_tce(h) & PERM_BITS == 0 {
-                continue;
-            }
             if let Err(e) = log.make_room(m) {
                 stop = Some((ti, p - 1, e));
                 break 'tables;
@@ -677,7 +677,7 @@ fn roll_back<const U: usize>(
             let (old, old_owner) = match (logged, new != 0) {
                 (true, _) => log.pop().map_or((0, 0), |r| (r.tce, r.owner)),
                 (false, true) => (0, 0),
-                // Neither mapped before nor by the batch: skipped by the commit.
+                // Empty before and after: nothing to put back.
                 (false, false) => continue,
             };
             if t.exchange(h, old, old_owner).is_err() {

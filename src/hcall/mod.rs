@@ -27,8 +27,8 @@ pub use crate::mm::Mode;
 pub use handlers::MAX_INDIRECT;
 pub use stats::{CallStats, HcallStats};
 pub use window::{
-    Attached, Guest, GuestView, HwError, HwTable, KillFailed, TceInvalidate, ViewBudget, Window,
-    WindowError, MAX_TABLES, MAX_WINDOWS,
+    Attached, Guest, GuestView, HwError, HwTable, KillFailed, PutError, TceInvalidate, ViewBudget,
+    Window, WindowError, MAX_TABLES, MAX_WINDOWS,
 };
 
 use crate::mm::alloc_guard::RealModeScope;

@@ -5,7 +5,7 @@
 //! it. Userspace addresses (ua) are a separate, fake range (`UA_BASE + offset`) so a mix-up of
 //! ua and hpa shows. Reads outside the buffer return 0 (as real-mode QEMU does) and are counted.
 
-use super::window::{Attached, HwError, HwTable, KillFailed, TceInvalidate, WindowError};
+use super::window::{Attached, HwError, HwTable, KillFailed, PutError, TceInvalidate, WindowError};
 use super::{rm_dispatch, vm_dispatch, Env, Guest, MemAccess, Mode, H_STUFF_TCE};
 use crate::mm::{
     Backing, FlatPageDescriptors, GuestPhys, HostPhys, MemError, Memslot, PageDesc,
@@ -499,8 +499,9 @@ impl HwTable for FaultyTable {
 /// The table a window's handlers reach: forwards to the attached table and marks, in
 /// [`Recorded::touched`], every index they ask to exchange (before forwarding, so a refused or
 /// panicking exchange is marked too). [`World::attach`] puts one in front of every table, so
-/// every entry a handler changes is marked: `exchange` is the only way [`HwTable`] offers to
-/// change an entry, and the handlers reach tables only through the window's [`Attached`].
+/// every entry a handler changes is marked: `exchange`, `exchange_run` and `prepare_exchange`
+/// are the only ways [`HwTable`] offers to change an entry, and the handlers reach tables only
+/// through the window's [`Attached`].
 pub struct Recorded {
     inner: Arc<dyn HwTable>,
     /// Indices exchanged since last drained.
@@ -543,6 +544,17 @@ impl HwTable for Recorded {
     fn exchange(&self, index: u64, tce: u64, owner: u64) -> Result<(u64, u64), HwError> {
         self.touched.mark(index);
         self.inner.exchange(index, tce, owner)
+    }
+
+    fn prepare_exchange(
+        &self,
+        index: u64,
+        tce: u64,
+        owner: u64,
+        alloc: bool,
+    ) -> Result<(u64, u64), PutError> {
+        self.touched.mark(index);
+        self.inner.prepare_exchange(index, tce, owner, alloc)
     }
 
     fn exchange_run(

@@ -26,6 +26,15 @@ pub enum HwError {
     Refused,
 }
 
+/// Which step of [`HwTable::prepare_exchange`] refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutError {
+    /// Making the levels exist ([`HwTable::prepare`]).
+    Prepare(HwError),
+    /// The exchange itself ([`HwTable::exchange`]).
+    Exchange(HwError),
+}
+
 /// What the hypercalls need from a hardware TCE table (the `tce` module's `TceTable`
 /// implements it; see `adapter`). Indices are entry indices within the table.
 pub trait HwTable: Send + Sync {
@@ -72,6 +81,19 @@ pub trait HwTable: Send + Sync {
     /// Installs `tce` and `owner` at `index` (levels prepared), returning the old pair. On
     /// error the entry is unchanged.
     fn exchange(&self, index: u64, tce: u64, owner: u64) -> Result<(u64, u64), HwError>;
+    /// [`HwTable::prepare`] of entry `index` alone, then [`HwTable::exchange`] of it: what
+    /// one H_PUT_TCE does to a table. An implementation walks each view once for both. On
+    /// error nothing changed, and the error names the step that refused.
+    fn prepare_exchange(
+        &self,
+        index: u64,
+        tce: u64,
+        owner: u64,
+        alloc: bool,
+    ) -> Result<(u64, u64), PutError> {
+        self.prepare(index, 1, alloc).map_err(PutError::Prepare)?;
+        self.exchange(index, tce, owner).map_err(PutError::Exchange)
+    }
     /// Whether any entry in `[first, first + count)` is set, in either view (configuration
     /// time only: may take a while).
     fn holds_entries(&self, first: u64, count: u64) -> bool {

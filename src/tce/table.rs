@@ -399,6 +399,44 @@ impl<M: TceMemory, B: LockedMemoryBudget> TceTable<M, B> {
         Ok(())
     }
 
+    /// Entry `index` of both views made to hold hardware TCE `tce` (host order, `hpa | perm`)
+    /// and owner address `owner`, returning the old pair: [`Self::prepare`] of that entry and
+    /// the exchange of both views (owner first), with one walk per view when the levels exist.
+    /// Errors change nothing: [`TceError::OutOfWindow`], [`TceError::Misaligned`], and those of
+    /// [`Self::prepare`] ([`TceError::WouldAllocate`] with [`MayAlloc::No`]).
+    pub fn prepare_exchange(
+        &self,
+        index: u64,
+        tce: u64,
+        owner: u64,
+        alloc: MayAlloc,
+    ) -> Result<(u64, u64), TceError> {
+        self.check_index(index)?;
+        let t = Tce::from_bits(tce);
+        if t.hpa() & (self.geo.page_size() - 1) != 0 {
+            return Err(TceError::Misaligned);
+        }
+        let mut hw = self.leaf(View::Hardware, index).ok();
+        let mut ow = self.leaf(View::Owner, index).ok();
+        if hw.is_none() || ow.is_none() {
+            // As `prepare`: both views' levels, whatever is stored.
+            self.ensure(&BOTH_VIEWS, index, index + 1, alloc)?;
+            hw = self.leaf(View::Hardware, index).ok();
+            ow = self.leaf(View::Owner, index).ok();
+        }
+        if !t.is_none() || owner != 0 {
+            self.mark_written();
+        }
+        let slot = self.slot(index, self.leaf_depth());
+        let old_owner = ow.map_or(0, |l| {
+            self.swap_entry(l, slot, Be64::from_cpu(owner)).to_cpu()
+        });
+        let old_tce = hw.map_or(0, |l| {
+            Tce::from_be(self.swap_entry(l, slot, t.to_be())).bits()
+        });
+        Ok((old_tce, old_owner))
+    }
+
     /// Whether any entry of `range` is non-zero in either view (the range is clipped to the
     /// window). Visits only the leaves that exist.
     pub fn holds_entries(&self, range: Range<u64>) -> bool {

@@ -818,3 +818,48 @@ fn holds_entries_on_a_flat_table() {
     t.owner_clear(1000..1001).unwrap();
     assert!(!t.holds_entries(0..t.entries()), "cleared again");
 }
+
+#[test]
+fn prepare_exchange_is_prepare_then_both_exchanges() {
+    let mem = HeapMemory::new();
+    let budget = LockedVm::new(u64::MAX);
+    let t = table(three_level(), &mem, &budget);
+    let u = table(three_level(), &mem, &budget);
+    let rw = Tce::new(0x5000, RW).bits();
+    // Hardware path exists, owner path does not: without allocation both refuse, and nothing
+    // changes.
+    for x in [&t, &u] {
+        x.exchange(5, Tce::new(0x5000, RW), MayAlloc::Yes).unwrap();
+    }
+    let before = t.allocated_bytes();
+    assert_eq!(
+        t.prepare_exchange(6, rw, 0x1_6000, MayAlloc::No),
+        Err(TceError::WouldAllocate)
+    );
+    assert_eq!(u.prepare(6..7, MayAlloc::No), Err(TceError::WouldAllocate));
+    assert_eq!((t.get(6), t.owner_get(6)), (Ok(Tce::NONE), Ok(0)));
+    assert_eq!(t.allocated_bytes(), before);
+    // Allocating: the same levels as `prepare`, the same old pairs as the two exchanges.
+    let news = [
+        (rw, 0x1_6000),
+        (Tce::new(0x7000, TcePerm::READ).bits(), 0x1_7000),
+        (0, 0),
+    ];
+    for (tce, owner) in news {
+        let got = t.prepare_exchange(6, tce, owner, MayAlloc::Yes);
+        u.prepare(6..7, MayAlloc::Yes).unwrap();
+        let old_owner = u.owner_exchange(6, owner, MayAlloc::No).unwrap();
+        let old = u.exchange(6, Tce::from_bits(tce), MayAlloc::No).unwrap();
+        assert_eq!(got, Ok((old.bits(), old_owner)), "storing {tce:#x}");
+        assert_eq!((t.get(6), t.owner_get(6)), (u.get(6), u.owner_get(6)));
+        assert_eq!(t.allocated_bytes(), u.allocated_bytes());
+    }
+    // An index past the window changes nothing.
+    let past = t.entries();
+    assert_eq!(
+        t.prepare_exchange(past, rw, 1, MayAlloc::Yes),
+        Err(TceError::OutOfWindow)
+    );
+    assert_eq!((t.get(7), t.owner_get(7)), (Ok(Tce::NONE), Ok(0)));
+    assert!(t.holds_entries(5..6), "the written flag is kept");
+}
