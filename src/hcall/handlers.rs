@@ -92,9 +92,30 @@ fn check_ioba(w: &Window, ioba: u64, npages: u64) -> Result<u64, HcallResult> {
     Ok(idx)
 }
 
+/// The memslot and region the last translation of a batch used: tried first for the next
+/// (same answers, fewer scans).
+#[derive(Clone, Copy)]
+struct Hints {
+    memslot: usize,
+    region: usize,
+}
+
+impl Hints {
+    const NONE: Hints = Hints {
+        memslot: usize::MAX,
+        region: usize::MAX,
+    };
+}
+
 /// Only R/W below the window page; a mapping TCE must point at guest memory that, when the
 /// window feeds hardware, is preregistered and pinned with pages at least as large.
-fn check_tce<M: ExecMode>(g: &Guest, m: M, w: &Window, tce: u64) -> Step<M, Option<Target>> {
+fn check_tce<M: ExecMode>(
+    g: &Guest,
+    m: M,
+    w: &Window,
+    tce: u64,
+    hints: &mut Hints,
+) -> Step<M, Option<Target>> {
     let page_mask = (1u64 << w.page_shift()) - 1;
     if tce & page_mask & !PERM_BITS != 0 {
         return Err(HcallResult::Parameter.into());
@@ -106,7 +127,7 @@ fn check_tce<M: ExecMode>(g: &Guest, m: M, w: &Window, tce: u64) -> Step<M, Opti
     let gpa = GuestPhys(tce & !page_mask);
     let ua = g
         .mem
-        .gpa_to_ua(gpa, page_mask + 1)
+        .gpa_to_ua_hinted(gpa, page_mask + 1, &mut hints.memslot)
         .ok_or(HcallResult::Parameter)?;
     if w.tables.is_empty() {
         return Ok(Some(Target {
@@ -116,7 +137,10 @@ fn check_tce<M: ExecMode>(g: &Guest, m: M, w: &Window, tce: u64) -> Step<M, Opti
             perm,
         }));
     }
-    match g.mem.ua_to_hpa_indexed(ua, w.page_shift()) {
+    match g
+        .mem
+        .ua_to_hpa_hinted(ua, w.page_shift(), &mut hints.region)
+    {
         Ok((region, hp)) => Ok(Some(Target {
             ua,
             hpa: hp.hpa,
@@ -128,10 +152,10 @@ fn check_tce<M: ExecMode>(g: &Guest, m: M, w: &Window, tce: u64) -> Step<M, Opti
     }
 }
 
-/// First hardware index and hardware entries per guest TCE for window index `first`.
-fn hw_span(w: &Window, tshift: u32, tbus: u64, first: u64) -> (u64, u64) {
-    let ioba = w.bus_offset() + (first << w.page_shift());
-    ((ioba - tbus) >> tshift, 1u64 << (w.page_shift() - tshift))
+/// First hardware index of table `ti` and its entries per guest TCE, for window index `first`.
+#[inline]
+fn hw_span(w: &Window, ti: usize, first: u64) -> (u64, u64) {
+    w.spans[ti].at(first)
 }
 
 /// Counts `entries` new hardware entries of target `t` into its region. The region's pin holds
@@ -148,8 +172,8 @@ fn unacquire(g: &Guest, t: &Target) {
 /// Drops what an old hardware entry held: its count in its region and, if the device could
 /// write the page, the region's dirty mark on it. Both are atomics in the region, reached
 /// without the MMU: any mode can.
-fn release(g: &Guest, tshift: u32, old: u64, owner: u64) {
-    let Some(r) = g.mem.region_for(Ua(owner), 1u64 << tshift) else {
+fn release(g: &Guest, tshift: u32, old: u64, owner: u64, hint: &mut usize) {
+    let Some(r) = g.mem.region_for_hinted(Ua(owner), 1u64 << tshift, hint) else {
         debug_assert!(false, "mapped hardware entry outside preregistered memory");
         return;
     };
@@ -295,12 +319,11 @@ const SMALL_BATCH: u64 = 8;
 /// one's log can never fill (each entry touched logs at most once), and the large one is what
 /// real mode's limits are stated for.
 fn update<M: ExecMode>(g: &Guest, m: M, w: &Window, first: u64, n: u64, tces: Tces<'_>) -> Step<M> {
-    if n == 1 && w.tables.len() == 1 && w.tables[0].table.page_shift() == w.page_shift() {
+    if n == 1 && w.spans.len() == 1 && w.spans[0].sub_shift == 0 {
         return update_one(g, m, w, first, tces.at(0));
     }
-    let touched = w.tables.iter().fold(0u64, |acc, a| {
-        let sub = 1u64 << (w.page_shift() - a.table.page_shift());
-        acc.saturating_add(n.saturating_mul(sub))
+    let touched = w.spans.iter().fold(0u64, |acc, sp| {
+        acc.saturating_add(n.saturating_mul(1u64 << sp.sub_shift))
     });
     if n <= SMALL_BATCH && touched <= SMALL_BATCH {
         // Room for every TCE and every hardware entry the batch touches.
@@ -317,7 +340,8 @@ fn update<M: ExecMode>(g: &Guest, m: M, w: &Window, first: u64, n: u64, tces: Tc
 /// nothing).
 fn update_one<M: ExecMode>(g: &Guest, m: M, w: &Window, idx: u64, tce: u64) -> Step<M> {
     // 1. Validate.
-    let target = check_tce(g, m, w, tce)?;
+    let mut hints = Hints::NONE;
+    let target = check_tce(g, m, w, tce, &mut hints)?;
     // 2. The window lock.
     let _guard = lock_window(w, m)?;
     // 3. Guest-view page and hardware levels.
@@ -329,8 +353,8 @@ fn update_one<M: ExecMode>(g: &Guest, m: M, w: &Window, idx: u64, tce: u64) -> S
     }
     let a = &w.tables[0];
     let t = &a.table;
-    let tshift = t.page_shift();
-    let h = (w.bus_offset() + (idx << w.page_shift()) - t.bus_offset()) >> tshift;
+    let tshift = w.spans[0].shift;
+    let (h, _) = hw_span(w, 0, idx);
     // 4. Nothing to check: what the replaced entry holds can be dropped in any mode.
     // 5. The new entry counts into its region.
     if let Some(x) = &target {
@@ -372,7 +396,7 @@ fn update_one<M: ExecMode>(g: &Guest, m: M, w: &Window, idx: u64, tce: u64) -> S
     let killed = kill(w, idx, 1, 1);
     if killed {
         if let Some((o, o_owner)) = replaced {
-            release(g, tshift, o, o_owner);
+            release(g, tshift, o, o_owner, &mut hints.region);
         }
     } else {
         g.stats.kill_failures.fetch_add(1, Ordering::Relaxed);
@@ -401,14 +425,15 @@ fn update_in<M: ExecMode, const L: usize, const U: usize, const R: usize>(
     // vector (not an array: initialising 512 slots would cost every single-TCE call).
     let mut list_targets: heapless::Vec<Option<Target>, L> = heapless::Vec::new();
     let single;
+    let mut hints = Hints::NONE;
     let targets: &[Option<Target>] = match tces {
         Tces::Same(v) => {
-            single = check_tce(g, m, w, v)?;
+            single = check_tce(g, m, w, v, &mut hints)?;
             core::slice::from_ref(&single)
         }
         Tces::List(l) => {
             for &v in l.iter() {
-                let t = check_tce(g, m, w, v)?;
+                let t = check_tce(g, m, w, v, &mut hints)?;
                 if list_targets.push(t).is_err() {
                     // The caller bounds lists by MAX_INDIRECT; anything longer is the guest's.
                     return Err(HcallResult::Parameter.into());
@@ -441,9 +466,9 @@ fn update_in<M: ExecMode, const L: usize, const U: usize, const R: usize>(
     }
     if maps {
         let may_alloc = m.decline().is_none();
-        for a in w.tables.iter() {
+        for (ti, a) in w.tables.iter().enumerate() {
             let t = &a.table;
-            let (hfirst, sub) = hw_span(w, t.page_shift(), t.bus_offset(), first);
+            let (hfirst, sub) = hw_span(w, ti, first);
             t.prepare(hfirst, n * sub, may_alloc)
                 .map_err(|e| prepare_failed(m, e))?;
         }
@@ -453,17 +478,13 @@ fn update_in<M: ExecMode, const L: usize, const U: usize, const R: usize>(
     // 512-TCE batch of replacements at equal page sizes stays in real mode). What they hold can
     // be dropped in any mode; only a batch touching more entries than the log holds is counted.
     if let Some(d) = m.decline() {
-        let touched: u64 = w
-            .tables
-            .iter()
-            .map(|a| n << (w.page_shift() - a.table.page_shift()))
-            .sum();
+        let touched: u64 = w.spans.iter().map(|sp| n << sp.sub_shift).sum();
         if touched > U as u64 {
             let mut replaced = 0usize;
             let mut chunk = [(0u64, 0u64); R];
-            for a in w.tables.iter() {
+            for (ti, a) in w.tables.iter().enumerate() {
                 let t = &a.table;
-                let (hfirst, sub) = hw_span(w, t.page_shift(), t.bus_offset(), first);
+                let (hfirst, sub) = hw_span(w, ti, first);
                 // Read in chunks, one table walk per leaf rather than per entry.
                 let mut h = hfirst;
                 while h < hfirst + n * sub {
@@ -480,11 +501,7 @@ fn update_in<M: ExecMode, const L: usize, const U: usize, const R: usize>(
     }
 
     // 5. Count the new entries into their regions (nothing can fail: the pins hold the pages).
-    let per_tce: u64 = w
-        .tables
-        .iter()
-        .map(|a| 1u64 << (w.page_shift() - a.table.page_shift()))
-        .sum();
+    let per_tce: u64 = w.spans.iter().map(|sp| 1u64 << sp.sub_shift).sum();
     if maps && per_tce != 0 {
         for i in 0..n {
             if let Some(t) = target(i) {
@@ -503,8 +520,8 @@ fn update_in<M: ExecMode, const L: usize, const U: usize, const R: usize>(
     let mut bufs: Option<(RunBuf<R>, RunBuf<R>)> = None;
     'tables: for (ti, a) in w.tables.iter().enumerate() {
         let t = &a.table;
-        let tshift = t.page_shift();
-        let (hfirst, sub) = hw_span(w, tshift, t.bus_offset(), first);
+        let tshift = w.spans[ti].shift;
+        let (hfirst, sub) = hw_span(w, ti, first);
         let mut p = 0;
         while p < n * sub {
             let h = hfirst + p;
@@ -570,9 +587,10 @@ fn update_in<M: ExecMode, const L: usize, const U: usize, const R: usize>(
         w.hw_mapped.fetch_sub(log.len() as u64, Ordering::AcqRel);
         let killed = kill(w, first, n, w.tables.len());
         if killed {
+            let mut hint = usize::MAX;
             for r in log.iter() {
-                let tshift = w.tables[r.table].table.page_shift();
-                release(g, tshift, r.tce, r.owner);
+                let tshift = w.spans[r.table].shift;
+                release(g, tshift, r.tce, r.owner, &mut hint);
             }
         } else {
             // The old pages may still be reachable: keep their references and mapped counts
@@ -615,8 +633,8 @@ fn for_exchanged(
     stop_pos: u64,
     f: &mut dyn FnMut(u64, u64),
 ) {
-    for (ti, a) in w.tables.iter().enumerate().take(stop_table + 1) {
-        let (_, sub) = hw_span(w, a.table.page_shift(), a.table.bus_offset(), first);
+    for ti in 0..w.tables.len().min(stop_table + 1) {
+        let (_, sub) = hw_span(w, ti, first);
         let done = if ti < stop_table { n * sub } else { stop_pos };
         for pos in 0..done {
             f(pos, sub);
@@ -627,8 +645,8 @@ fn for_exchanged(
 /// Kills the TCE cache for the batch in the first `tables` tables; false if any kill failed.
 fn kill(w: &Window, first: u64, n: u64, tables: usize) -> bool {
     let mut ok = true;
-    for a in &w.tables[..tables] {
-        let (hfirst, sub) = hw_span(w, a.table.page_shift(), a.table.bus_offset(), first);
+    for (ti, a) in w.tables[..tables].iter().enumerate() {
+        let (hfirst, sub) = hw_span(w, ti, first);
         ok &= a.kill.invalidate(a.cookie, hfirst, n * sub).is_ok();
     }
     ok
@@ -655,8 +673,8 @@ fn roll_back<const U: usize>(
     let mut clean = true;
     for (ti, a) in w.tables.iter().enumerate().rev() {
         let t = &a.table;
-        let tshift = t.page_shift();
-        let (hfirst, sub) = hw_span(w, tshift, t.bus_offset(), first);
+        let tshift = w.spans[ti].shift;
+        let (hfirst, sub) = hw_span(w, ti, first);
         let done = match ti.cmp(&stop_table) {
             core::cmp::Ordering::Less => n * sub,
             core::cmp::Ordering::Equal => stop_pos,

@@ -242,6 +242,27 @@ impl Drop for GuestView {
     }
 }
 
+/// Where a window's entries fall in one of its tables: computed when the table is attached, so
+/// the hot path asks the table nothing to find its entries.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TableSpan {
+    /// log2 of the table's IOMMU page size.
+    pub(crate) shift: u32,
+    /// log2 of the table entries under one window entry.
+    pub(crate) sub_shift: u32,
+    /// Table index of the window's entry 0.
+    pub(crate) first: u64,
+}
+
+impl TableSpan {
+    /// The table index of window entry `idx`'s first sub-entry, and the sub-entries per
+    /// window entry.
+    #[inline]
+    pub(crate) fn at(&self, idx: u64) -> (u64, u64) {
+        (self.first + (idx << self.sub_shift), 1u64 << self.sub_shift)
+    }
+}
+
 /// A guest DMA window, found by its LIOBN.
 #[derive(Debug)]
 pub struct Window {
@@ -251,6 +272,8 @@ pub struct Window {
     entries: u64,
     pub(crate) view: GuestView,
     pub(crate) tables: heapless::Vec<Attached, MAX_TABLES>,
+    /// Each table's [`TableSpan`], in the order of `tables`.
+    pub(crate) spans: heapless::Vec<TableSpan, MAX_TABLES>,
     /// Serializes updates of this window's tables; real mode only tries it.
     pub(crate) lock: spin::Mutex<()>,
     /// Hardware entries currently mapped through this window, over all its tables.
@@ -401,6 +424,7 @@ impl Guest {
             entries,
             view: GuestView::new(entries),
             tables: heapless::Vec::new(),
+            spans: heapless::Vec::new(),
             lock: spin::Mutex::new(()),
             hw_mapped: AtomicU64::new(0),
             charged,
@@ -459,16 +483,22 @@ impl Guest {
         if clash {
             return Err(WindowError::Overlaps);
         }
-        if t.holds_entries(
-            (w.bus_offset - t.bus_offset()) >> tshift,
-            w.size() >> tshift,
-        ) {
+        let span = TableSpan {
+            shift: tshift,
+            sub_shift: w.page_shift - tshift,
+            first: (w.bus_offset - t.bus_offset()) >> tshift,
+        };
+        if t.holds_entries(span.first, w.size() >> tshift) {
             return Err(WindowError::NotEmpty);
         }
-        self.windows[i]
-            .tables
-            .push(att)
-            .map_err(|_| WindowError::Full)
+        let w = &mut self.windows[i];
+        if w.tables.is_full() {
+            return Err(WindowError::Full);
+        }
+        // Cannot fail: both have room (they grow together).
+        let _ = w.tables.push(att);
+        let _ = w.spans.push(span);
+        Ok(())
     }
 
     /// Detaches the table attached with `cookie`; refused while the window holds hardware mappings.
@@ -486,6 +516,7 @@ impl Guest {
         if w.hw_mapped() != 0 {
             return Err(WindowError::Busy);
         }
+        w.spans.swap_remove(i);
         Ok(w.tables.swap_remove(i))
     }
 

@@ -318,6 +318,21 @@ impl GuestMemory {
         Some(m.ua.add(gpa.0 - m.gpa.0))
     }
 
+    /// [`Self::gpa_to_ua`], trying memslot `*hint` first and leaving in it the memslot that
+    /// answered: a batch of TCEs mostly stays in one memslot. Memslots do not overlap, so
+    /// the answer is the same whatever the hint.
+    #[inline]
+    pub fn gpa_to_ua_hinted(&self, gpa: GuestPhys, len: u64, hint: &mut usize) -> Option<Ua> {
+        let m = match self.memslots.get(*hint).filter(|m| m.contains(gpa, len)) {
+            Some(m) => m,
+            None => {
+                *hint = self.memslots.iter().position(|m| m.contains(gpa, len))?;
+                &self.memslots[*hint]
+            }
+        };
+        Some(m.ua.add(gpa.0 - m.gpa.0))
+    }
+
     /// Preregisters `[ua, ua + size)` with pages of `1 << page_shift` bytes, pinning each page of
     /// a RAM backing (one reference on the descriptor of its first 4 KiB frame... of every frame
     /// it holds). The same range again only counts up `used`; any other overlap is refused.
@@ -447,15 +462,44 @@ impl GuestMemory {
         ua: Ua,
         shift: u32,
     ) -> Result<(usize, HostPage), TranslateError> {
+        let mut hint = usize::MAX;
+        self.ua_to_hpa_hinted(ua, shift, &mut hint)
+    }
+
+    /// [`Self::ua_to_hpa_indexed`], trying region `*hint` first and leaving in it the region
+    /// that answered. Regions do not overlap, so the answer is the same whatever the hint.
+    #[inline]
+    pub fn ua_to_hpa_hinted(
+        &self,
+        ua: Ua,
+        shift: u32,
+        hint: &mut usize,
+    ) -> Result<(usize, HostPage), TranslateError> {
+        if let Some(r) = self.regions.get(*hint) {
+            match r.translate(ua, shift) {
+                Err(TranslateError::NotPreregistered) => {}
+                // Found (or found too large a page) in the one region that holds `ua`.
+                done => return done.map(|p| (*hint, p)),
+            }
+        }
         let len = 1u64
             .checked_shl(shift)
             .ok_or(TranslateError::PageTooLarge)?;
-        let i = self
+        *hint = self
             .regions
             .iter()
             .position(|r| r.contains(ua, len))
             .ok_or(TranslateError::NotPreregistered)?;
-        Ok((i, self.regions[i].translate(ua, shift)?))
+        Ok((*hint, self.regions[*hint].translate(ua, shift)?))
+    }
+
+    /// [`Self::region_for`], trying region `*hint` first and leaving in it the region found.
+    #[inline]
+    pub fn region_for_hinted(&self, ua: Ua, len: u64, hint: &mut usize) -> Option<&PreregRegion> {
+        if !self.regions.get(*hint).is_some_and(|r| r.contains(ua, len)) {
+            *hint = self.regions.iter().position(|r| r.contains(ua, len))?;
+        }
+        Some(&self.regions[*hint])
     }
 
     /// Translates `[ua, ua + 2^shift)` through preregistered memory.
@@ -642,6 +686,61 @@ mod tests {
         assert_eq!(r.clean_dirty(), 0);
         m.unregister(V, Ua(0x1000), 0x2000, &d).unwrap();
         assert!(d.iter().all(|(_, p)| !p.is_dirty()));
+    }
+
+    #[test]
+    fn hinted_lookups_answer_as_the_scans_whatever_the_hint() {
+        let d = descs();
+        let mut m = GuestMemory::new();
+        for (gpa, ua) in [(0u64, 0x7000_0000u64), (0x10_0000, 0x9000_0000)] {
+            m.add_memslot(Memslot {
+                gpa: GuestPhys(gpa),
+                size: 0x10_0000,
+                ua: Ua(ua),
+            })
+            .unwrap();
+        }
+        m.register(
+            V,
+            Ua(0x20_0000),
+            0x4000,
+            13,
+            Backing::Pages(hpas(&[0x108_000, 0x100_000])),
+            &d,
+        )
+        .unwrap();
+        let dev = Backing::Device(HostPhys(0xdead_0000));
+        m.register(V, Ua(0x40_0000), 0x10000, 16, dev, &d).unwrap();
+        for hint0 in [usize::MAX, 0, 1, 7] {
+            for gpa in [0u64, 0xf_f000, 0x10_0000, 0x1f_f000, 0x20_0000] {
+                let mut h = hint0;
+                let got = m.gpa_to_ua_hinted(GuestPhys(gpa), 0x1000, &mut h);
+                assert_eq!(
+                    got,
+                    m.gpa_to_ua(GuestPhys(gpa), 0x1000),
+                    "gpa {gpa:#x} hint {hint0}"
+                );
+                if let Some(ua) = got {
+                    assert_eq!(
+                        m.memslots()[h].ua.0,
+                        ua.0 - (gpa & 0xf_ffff),
+                        "hint left on the answer"
+                    );
+                }
+            }
+            for ua in [0x20_0000u64, 0x20_3000, 0x40_8000, 0x30_0000] {
+                let mut h = hint0;
+                let got = m.ua_to_hpa_hinted(Ua(ua), 12, &mut h);
+                assert_eq!(
+                    got,
+                    m.ua_to_hpa_indexed(Ua(ua), 12),
+                    "ua {ua:#x} hint {hint0}"
+                );
+                let mut h = hint0;
+                let r = m.region_for_hinted(Ua(ua), 0x1000, &mut h).map(|r| r.ua());
+                assert_eq!(r, m.region_for(Ua(ua), 0x1000).map(|r| r.ua()));
+            }
+        }
     }
 
     #[test]
