@@ -2,7 +2,7 @@
 //! attached to them.
 
 use crate::mm::GuestMemory;
-use crate::tce::{Be64, LockedMemoryBudget};
+use crate::tce::LockedMemoryBudget;
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -147,9 +147,11 @@ impl core::fmt::Debug for Attached {
 
 type ViewPage = [AtomicU64; VIEW_PAGE_ENTRIES];
 
-/// The guest's view of a window: the TCEs as the guest wrote them (big-endian), what H_GET_TCE
-/// returns. Pages are allocated on first non-zero store (virtual mode) and installed by
-/// compare-and-swap; a missing page reads as zeroes.
+/// The guest's view of a window: the TCEs as the guest wrote them, what H_GET_TCE returns.
+/// Stored in CPU order: only the handlers read it (no device, no user mapping), and a byte
+/// swap costs real mode a dozen instructions per entry each way. Pages are allocated on first
+/// non-zero store (virtual mode) and installed by compare-and-swap; a missing page reads as
+/// zeroes.
 #[derive(Debug)]
 pub struct GuestView {
     pages: Box<[AtomicPtr<ViewPage>]>,
@@ -176,7 +178,7 @@ impl GuestView {
     /// The guest TCE at `index` (0 where no page exists).
     pub fn get(&self, index: u64) -> u64 {
         self.page(index).map_or(0, |p| {
-            Be64::from_raw(p[index as usize % VIEW_PAGE_ENTRIES].load(Ordering::Acquire)).to_cpu()
+            p[index as usize % VIEW_PAGE_ENTRIES].load(Ordering::Acquire)
         })
     }
 
@@ -213,8 +215,7 @@ impl GuestView {
     pub fn set(&self, index: u64, tce: u64) -> bool {
         match self.page(index) {
             Some(p) => {
-                p[index as usize % VIEW_PAGE_ENTRIES]
-                    .store(Be64::from_cpu(tce).raw(), Ordering::Release);
+                p[index as usize % VIEW_PAGE_ENTRIES].store(tce, Ordering::Release);
                 true
             }
             None => tce == 0,

@@ -62,6 +62,21 @@ const fn next_level(e: u64) -> u64 {
     e & !LEVEL_FLAGS_MASK
 }
 
+/// The stored image of an owner-view leaf entry (an owner address): CPU order. Only software
+/// reads the owner view (the PHB walks the hardware view alone), so real mode pays no byte
+/// swap for it; its indirect entries stay big-endian like the hardware view's, so one walk
+/// serves both views.
+#[inline]
+const fn owner_image(v: u64) -> Be64 {
+    Be64::from_raw(v)
+}
+
+/// The owner address an owner-view leaf image holds (see [`owner_image`]).
+#[inline]
+const fn owner_value(e: Be64) -> u64 {
+    e.raw()
+}
+
 /// First index past `i` that is a multiple of `1 << shift`.
 #[inline]
 const fn next_boundary(i: u64, shift: u32) -> u64 {
@@ -273,7 +288,7 @@ impl<M: TceMemory, B: LockedMemoryBudget> TceTable<M, B> {
         self.for_each_leaf(View::Owner, lo, hi, |leaf, a, b| {
             for i in a..b {
                 let v = owner_addr + ((i - lo) << shift);
-                self.store_entry(leaf, self.slot(i, self.leaf_depth()), Be64::from_cpu(v));
+                self.store_entry(leaf, self.slot(i, self.leaf_depth()), owner_image(v));
             }
         });
         Ok(())
@@ -302,9 +317,9 @@ impl<M: TceMemory, B: LockedMemoryBudget> TceTable<M, B> {
         alloc: MayAlloc,
     ) -> Result<u64, TceError> {
         self.check_index(index)?;
-        let new = Be64::from_cpu(owner_addr);
+        let new = owner_image(owner_addr);
         let old = self.exchange_raw(View::Owner, index, new, owner_addr == 0, alloc)?;
-        Ok(old.to_cpu())
+        Ok(owner_value(old))
     }
 
     /// The hardware TCE at `index`; a missing level reads as [`Tce::NONE`]. Never allocates.
@@ -316,7 +331,7 @@ impl<M: TceMemory, B: LockedMemoryBudget> TceTable<M, B> {
     /// The owner address at `index` (0 = none). Never allocates.
     pub fn owner_get(&self, index: u64) -> Result<u64, TceError> {
         self.check_index(index)?;
-        Ok(self.get_raw(View::Owner, index).to_cpu())
+        Ok(owner_value(self.get_raw(View::Owner, index)))
     }
 
     /// Both views of entries `first..first + out.len()` (host order: hardware TCE bits, owner
@@ -331,11 +346,11 @@ impl<M: TceMemory, B: LockedMemoryBudget> TceTable<M, B> {
         for v in BOTH_VIEWS {
             self.for_each_leaf(v, first.min(hi), hi, |leaf, a, b| {
                 for i in a..b {
-                    let e = self.load_entry(leaf, self.slot(i, leaf_depth)).to_cpu();
+                    let e = self.load_entry(leaf, self.slot(i, leaf_depth));
                     let o = &mut out[(i - first) as usize];
                     match v {
-                        View::Hardware => o.0 = e,
-                        View::Owner => o.1 = e,
+                        View::Hardware => o.0 = e.to_cpu(),
+                        View::Owner => o.1 = owner_value(e),
                     }
                 }
             });
@@ -387,7 +402,7 @@ impl<M: TceMemory, B: LockedMemoryBudget> TceTable<M, B> {
                 }
                 let slot = self.slot(j, leaf_depth);
                 let old_owner = ow.map_or(0, |l| {
-                    self.swap_entry(l, slot, Be64::from_cpu(owner)).to_cpu()
+                    owner_value(self.swap_entry(l, slot, owner_image(owner)))
                 });
                 let old_tce = hw.map_or(0, |l| {
                     Tce::from_be(self.swap_entry(l, slot, t.to_be())).bits()
@@ -429,7 +444,7 @@ impl<M: TceMemory, B: LockedMemoryBudget> TceTable<M, B> {
         }
         let slot = self.slot(index, self.leaf_depth());
         let old_owner = ow.map_or(0, |l| {
-            self.swap_entry(l, slot, Be64::from_cpu(owner)).to_cpu()
+            owner_value(self.swap_entry(l, slot, owner_image(owner)))
         });
         let old_tce = hw.map_or(0, |l| {
             Tce::from_be(self.swap_entry(l, slot, t.to_be())).bits()

@@ -118,6 +118,32 @@ fn entries_are_stored_big_endian_as_the_phb_reads_them() {
 }
 
 #[test]
+fn owner_leaves_are_stored_in_cpu_order_behind_big_endian_indirect_entries() {
+    let mem = HeapMemory::new();
+    let budget = LockedVm::new(u64::MAX);
+    let t = table(three_level(), &mem, &budget);
+    let idx = (3 << 18) | (5 << 9) | 7;
+    t.owner_exchange(idx, 0x7fff_1234_5000, MayAlloc::Yes)
+        .unwrap();
+    let g = *t.geometry();
+    let mut level = t.owner_top_level_phys();
+    for d in 0..2 {
+        // SAFETY: live level of `t`, slot in range.
+        let e = u64::from_be(unsafe { mem.load(level + g.slot(idx, d) * 8) });
+        assert_eq!(
+            e & 0xfff,
+            0x3,
+            "indirect entries are big-endian in the owner view too"
+        );
+        level = e & !0xfff;
+    }
+    // SAFETY: live leaf of `t`, slot 7 in range.
+    let raw = unsafe { mem.load(level + 7 * 8) };
+    assert_eq!(raw, 0x7fff_1234_5000, "only software reads it: CPU order");
+    assert_eq!(t.owner_get(idx), Ok(0x7fff_1234_5000));
+}
+
+#[test]
 fn set_without_permission_reports_would_allocate_and_changes_nothing() {
     let mem = HeapMemory::new();
     let budget = LockedVm::new(u64::MAX);

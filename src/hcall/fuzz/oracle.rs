@@ -204,19 +204,45 @@ pub fn check_pages(w: &World, pages: &[u64], expect: &[u64]) -> Result<(), Strin
     Ok(())
 }
 
-/// Every entry of one view of `t` (top level at `top`), read the way the PHB walks the table:
-/// the top level, then the level each indirect entry points at, down to the leaves; a missing
-/// level reads as zeros. Raw values (host order). `Err` names a malformed indirect entry.
-pub fn walk_view(t: &SimTable, top: u64, out: &mut Vec<u64>) -> Result<(), String> {
+/// How a view stores its leaf entries: the hardware view big-endian (the PHB reads it), the
+/// owner view in CPU order (only software reads it). Indirect entries are big-endian in both.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum LeafOrder {
+    /// Big-endian (the hardware view).
+    BigEndian,
+    /// CPU order (the owner view).
+    Cpu,
+}
+
+impl LeafOrder {
+    fn value(self, raw: u64) -> u64 {
+        match self {
+            LeafOrder::BigEndian => Be64::from_raw(raw).to_cpu(),
+            LeafOrder::Cpu => raw,
+        }
+    }
+}
+
+/// Every entry of one view of `t` (top level at `top`, leaves stored in `order`), read the way
+/// the PHB walks the table: the top level, then the level each indirect entry points at, down
+/// to the leaves; a missing level reads as zeros. Values in host order. `Err` names a
+/// malformed indirect entry.
+pub fn walk_view(
+    t: &SimTable,
+    top: u64,
+    order: LeafOrder,
+    out: &mut Vec<u64>,
+) -> Result<(), String> {
     let g = t.geometry();
     out.clear();
     out.resize(g.entries() as usize, 0);
-    walk_level(t, top, 0, 0, out)
+    walk_level(t, top, order, 0, 0, out)
 }
 
 fn walk_level(
     t: &SimTable,
     level: u64,
+    order: LeafOrder,
     depth: u32,
     base: u64,
     out: &mut [u64],
@@ -235,16 +261,16 @@ fn walk_level(
     // table, the same pointers its own walk follows (levels are freed only when the table
     // drops, and `t` is borrowed), allocated by its memory with the geometry's level size.
     // `slot` is below `entries_per_level`, so the address is an aligned entry inside it.
-    let load = |slot: u64| Be64::from_raw(unsafe { t.memory().load(level + slot * 8) }).to_cpu();
+    let load = |slot: u64| unsafe { t.memory().load(level + slot * 8) };
     if depth + 1 == g.levels() {
         let out = &mut out[base as usize..(base + slots) as usize];
         for (slot, e) in (0..slots).zip(out.iter_mut()) {
-            *e = load(slot);
+            *e = order.value(load(slot));
         }
         return Ok(());
     }
     for slot in 0..slots {
-        let e = load(slot);
+        let e = Be64::from_raw(load(slot)).to_cpu();
         if e == 0 {
             continue;
         }
@@ -254,7 +280,7 @@ fn walk_level(
                 "depth {depth} slot {slot} of level {level:#x}: malformed indirect entry {e:#x}"
             ));
         }
-        walk_level(t, next, depth + 1, base + (slot << cover), out)?;
+        walk_level(t, next, order, depth + 1, base + (slot << cover), out)?;
     }
     Ok(())
 }
@@ -326,7 +352,10 @@ impl<'t> Reader<'t> {
             out[v] = if leaf == 0 {
                 0
             } else {
-                self.load(leaf + slot * 8)
+                // SAFETY: `leaf` is a live leaf level of this table (from `walk_to_leaf`) and
+                // `slot` is below `entries_per_level`, as in `load`.
+                let raw = unsafe { self.t.memory().load(leaf + slot * 8) };
+                [LeafOrder::BigEndian, LeafOrder::Cpu][v].value(raw)
             };
         }
         Ok((out[0], out[1]))
@@ -659,11 +688,21 @@ impl Model {
         for (ti, t) in w.tables.iter().enumerate() {
             let m = &self.tables[ti];
             let views = [
-                ("hardware", t.table.top_level_phys(), &m.hw),
-                ("owner", t.table.owner_top_level_phys(), &m.owner),
+                (
+                    "hardware",
+                    t.table.top_level_phys(),
+                    LeafOrder::BigEndian,
+                    &m.hw,
+                ),
+                (
+                    "owner",
+                    t.table.owner_top_level_phys(),
+                    LeafOrder::Cpu,
+                    &m.owner,
+                ),
             ];
-            for (name, top, model) in views {
-                walk_view(&t.table, top, &mut self.image)
+            for (name, top, order, model) in views {
+                walk_view(&t.table, top, order, &mut self.image)
                     .map_err(|e| unrecorded(format!("table {ti} {name} view: {e}")))?;
                 if self.image != *model {
                     let i = (0..model.len())
