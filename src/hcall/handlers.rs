@@ -319,7 +319,7 @@ const SMALL_BATCH: u64 = 8;
 /// one's log can never fill (each entry touched logs at most once), and the large one is what
 /// real mode's limits are stated for.
 fn update<M: ExecMode>(g: &Guest, m: M, w: &Window, first: u64, n: u64, tces: Tces<'_>) -> Step<M> {
-    if n == 1 && w.spans.len() == 1 && w.spans[0].sub_shift == 0 {
+    if n == 1 && one_table_of_window_pages(w) {
         return update_one(g, m, w, first, tces.at(0));
     }
     let touched = w.spans.iter().fold(0u64, |acc, sp| {
@@ -332,6 +332,13 @@ fn update<M: ExecMode>(g: &Guest, m: M, w: &Window, first: u64, n: u64, tces: Tc
     } else {
         update_in::<M, { MAX_INDIRECT as usize }, RM_UNDO, 64>(g, m, w, first, n, tces)
     }
+}
+
+/// Whether the window has one hardware table, of its own page size: one hardware entry per
+/// guest TCE, [`update_one`]'s case.
+#[inline]
+fn one_table_of_window_pages(w: &Window) -> bool {
+    w.spans.len() == 1 && w.spans[0].sub_shift == 0
 }
 
 /// [`update`] of one TCE in a window with one hardware table of the window's page size (one
@@ -379,7 +386,7 @@ fn update_one<M: ExecMode>(g: &Guest, m: M, w: &Window, idx: u64, tce: u64) -> S
                 return Err(prepare_failed(m, e));
             }
             // A refused exchange: the kill is issued as for any stopped batch.
-            if !kill(w, idx, 1, 1) {
+            if !kill_one(w, h) {
                 g.stats.kill_failures.fetch_add(1, Ordering::Relaxed);
             }
             return Err(HcallResult::Hardware.into());
@@ -393,7 +400,7 @@ fn update_one<M: ExecMode>(g: &Guest, m: M, w: &Window, idx: u64, tce: u64) -> S
     if replaced.is_some() {
         w.hw_mapped.fetch_sub(1, Ordering::AcqRel);
     }
-    let killed = kill(w, idx, 1, 1);
+    let killed = kill_one(w, h);
     if killed {
         if let Some((o, o_owner)) = replaced {
             release(g, tshift, o, o_owner, &mut hints.region);
@@ -455,12 +462,14 @@ fn update_in<M: ExecMode, const L: usize, const U: usize, const R: usize>(
     let _guard = lock_window(w, m)?;
 
     // 3. Guest-view pages and hardware levels: virtual mode allocates what is missing, real
-    // mode declines.
-    for i in 0..n {
-        if tces.at(i) != 0 && !w.view.present(first + i) {
-            match m.decline() {
-                Some(d) => return Err(Exit::Decline(d)),
-                None => w.view.ensure(first + i),
+    // mode declines. (Only where a page is missing does each entry need a look.)
+    if !w.view.present_run(first, n) {
+        for i in 0..n {
+            if tces.at(i) != 0 && !w.view.present(first + i) {
+                match m.decline() {
+                    Some(d) => return Err(Exit::Decline(d)),
+                    None => w.view.ensure(first + i),
+                }
             }
         }
     }
@@ -598,10 +607,8 @@ fn update_in<M: ExecMode, const L: usize, const U: usize, const R: usize>(
             // in the table, so the guest view shows them.
             g.stats.kill_failures.fetch_add(1, Ordering::Relaxed);
         }
-        for i in 0..n {
-            let stored = w.view.set(first + i, tces.at(i));
-            debug_assert!(stored, "guest view page vanished under the window lock");
-        }
+        let stored = w.view.set_run(first, n, |i| tces.at(i));
+        debug_assert!(stored, "guest view page vanished under the window lock");
         return if killed {
             Ok(())
         } else {
@@ -640,6 +647,13 @@ fn for_exchanged(
             f(pos, sub);
         }
     }
+}
+
+/// [`kill`] of the one entry `h` of a window's only table ([`update_one`]'s case).
+#[inline]
+fn kill_one(w: &Window, h: u64) -> bool {
+    let a = &w.tables[0];
+    a.kill.invalidate(a.cookie, h, 1).is_ok()
 }
 
 /// Kills the TCE cache for the batch in the first `tables` tables; false if any kill failed.
@@ -739,6 +753,9 @@ fn rm_read_unpinned_list(
 pub(crate) fn h_put_tce<M: ExecMode>(g: &Guest, m: M, liobn: u64, ioba: u64, tce: u64) -> Step<M> {
     let w = find_window(g, liobn)?;
     let idx = check_ioba(w, ioba, 1)?;
+    if one_table_of_window_pages(w) {
+        return update_one(g, m, w, idx, tce);
+    }
     update(g, m, w, idx, 1, Tces::Same(tce))
 }
 

@@ -187,6 +187,43 @@ impl GuestView {
         self.page(index).is_some()
     }
 
+    /// Whether every page holding `[first, first + n)` exists (`n == 0`: true): a batch's
+    /// stores then need no allocation, whatever they store.
+    pub fn present_run(&self, first: u64, n: u64) -> bool {
+        if n == 0 {
+            return true;
+        }
+        let (lo, hi) = (
+            first as usize / VIEW_PAGE_ENTRIES,
+            (first + n - 1) as usize / VIEW_PAGE_ENTRIES,
+        );
+        self.pages[lo..=hi]
+            .iter()
+            .all(|p| !p.load(Ordering::Acquire).is_null())
+    }
+
+    /// [`GuestView::set`] of `value(i)` at `first + i` for each `i < n`, finding each page once:
+    /// false if a non-zero value's page is missing (that value is not stored; the others are).
+    pub fn set_run(&self, first: u64, n: u64, value: impl Fn(u64) -> u64) -> bool {
+        let mut ok = true;
+        let mut i = 0;
+        while i < n {
+            let index = first + i;
+            let in_page = index as usize % VIEW_PAGE_ENTRIES;
+            let k = (n - i).min((VIEW_PAGE_ENTRIES - in_page) as u64);
+            match self.page(index) {
+                Some(p) => {
+                    for (j, e) in p[in_page..in_page + k as usize].iter().enumerate() {
+                        e.store(value(i + j as u64), Ordering::Release);
+                    }
+                }
+                None => ok &= (i..i + k).all(|j| value(j) == 0),
+            }
+            i += k;
+        }
+        ok
+    }
+
     /// Allocates the page holding `index` if missing (virtual mode only).
     pub fn ensure(&self, index: u64) {
         let slot = &self.pages[index as usize / VIEW_PAGE_ENTRIES];
@@ -529,5 +566,33 @@ impl Guest {
     /// All windows.
     pub fn windows(&self) -> &[Window] {
         &self.windows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_over_view_pages_equal_entry_by_entry() {
+        const P: u64 = VIEW_PAGE_ENTRIES as u64;
+        let v = GuestView::new(4 * P);
+        v.ensure(0);
+        v.ensure(2 * P);
+        assert!(v.present_run(0, P) && v.present_run(5, 0));
+        assert!(!v.present_run(P - 1, 2), "crosses into the missing page 1");
+        assert!(v.present_run(2 * P + 3, P - 3));
+        // Values across pages 0..=2: page 1 is missing, so its non-zero values are refused
+        // and the rest stored, as `set` would do one by one.
+        let value = |i: u64| if i.is_multiple_of(3) { 0 } else { 0x1000 * i + 1 };
+        let (first, n) = (P - 4, P + 8);
+        assert!(!v.set_run(first, n, value));
+        for i in 0..n {
+            let want = if (first + i) / P == 1 { 0 } else { value(i) };
+            assert_eq!(v.get(first + i), want, "entry {}", first + i);
+        }
+        // Zeros need no page.
+        assert!(v.set_run(P, P, |_| 0));
+        assert_eq!(v.allocated_pages(), 2);
     }
 }
