@@ -449,10 +449,9 @@ fn update_in<M: ExecMode, const L: usize, const U: usize, const R: usize>(
             &list_targets
         }
     };
-    let target = |i: u64| match tces {
-        Tces::Same(_) => targets[0],
-        Tces::List(_) => targets[i as usize],
-    };
+    // One target for every TCE, or one each: indexed with a stride of 0 or 1.
+    let stride = usize::from(matches!(tces, Tces::List(_)));
+    let target = |i: u64| targets[i as usize * stride];
     if n == 0 {
         return Ok(());
     }
@@ -529,7 +528,7 @@ fn update_in<M: ExecMode, const L: usize, const U: usize, const R: usize>(
     let mut bufs: Option<(RunBuf<R>, RunBuf<R>)> = None;
     'tables: for (ti, a) in w.tables.iter().enumerate() {
         let t = &a.table;
-        let tshift = w.spans[ti].shift;
+        let (tshift, sub_shift) = (w.spans[ti].shift, w.spans[ti].sub_shift);
         let (hfirst, sub) = hw_span(w, ti, first);
         let mut p = 0;
         while p < n * sub {
@@ -552,7 +551,7 @@ fn update_in<M: ExecMode, const L: usize, const U: usize, const R: usize>(
                 // Entries already empty are exchanged with empty: no change, nothing logged.
                 for (j, e) in news[..k].iter_mut().enumerate() {
                     let q = p + j as u64;
-                    *e = hw_entry(target(q / sub), q % sub, tshift);
+                    *e = hw_entry(target(q >> sub_shift), q & (sub - 1), tshift);
                 }
                 let done = match t.exchange_run(h, &news[..k], &mut olds[..k]) {
                     Ok(()) => k,
@@ -808,25 +807,23 @@ pub(crate) fn h_put_tce_indirect<M: ExecMode>(
         .gpa_to_ua(GuestPhys(tce_list), 0x1000)
         .ok_or(HcallResult::Parameter)?;
     // Each entry is read exactly once, into this array; validation and commit use the copy.
-    // Only `npages` slots are initialised: zeroing all 4 KiB would cost a short list as much
-    // as a full one.
+    // Only `npages` slots are written, and each once (the kernel's memset costs an
+    // instruction a byte: zeroing first would cost a short list as much as a full one).
     let mut buf: heapless::Vec<u64, { MAX_INDIRECT as usize }> = heapless::Vec::new();
-    buf.resize(npages as usize, 0)
-        .map_err(|_| HcallResult::Parameter)?;
-    let list = &mut buf[..];
     match m.token() {
         Token::Real(rm) => match g.mem.ua_to_hpa(ua, 12) {
             Ok((_, hp)) => {
-                for (i, e) in list.iter_mut().enumerate() {
-                    *e = env
-                        .mem
-                        .phys_read_be64(rm, hp.hpa.add(8 * i as u64))
-                        .to_cpu();
+                for i in 0..npages {
+                    let e = env.mem.phys_read_be64(rm, hp.hpa.add(8 * i)).to_cpu();
+                    // Cannot fail: npages <= MAX_INDIRECT, the capacity.
+                    let _ = buf.push(e);
                 }
             }
             // Not preregistered, whatever else is: the slower way, still in real mode.
             Err(_) => {
-                rm_read_unpinned_list(env, rm, GuestPhys(tce_list), list)
+                buf.resize(npages as usize, 0)
+                    .map_err(|_| HcallResult::Parameter)?;
+                rm_read_unpinned_list(env, rm, GuestPhys(tce_list), &mut buf)
                     .ok_or_else(|| decline_or(m, HcallResult::Parameter))?;
                 g.stats
                     .indirect
@@ -835,13 +832,16 @@ pub(crate) fn h_put_tce_indirect<M: ExecMode>(
             }
         },
         Token::Virt(v) => {
-            for (i, e) in list.iter_mut().enumerate() {
-                match env.mem.ua_read_be64(v, ua.add(8 * i as u64)) {
-                    Some(x) => *e = x.to_cpu(),
+            for i in 0..npages {
+                match env.mem.ua_read_be64(v, ua.add(8 * i)) {
+                    Some(x) => {
+                        // Cannot fail: npages <= MAX_INDIRECT, the capacity.
+                        let _ = buf.push(x.to_cpu());
+                    }
                     None => return Err(HcallResult::Parameter.into()),
                 }
             }
         }
     }
-    update(g, m, w, first, npages, Tces::List(list))
+    update(g, m, w, first, npages, Tces::List(&buf))
 }

@@ -584,7 +584,13 @@ mod tests {
         assert!(v.present_run(2 * P + 3, P - 3));
         // Values across pages 0..=2: page 1 is missing, so its non-zero values are refused
         // and the rest stored, as `set` would do one by one.
-        let value = |i: u64| if i.is_multiple_of(3) { 0 } else { 0x1000 * i + 1 };
+        let value = |i: u64| {
+            if i.is_multiple_of(3) {
+                0
+            } else {
+                0x1000 * i + 1
+            }
+        };
         let (first, n) = (P - 4, P + 8);
         assert!(!v.set_run(first, n, value));
         for i in 0..n {
