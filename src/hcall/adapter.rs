@@ -81,17 +81,8 @@ where
     }
 
     fn exchange(&self, index: u64, tce: u64, owner: u64) -> Result<(u64, u64), HwError> {
-        // Owner first: whoever sees the hardware entry can find what it maps from.
-        let old_owner = self
-            .owner_exchange(index, owner, MayAlloc::No)
-            .map_err(hw_err)?;
-        match TceTable::exchange(self, index, Tce::from_bits(tce), MayAlloc::No) {
-            Ok(old) => Ok((old.bits(), old_owner)),
-            Err(e) => {
-                // Put the owner view back so both views stay paired.
-                let _ = self.owner_exchange(index, old_owner, MayAlloc::No);
-                Err(hw_err(e))
-            }
-        }
+        // Owner first (whoever sees the hardware entry can find what it maps from), both
+        // leaves found before either changes.
+        TceTable::exchange_both(self, index, tce, owner).map_err(hw_err)
     }
 }

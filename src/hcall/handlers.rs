@@ -342,9 +342,11 @@ fn one_table_of_window_pages(w: &Window) -> bool {
 }
 
 /// [`update`] of one TCE in a window with one hardware table of the window's page size (one
-/// hardware entry): the same phases, checks, order and outcome as [`update_in`], written for
-/// that case (no per-table or per-sub-entry loops, no undo log: a refused exchange changed
-/// nothing).
+/// hardware entry): the same checks and outcome as [`update_in`], written for that case (no
+/// per-table or per-sub-entry loops, no undo log: a refused exchange changed nothing). The
+/// region count is taken before the levels are checked rather than after, and given back if
+/// they refuse: nothing can see the difference (unregistering needs the guest's memory
+/// exclusively).
 fn update_one<M: ExecMode>(g: &Guest, m: M, w: &Window, idx: u64, tce: u64) -> Step<M> {
     // 1. Validate.
     let mut hints = Hints::NONE;
@@ -367,8 +369,8 @@ fn update_one<M: ExecMode>(g: &Guest, m: M, w: &Window, idx: u64, tce: u64) -> S
     if let Some(x) = &target {
         acquire(g, x, 1);
     }
-    // 3 and 6. Hardware levels (real mode: check only) and the exchange, one walk per view;
-    // a clear needs no level (a missing one holds nothing).
+    // 6. The hardware levels (step 3 for the table; real mode: check only) and the exchange,
+    // one walk per view; a clear needs no level (a missing one holds nothing).
     let (new, owner) = hw_entry(target, 0, tshift);
     let exchanged = match target {
         Some(_) => t.prepare_exchange(h, new, owner, m.decline().is_none()),

@@ -439,6 +439,40 @@ impl<M: TceMemory, B: LockedMemoryBudget> TceTable<M, B> {
             hw = self.leaf(View::Hardware, index).ok();
             ow = self.leaf(View::Owner, index).ok();
         }
+        self.swap_both(index, hw, ow, t, owner)
+    }
+
+    /// Both views of entry `index` exchanged as [`Self::exchange`] and
+    /// [`Self::owner_exchange`] with [`MayAlloc::No`] would, owner first, with one walk per
+    /// view: `tce` (host order) and `owner` in, the old pair out. All or nothing: errors
+    /// ([`TceError::OutOfWindow`], [`TceError::Misaligned`], [`TceError::WouldAllocate`] when a
+    /// level a non-empty value needs is missing) change neither view. Storing empty where a
+    /// level is missing changes nothing.
+    pub fn exchange_both(&self, index: u64, tce: u64, owner: u64) -> Result<(u64, u64), TceError> {
+        self.check_index(index)?;
+        let t = Tce::from_bits(tce);
+        if t.hpa() & (self.geo.page_size() - 1) != 0 {
+            return Err(TceError::Misaligned);
+        }
+        let hw = self.leaf(View::Hardware, index).ok();
+        let ow = self.leaf(View::Owner, index).ok();
+        if (hw.is_none() && !t.is_none()) || (ow.is_none() && owner != 0) {
+            return Err(TceError::WouldAllocate);
+        }
+        self.swap_both(index, hw, ow, t, owner)
+    }
+
+    /// The exchanges of [`Self::exchange_both`] once both leaves are found (`None`: missing,
+    /// and the value for it empty).
+    #[inline]
+    fn swap_both(
+        &self,
+        index: u64,
+        hw: Option<u64>,
+        ow: Option<u64>,
+        t: Tce,
+        owner: u64,
+    ) -> Result<(u64, u64), TceError> {
         if !t.is_none() || owner != 0 {
             self.mark_written();
         }

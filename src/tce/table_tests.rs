@@ -889,3 +889,35 @@ fn prepare_exchange_is_prepare_then_both_exchanges() {
     assert_eq!((t.get(7), t.owner_get(7)), (Ok(Tce::NONE), Ok(0)));
     assert!(t.holds_entries(5..6), "the written flag is kept");
 }
+
+#[test]
+fn exchange_both_is_both_exchanges_all_or_nothing() {
+    let mem = HeapMemory::new();
+    let budget = LockedVm::new(u64::MAX);
+    let t = table(three_level(), &mem, &budget);
+    let rw = Tce::new(0x5000, RW).bits();
+    // Hardware path only: a mapping needs the owner's level too, so nothing changes.
+    t.exchange(5, Tce::new(0x5000, RW), MayAlloc::Yes).unwrap();
+    assert_eq!(
+        t.exchange_both(5, rw, 0x1_5000),
+        Err(TceError::WouldAllocate)
+    );
+    assert_eq!((t.get(5), t.owner_get(5)), (Ok(Tce::from_bits(rw)), Ok(0)));
+    // Clearing where the owner level is missing: the hardware entry goes, nothing allocated.
+    let before = t.allocated_bytes();
+    assert_eq!(t.exchange_both(5, 0, 0), Ok((rw, 0)));
+    assert_eq!(t.allocated_bytes(), before);
+    // Both levels present: the old pair back, the new one stored in both views.
+    t.prepare(5..6, MayAlloc::Yes).unwrap();
+    assert_eq!(t.exchange_both(5, rw, 0x1_5000), Ok((0, 0)));
+    let ro = Tce::new(0x6000, TcePerm::READ).bits();
+    assert_eq!(t.exchange_both(5, ro, 0x1_6000), Ok((rw, 0x1_5000)));
+    assert_eq!(
+        (t.get(5), t.owner_get(5)),
+        (Ok(Tce::from_bits(ro)), Ok(0x1_6000))
+    );
+    assert_eq!(
+        t.exchange_both(t.entries(), 0, 0),
+        Err(TceError::OutOfWindow)
+    );
+}
