@@ -492,26 +492,10 @@ extern "C" fn hcall_handler(regs: &mut GuestRegs) -> u64 {
     // SAFETY: `regs` is the first field of a Partition (repr(C)): the vCPU the kernel entered.
     let p = unsafe { &mut *(regs as *mut GuestRegs as *mut Partition) };
     let nr = p.regs.gpr[3];
-    let args = [p.regs.gpr[4], p.regs.gpr[5], p.regs.gpr[6], p.regs.gpr[7]];
-    match nr {
-        H_P9_EXIT => return EXIT_GUEST | (p.regs.gpr[4] & 0xffff_ffff),
-        H_PUT_TERM_CHAR => {
-            let len = (p.regs.gpr[5] as usize).min(16);
-            let mut bytes = [0u8; 16];
-            bytes[..8].copy_from_slice(&p.regs.gpr[6].to_be_bytes());
-            bytes[8..].copy_from_slice(&p.regs.gpr[7].to_be_bytes());
-            for &b in &bytes[..len] {
-                let _ = p.console.push(b as char);
-            }
-            return p.finish(
-                nr,
-                HcallReturn::status(HcallResult::Success),
-                Path::Other,
-                false,
-            );
-        }
-        _ => {}
+    if matches!(nr, H_P9_EXIT | H_PUT_TERM_CHAR) {
+        return partition_call(p, nr);
     }
+    let args = [p.regs.gpr[4], p.regs.gpr[5], p.regs.gpr[6], p.regs.gpr[7]];
     let env = Env {
         pages: pages(),
         mem: &p.mem,
@@ -529,14 +513,45 @@ extern "C" fn hcall_handler(regs: &mut GuestRegs) -> u64 {
             let path = if is_tce(nr) { Path::Real } else { Path::Other };
             p.finish(nr, r, path, false)
         }
-        Err(TooHard) => {
-            let (r, msr_ok) = mmu::virtual_mode(|v| {
-                let ok = spr::msr().contains(Msr::IR | Msr::DR);
-                (vm_dispatch(&p.guest, &env, v, nr, args), ok)
-            });
-            p.finish(nr, r, Path::Virtual, msr_ok)
-        }
+        Err(TooHard) => virtual_mode_call(p, nr, args),
     }
+}
+
+/// The partition's own calls (console output, exit), kept out of the hot path's frame.
+#[cold]
+#[inline(never)]
+fn partition_call(p: &mut Partition, nr: u64) -> u64 {
+    if nr == H_P9_EXIT {
+        return EXIT_GUEST | (p.regs.gpr[4] & 0xffff_ffff);
+    }
+    let len = (p.regs.gpr[5] as usize).min(16);
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&p.regs.gpr[6].to_be_bytes());
+    bytes[8..].copy_from_slice(&p.regs.gpr[7].to_be_bytes());
+    for &b in &bytes[..len] {
+        let _ = p.console.push(b as char);
+    }
+    p.finish(
+        nr,
+        HcallReturn::status(HcallResult::Success),
+        Path::Other,
+        false,
+    )
+}
+
+/// What real mode declined: the virtual-mode handler with the MMU on (its own frame, so the
+/// real-mode path does not pay for the switch's).
+#[inline(never)]
+fn virtual_mode_call(p: &mut Partition, nr: u64, args: [u64; 4]) -> u64 {
+    let env = Env {
+        pages: pages(),
+        mem: &p.mem,
+    };
+    let (r, msr_ok) = mmu::virtual_mode(|v| {
+        let ok = spr::msr().contains(Msr::IR | Msr::DR);
+        (vm_dispatch(&p.guest, &env, v, nr, args), ok)
+    });
+    p.finish(nr, r, Path::Virtual, msr_ok)
 }
 
 fn is_tce(nr: u64) -> bool {
