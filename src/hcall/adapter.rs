@@ -1,7 +1,8 @@
 //! [`HwTable`] for the `tce` module's [`TceTable`]: the hypercalls' view of a hardware table.
 //!
-//! The hypercalls need "read both views" and "exchange both views" per entry; `TceTable` offers
-//! them per view, so this adapter pairs them. Indices are table entry indices.
+//! The hypercalls need "read both views" and "exchange both views" per entry or run of
+//! entries; `TceTable` offers those (one walk per view and leaf), and this adapter maps its
+//! errors to the hypercalls' ([`HwError`], [`PutError`]). Indices are table entry indices.
 
 use super::window::{HwError, HwTable, PutError};
 use crate::tce::{LockedMemoryBudget, MayAlloc, Tce, TceError, TceMemory, TceTable};
