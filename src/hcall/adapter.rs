@@ -53,10 +53,6 @@ where
         TceTable::exchange_run(self, first, news, olds).map_err(|(i, e)| (i, hw_err(e)))
     }
 
-    fn read_tce(&self, index: u64) -> u64 {
-        self.get(index).map_or(0, Tce::bits)
-    }
-
     fn read_run(&self, first: u64, out: &mut [(u64, u64)]) {
         TceTable::read_run(self, first, out)
     }

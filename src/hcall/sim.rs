@@ -466,10 +466,6 @@ impl HwTable for FaultyTable {
         HwTable::read_run(&*self.inner, first, out)
     }
 
-    fn read_tce(&self, index: u64) -> u64 {
-        HwTable::read_tce(&*self.inner, index)
-    }
-
     fn exchange(&self, index: u64, tce: u64, owner: u64) -> Result<(u64, u64), HwError> {
         self.exchanges.fetch_add(1, Ordering::AcqRel);
         let hit = self
@@ -535,10 +531,6 @@ impl HwTable for Recorded {
 
     fn read_run(&self, first: u64, out: &mut [(u64, u64)]) {
         self.inner.read_run(first, out)
-    }
-
-    fn read_tce(&self, index: u64) -> u64 {
-        self.inner.read_tce(index)
     }
 
     fn exchange(&self, index: u64, tce: u64, owner: u64) -> Result<(u64, u64), HwError> {

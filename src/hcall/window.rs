@@ -50,10 +50,6 @@ pub trait HwTable: Send + Sync {
     /// The hardware TCE (host order, `hpa | perm`) and owner value (ua) at `index`; 0s where
     /// the level is missing. Never allocates.
     fn read(&self, index: u64) -> (u64, u64);
-    /// The hardware TCE alone at `index` (what [`HwTable::read`] returns first).
-    fn read_tce(&self, index: u64) -> u64 {
-        self.read(index).0
-    }
     /// [`HwTable::read`] of `out.len()` consecutive entries from `first` (an implementation
     /// walks its levels once per leaf, not once per entry).
     fn read_run(&self, first: u64, out: &mut [(u64, u64)]) {
