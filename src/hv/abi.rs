@@ -30,6 +30,96 @@ pub mod action {
     pub const BENCH: u64 = 3;
 }
 
+/// Guest actions: a [`Call`] whose `nr` has [`GUEST_ACTION`] set is not a hypercall but
+/// something the guest does itself (what a hostile guest would try). Its outcome is written to
+/// [`CallResult`]: `r3` = [`outcome::OK`] with the value in `r4`, or [`outcome::INTERRUPT`] with
+/// the guest's own vector in `r4`; an action that makes the hypervisor stop the guest has no
+/// result (the hypervisor reports the stop and restarts the vCPU at the next call).
+pub const GUEST_ACTION: u64 = 1 << 63;
+
+/// The actions (`nr = GUEST_ACTION | op`), with their arguments in `args`.
+pub mod guest_op {
+    /// Spin forever with MSR[EE] off.
+    pub const SPIN: u64 = 1;
+    /// Spin forever with MSR[EE] on and the decrementer armed (the guest's own 0x900 handler
+    /// re-arms it and returns to the spin).
+    pub const SPIN_EE: u64 = 2;
+    /// Load a doubleword from guest physical `args[0]`; the value in `r4`.
+    pub const LOAD: u64 = 3;
+    /// Store `args[1]` to guest physical `args[0]`.
+    pub const STORE: u64 = 4;
+    /// Branch (and link) to guest physical `args[0]`; `r4` = r3 when it returns.
+    pub const EXEC: u64 = 5;
+    /// Execute the instruction word `args[0]` with r3 = `args[1]`; `r4` = r3 after it.
+    pub const INSN: u64 = 6;
+    /// Read SPR `args[0]` right after an `sc 1` (hypercall `0`, which the hypervisor answers
+    /// with H_FUNCTION), with no branch in between; the value in `r4`.
+    pub const SPR: u64 = 7;
+    /// Write `args[1]` to SPR `args[0]` (mtspr); `r4` = the value read back.
+    pub const MTSPR: u64 = 8;
+}
+
+/// What a guest action's `CallResult::r3` says.
+pub mod outcome {
+    /// It completed; `r4` is its value.
+    pub const OK: u64 = 0;
+    /// The guest took an interrupt of its own (its vector in `r4`, e.g. 0x700 program).
+    pub const INTERRUPT: u64 = 1;
+}
+
+/// Whether `nr` names a guest action rather than a hypercall.
+pub const fn is_action(nr: u64) -> bool {
+    nr & GUEST_ACTION != 0
+}
+
+/// `mtspr spr, rs` as an instruction word.
+pub const fn mtspr_word(spr: u64, rs: u64) -> u32 {
+    (0x7c00_03a6 | (rs << 21) | ((spr & 0x1f) << 16) | ((spr >> 5) << 11)) as u32
+}
+
+/// `mfspr rt, spr` as an instruction word.
+pub const fn mfspr_word(spr: u64, rt: u64) -> u32 {
+    (0x7c00_02a6 | (rt << 21) | ((spr & 0x1f) << 16) | ((spr >> 5) << 11)) as u32
+}
+
+/// SPRs a guest may name in a script (`guest spr NAME`), by their ISA names.
+pub const SPRS: [(&str, u64); 27] = [
+    ("xer", 1),
+    ("dscr", 17),
+    ("dsisr", 18),
+    ("dar", 19),
+    ("dec", 22),
+    ("srr0", 26),
+    ("srr1", 27),
+    ("cfar", 28),
+    ("amr", 29),
+    ("pidr", 48),
+    ("iamr", 61),
+    ("fscr", 153),
+    ("uamor", 157),
+    ("pspb", 159),
+    ("tb", 268),
+    ("sprg0", 272),
+    ("sprg1", 273),
+    ("sprg2", 274),
+    ("sprg3", 275),
+    ("pvr", 287),
+    ("purr", 309),
+    ("spurr", 308),
+    ("tar", 815),
+    ("mmcr0", 795),
+    ("siar", 796),
+    ("sdar", 797),
+    ("ppr", 896),
+];
+
+/// The number of SPR `name` (case-insensitive), if a script may name it.
+pub fn spr_number(name: &str) -> Option<u64> {
+    SPRS.iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|&(_, v)| v)
+}
+
 /// One hypercall to make.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
@@ -54,6 +144,11 @@ pub struct Mailbox {
     pub repeat: u64,
     /// Unmapped guest physical address for [`action::UNMAPPED_LOAD`].
     pub bad_gpa: u64,
+    /// The first call to make (a vCPU restarted after a stop carries on from the next call).
+    pub first: u64,
+    /// Written by the guest before each call: the index of the call it is making, so the
+    /// hypervisor knows which one a stop interrupted.
+    pub current: u64,
     /// The calls.
     pub calls: [Call; MAX_CALLS],
 }
