@@ -6,7 +6,11 @@
  * HSPRG0 holds this CPU's per-CPU area (struct PerCpu in src/arch/ppc64/exception.rs; the PCPU_*
  * offsets below are const operands taken from it); HSPRG1 is a one-register spill slot.
  * Every 32-byte slot from 0 to 0x1fe0 holds a stub, so any vector, architected or not, lands on a
- * stub that knows its own number.
+ * stub that knows its own number, except 0xc20: the system-call stub runs on into it.
+ *
+ * Each stub reads CFAR before its first branch (a taken branch overwrites it): when a guest was
+ * interrupted, CFAR is guest state, restored before the guest resumes, and the address of a
+ * hypervisor branch must never be what the guest finds there.
  */
 .set PCPU_GPR, {pcpu_gpr}
 .set PCPU_SRR0, {pcpu_srr0}
@@ -25,17 +29,22 @@
 .set PCPU_HANDLER, {pcpu_handler}
 .set PCPU_HCALL_ENTRY, {pcpu_hcall_entry}
 .set PCPU_SCRATCH_CTR, {pcpu_scratch_ctr}
+.set PCPU_CFAR, {pcpu_cfar}
+.set SPRN_CFAR, 28
 
     .section .vectors, "ax"
     .balign 4096
     .set vec, 0
     .rept 256
+    .if vec != 0xc20
     mtspr   SPRN_HSPRG1, 13
     mfspr   13, SPRN_HSPRG0
     std     12, PCPU_SCRATCH(13)
+    mfspr   12, SPRN_CFAR
+    std     12, PCPU_CFAR(13)
     .if vec == 0xc00
     /* System call: the hypercall entry (arch::ppc64::guest), reached through the per-CPU area;
-     * CTR is guest state, so it is spilled first. */
+     * CTR is guest state, so it is spilled first. Ten instructions: it runs into 0xc20. */
     mfctr   12
     std     12, PCPU_SCRATCH_CTR(13)
     ld      12, PCPU_HCALL_ENTRY(13)
@@ -44,6 +53,7 @@
     .else
     li      12, vec
     b       exception_common
+    .endif
     .endif
     .balign 32
     .set vec, vec + 0x20

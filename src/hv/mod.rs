@@ -3,3 +3,4 @@
 //! the 0xC00 path) is in `arch::ppc64::guest`; the kernel's partitions in `kernel::guests`.
 pub mod abi;
 pub mod script;
+pub mod vcpu;

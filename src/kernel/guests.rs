@@ -23,6 +23,8 @@ use crate::hcall::{
     MemAccess, TceInvalidate, H_PUT_TERM_CHAR,
 };
 use crate::hv::abi::{self, CallResult, Mailbox, H_P9_EXIT};
+use crate::hv::vcpu::{reflect_privileged, Exit, RunLimit};
+pub use crate::hv::vcpu::{EXIT_FAULT, EXIT_GUEST, EXIT_MACHINE, EXIT_TIMEOUT};
 use crate::mm::radix::PageSize;
 use crate::mm::{Backing, GuestPhys, HostPhys, Memslot, RealMode, TooHard, Ua, VirtMode};
 use crate::tce::{Be64, HeapMemory, LockedVm, TceGeometry, TceTable};
@@ -31,10 +33,11 @@ use crate::{kprint, kprintln};
 /// The test guest's image (built by build.rs from `guest/`).
 static GUEST_ELF: &[u8] = include_bytes!(env!("P9_GUEST_ELF"));
 
-/// Exit code bit: the guest was stopped by an interrupt (vector in the low bits).
-pub const EXIT_FAULT: u64 = 1 << 32;
-/// Exit code bit: the guest ended itself with H_P9_EXIT (its code in the low bits).
-pub const EXIT_GUEST: u64 = 1 << 33;
+/// A guest's time slice: 10 ms of timebase, then the hypervisor decrementer takes the CPU back.
+pub const SLICE_TICKS: u64 = spr::TIMEBASE_HZ / 100;
+/// A guest run's default limit: one second. A hung guest costs a test run that, not minutes;
+/// the longest legitimate run here (a benchmark) takes a fraction of it.
+pub const DEFAULT_RUN_LIMIT_TICKS: u64 = spr::TIMEBASE_HZ;
 
 /// The guest's LPID.
 pub const LPID: u64 = 1;
@@ -140,8 +143,13 @@ pub struct Partition {
     pub trace: heapless::Vec<TraceEntry, { abi::MAX_CALLS + 8 }>,
     /// H_PUT_TERM_CHAR output.
     pub console: heapless::String<4096>,
-    /// The guest's registers when an interrupt stopped it.
-    pub fault: Option<TrapFrame>,
+    /// The guest's state when an interrupt took the CPU back (stopped it, or ended a slice).
+    pub fault: Option<GuestFault>,
+    /// The run's time limit (set before [`Partition::run`]; default one second).
+    pub limit: RunLimit,
+    /// Slices that ended with the hypervisor decrementer, and HMIs handled, in the last run.
+    pub preemptions: u64,
+    pub hmis: u64,
     /// Force the next hypercall down the virtual-mode path (for benchmarks of that path).
     pub force_virtual: bool,
 }
@@ -219,14 +227,14 @@ impl Partition {
                 ua: Ua(ua.base),
             })
             .map_err(|_| BuildError("memslot"))?;
-        let backing = |from: u64, to: u64, step: u64| -> Vec<HostPhys> {
+        let backing = |from: u64, to: u64, step: u64| -> Result<Vec<HostPhys>, BuildError> {
             (from..to)
                 .step_by(step as usize)
                 .map(|g| chunk_hpa(&chunks, g))
                 .collect()
         };
-        let large_pages = Backing::Pages(backing(0, LARGE_END, LARGE).into());
-        let small_pages = Backing::Pages(backing(LARGE_END, PINNED_END, SMALL).into());
+        let large_pages = Backing::Pages(backing(0, LARGE_END, LARGE)?.into());
+        let small_pages = Backing::Pages(backing(LARGE_END, PINNED_END, SMALL)?.into());
         guest
             .mem
             .register(v, Ua(ua.base), LARGE_END, 21, large_pages, pages())
@@ -258,6 +266,12 @@ impl Partition {
             trace: heapless::Vec::new(),
             console: heapless::String::new(),
             fault: None,
+            limit: RunLimit {
+                slice: SLICE_TICKS,
+                limit: DEFAULT_RUN_LIMIT_TICKS,
+            },
+            preemptions: 0,
+            hmis: 0,
             force_virtual: false,
         });
         p.load_image()?;
@@ -350,12 +364,14 @@ impl Partition {
         if calls.len() > abi::MAX_CALLS {
             return Err(BuildError("too many calls"));
         }
-        let mut hdr = [0u64; 5];
+        let mut hdr = [0u64; 7];
         hdr[0] = abi::MAGIC;
         hdr[1] = action;
         hdr[2] = calls.len() as u64;
         hdr[3] = repeat;
         hdr[4] = 0x7000_0000; // no memory there
+        hdr[5] = 0; // first
+        hdr[6] = 0; // current
         for (i, w) in hdr.iter().enumerate() {
             self.write_bytes(abi::MAILBOX_GPA + 8 * i as u64, &w.to_le_bytes())?;
         }
@@ -384,29 +400,87 @@ impl Partition {
         }
     }
 
-    /// Starts the guest at its entry in guest real mode and runs it until it exits.
+    /// Starts the guest at its entry in guest real mode and runs it until it exits or is
+    /// stopped; clears the trace first.
     pub fn run(&mut self) -> u64 {
-        self.regs.gpr = [0; 32];
-        self.regs.gpr[3] = abi::MAILBOX_GPA;
-        self.regs.msr = (Msr::SF | Msr::ME | Msr::RI | Msr::LE).bits();
-        self.regs.lpid = LPID;
         self.trace.clear();
+        self.run_from(0)
+    }
+
+    /// Starts a fresh vCPU (registers and SPRs reset, the partition's memory and windows as
+    /// they are) that makes the mailbox's calls from `first` on, and runs it until it exits
+    /// or is stopped: an interrupt of its own, the machine's, or its run limit. Time slices and
+    /// HMIs end in the hypervisor and the guest is resumed. Appends to the trace.
+    pub fn run_from(&mut self, first: u64) -> u64 {
+        let first_at = abi::MAILBOX_GPA + core::mem::offset_of!(Mailbox, first) as u64;
+        let current_at = abi::MAILBOX_GPA + core::mem::offset_of!(Mailbox, current) as u64;
+        if self.write_bytes(first_at, &first.to_le_bytes()).is_err()
+            || self.write_bytes(current_at, &first.to_le_bytes()).is_err()
+        {
+            return EXIT_FAULT;
+        }
+        self.regs = GuestRegs {
+            pc: elf_entry(),
+            msr: (Msr::SF | Msr::ME | Msr::RI | Msr::LE).bits(),
+            lpid: LPID,
+            lpcr: mmu::guest_lpcr(),
+            sprs: initial_sprs(),
+            ..GuestRegs::default()
+        };
+        self.regs.gpr[3] = abi::MAILBOX_GPA;
         self.fault = None;
-        self.regs.pc = elf_entry();
+        self.preemptions = 0;
+        self.hmis = 0;
         guest::set_hcall_handler(hcall_handler);
-        // SAFETY: partition LPID 1 is installed with this guest's memory; no guest runs now.
-        let code = unsafe { guest::enter(&mut self.regs) };
+        let start = spr::timebase();
+        let code = loop {
+            let Some(slice) = self.limit.next_slice(spr::timebase() - start) else {
+                break EXIT_TIMEOUT;
+            };
+            self.regs.hdec = slice;
+            // SAFETY: partition LPID 1 is installed with this guest's memory; no guest runs now.
+            let code = unsafe { guest::enter(&mut self.regs) };
+            match Exit::from_code(code) {
+                Some(Exit::Preempt) => self.preemptions += 1,
+                Some(Exit::Hmi) => {
+                    self.hmis += 1;
+                    crate::arch::ppc64::opal::handle_hmi();
+                }
+                _ => break code,
+            }
+            self.resume_from_fault();
+        };
         if code != EXIT_GUEST {
             self.report_exit(code);
         }
         code
     }
 
+    /// The vCPU's state from the interrupt that took the CPU back, so that it resumes there:
+    /// GPRs, CR, LR, CTR, XER, CFAR and SRR0/SRR1 as the interrupt found them, PC and MSR from
+    /// HSRR0/HSRR1 (the interrupts that resume a guest are hypervisor interrupts). The
+    /// switched SPRs are already in the vCPU (the exit path saved them).
+    fn resume_from_fault(&mut self) {
+        let Some(f) = self.fault.take() else { return };
+        let f = f.frame;
+        self.regs.gpr = f.gpr;
+        self.regs.cr = f.cr;
+        self.regs.lr = f.lr;
+        self.regs.ctr = f.ctr;
+        self.regs.xer = f.xer;
+        self.regs.cfar = f.cfar;
+        self.regs.pc = f.hsrr0;
+        self.regs.msr = f.hsrr1;
+        self.regs.srr0 = f.srr0;
+        self.regs.srr1 = f.srr1;
+    }
+
     /// Prints why the guest stopped and its state: the hypervisor carries on.
     fn report_exit(&self, code: u64) {
         kprintln!();
         kprintln!("p9iommu: guest LPID {LPID} ended: {}", describe_exit(code));
-        if let Some(f) = &self.fault {
+        if let Some(g) = &self.fault {
+            let f = &g.frame;
             // Hypervisor interrupts leave the guest's PC/MSR in HSRR0/1, others in SRR0/1.
             kprintln!(
                 "    HSRR0 {:016x} HSRR1 {:016x} SRR0 {:016x} SRR1 {:016x}",
@@ -416,11 +490,17 @@ impl Partition {
                 f.srr1
             );
             kprintln!(
-                "    HDAR  {:016x} DAR   {:016x} DSISR {:08x} LR {:016x}",
-                spr::mfspr::<307>(),
+                "    HDAR  {:016x} HDSISR {:08x} ASDR {:016x}",
+                g.hdar,
+                g.hdsisr,
+                g.asdr
+            );
+            kprintln!(
+                "    DAR   {:016x} DSISR {:08x} LR {:016x} CFAR {:016x}",
                 f.dar,
                 f.dsisr,
-                f.lr
+                f.lr,
+                f.cfar
             );
             crate::kernel::dump_gprs(&f.gpr, &mut |a| kprint!("{a}"));
         } else if code & EXIT_GUEST != 0 {
@@ -466,17 +546,41 @@ fn elf_entry() -> u64 {
         .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
 }
 
-fn chunk_hpa(chunks: &[(u64, HostPhys, PageSize)], gpa: u64) -> HostPhys {
+/// The host chunk behind guest physical `gpa`; an address no chunk holds is an error, never a
+/// made-up host address.
+fn chunk_hpa(chunks: &[(u64, HostPhys, PageSize)], gpa: u64) -> Result<HostPhys, BuildError> {
     chunks
         .iter()
         .find(|(g, _, s)| {
             let len = if *s == PageSize::Large { LARGE } else { SMALL };
             (*g..*g + len).contains(&gpa)
         })
-        .map_or(HostPhys(0), |(g, h, _)| h.add(gpa - g))
+        .map(|(g, h, _)| h.add(gpa - g))
+        .ok_or(BuildError("a preregistered guest address no chunk backs"))
 }
 
-/// Records the guest's registers at an interrupt that stops it (called by the report path).
+/// A fresh vCPU's switched SPRs: nothing of the host's. DEC starts far from expiry and PPR at
+/// medium priority, as a CPU comes out of reset; the rest are zero.
+fn initial_sprs() -> guest::GuestSprs {
+    let mut s = guest::GuestSprs::default();
+    s.set(spr::DEC, 0x7fff_ffff);
+    s.set(896, 4 << 50);
+    s
+}
+
+/// The guest's state at an interrupt that took the CPU back from it.
+pub struct GuestFault {
+    /// What the vector block saved.
+    pub frame: TrapFrame,
+    /// The partition-scoped fault's address, cause and the guest real address it translated
+    /// (HDAR, HDSISR, ASDR), read before anything else could change them.
+    pub hdar: u64,
+    pub hdsisr: u64,
+    pub asdr: u64,
+}
+
+/// Records the guest's registers at an interrupt that takes the CPU back from it (called by
+/// the report path, in real mode).
 pub fn record_fault(f: &TrapFrame) {
     let regs = guest::current_regs();
     if regs.is_null() {
@@ -484,13 +588,26 @@ pub fn record_fault(f: &TrapFrame) {
     }
     // SAFETY: the running vCPU's registers are the first field of its Partition (repr(C)).
     let p = unsafe { &mut *(regs as *mut Partition) };
-    p.fault = Some(TrapFrame { ..*f });
+    p.fault = Some(GuestFault {
+        frame: TrapFrame { ..*f },
+        hdar: spr::mfspr::<{ spr::HDAR }>(),
+        hdsisr: spr::mfspr::<{ spr::HDSISR }>(),
+        asdr: spr::mfspr::<{ spr::ASDR }>(),
+    });
+}
+
+/// The exit code for an interrupt at `vector` taken while a guest ran.
+pub fn exit_code_for(vector: u64) -> u64 {
+    Exit::for_interrupt(vector).code()
 }
 
 /// The hypercall handler `p9_hcall_entry` calls: real mode, MMU off, on the host stack.
 extern "C" fn hcall_handler(regs: &mut GuestRegs) -> u64 {
     // SAFETY: `regs` is the first field of a Partition (repr(C)): the vCPU the kernel entered.
     let p = unsafe { &mut *(regs as *mut GuestRegs as *mut Partition) };
+    if p.regs.msr & Msr::PR.bits() != 0 {
+        return from_problem_state(p);
+    }
     let nr = p.regs.gpr[3];
     if matches!(nr, H_P9_EXIT | H_PUT_TERM_CHAR) {
         return partition_call(p, nr);
@@ -515,6 +632,20 @@ extern "C" fn hcall_handler(regs: &mut GuestRegs) -> u64 {
         }
         Err(TooHard) => virtual_mode_call(p, nr, args),
     }
+}
+
+/// `sc 1` from guest problem state reaches no handler: the guest gets a privileged-instruction
+/// program interrupt, as KVM delivers it. Its registers are untouched but for the interrupt's.
+#[cold]
+#[inline(never)]
+fn from_problem_state(p: &mut Partition) -> u64 {
+    if let Some(r) = reflect_privileged(p.regs.pc, p.regs.msr) {
+        p.regs.pc = r.pc;
+        p.regs.msr = r.msr;
+        p.regs.srr0 = r.srr0;
+        p.regs.srr1 = r.srr1;
+    }
+    0
 }
 
 /// The partition's own calls (console output, exit), kept out of the hot path's frame.
@@ -596,17 +727,21 @@ pub fn partition() -> Result<spin::MutexGuard<'static, Box<Partition>>, BuildErr
 
 /// Describes an exit code.
 pub fn describe_exit(code: u64) -> alloc::string::String {
+    use crate::arch::ppc64::exception::vector_name;
     use alloc::format;
-    if code & EXIT_GUEST != 0 {
-        format!("the guest exited with code {:#x}", code & 0xffff_ffff)
-    } else if code & EXIT_FAULT != 0 {
-        let v = code & 0xffff;
-        format!(
-            "the guest was stopped by interrupt {v:#x} ({})",
-            crate::arch::ppc64::exception::vector_name(v)
-        )
-    } else {
-        format!("exit code {code:#x}")
+    match Exit::from_code(code) {
+        Some(Exit::Guest(c)) => format!("the guest exited with code {c:#x}"),
+        Some(Exit::Fault(v)) => {
+            format!("the guest was stopped by interrupt {v:#x} ({})", vector_name(v))
+        }
+        Some(Exit::Timeout) => {
+            "the guest was stopped: it ran past its time limit (timeout)".into()
+        }
+        Some(Exit::Machine(v)) => format!(
+            "the guest was stopped by the machine's interrupt {v:#x} ({}), not the guest's doing",
+            vector_name(v)
+        ),
+        Some(Exit::Preempt | Exit::Hmi) | None => format!("exit code {code:#x}"),
     }
 }
 

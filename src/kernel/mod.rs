@@ -267,10 +267,11 @@ extern "C" fn report_exception(pc: &mut PerCpu) -> ! {
     let f = &pc.frame;
     let vector = f.vector;
     if crate::arch::ppc64::guest::in_guest() {
-        // An interrupt while a guest runs is that guest's exit, not a kernel fault.
+        // An interrupt while a guest runs ends its run (for a while, or for good: the run
+        // loop decides from the code), never the kernel.
         guests::record_fault(f);
         // SAFETY: a guest runs on this CPU and this is the interrupt path.
-        unsafe { crate::arch::ppc64::guest::exit_from_fault(guests::EXIT_FAULT | vector) };
+        unsafe { crate::arch::ppc64::guest::exit_from_fault(guests::exit_code_for(vector)) };
     }
     let p = console::print_emergency;
     if FAILING.load(Ordering::SeqCst) {

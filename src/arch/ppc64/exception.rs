@@ -19,6 +19,8 @@ pub struct TrapFrame {
     pub cr: u64,
     pub xer: u64,
     pub vector: u64,
+    /// CFAR as the interrupted code left it (read by the vector stub before its branch).
+    pub cfar: u64,
 }
 
 /// One CPU's area, found through HSPRG0 by the vector block.
@@ -48,6 +50,9 @@ pub struct PerCpu {
     pub(super) hcall_fn: u64,
     /// Real address of the vector block's common path (for an `sc 1` with no guest).
     pub(super) exception_common: u64,
+    /// The host's values of `guest::SWITCHED_SPRS` and LPCR while a guest runs.
+    pub(super) host_sprs: [u64; super::guest::SWITCHED_SPRS.len()],
+    pub(super) host_lpcr: u64,
 }
 
 const EXCEPTION_STACK_SIZE: usize = 64 * 1024;
@@ -76,6 +81,7 @@ static BOOT_CPU: BootCpu = BootCpu {
             cr: 0,
             xer: 0,
             vector: 0,
+            cfar: 0,
         },
         scratch: 0,
         exception_stack_top: 0,
@@ -89,6 +95,8 @@ static BOOT_CPU: BootCpu = BootCpu {
         host_msr: 0,
         hcall_fn: 0,
         exception_common: 0,
+        host_sprs: [0; super::guest::SWITCHED_SPRS.len()],
+        host_lpcr: 0,
     }),
     stack: UnsafeCell::new([0; EXCEPTION_STACK_SIZE]),
 };

@@ -1,9 +1,11 @@
 //! Running a guest partition on this CPU: entering it, the hypercall path from vector 0xC00, and
 //! the exits back to the host.
 //!
-//! - [`enter`] saves the host's callee-saved state, marks the CPU as running a guest, and
-//!   resumes the vCPU (LPIDR, HSRR0/HSRR1 = its PC/MSR, its SRR0/SRR1, CR, LR, CTR, XER, all
-//!   GPRs, `hrfid`).
+//! - [`enter`] saves the host's callee-saved state and every SPR a guest can write
+//!   ([`SWITCHED_SPRS`]), loads the vCPU's, switches LPCR to the partition's (HDICE set: the
+//!   hypervisor decrementer takes the CPU back), arms HDEC with the vCPU's time slice, marks the
+//!   CPU as running a guest, and resumes the vCPU (`hwsync`, LPIDR, HSRR0/HSRR1 = its PC/MSR,
+//!   its SRR0/SRR1, CR, LR, CTR, XER, all GPRs, CFAR last, `hrfid`).
 //! - `sc 1` from the guest arrives at 0xC00 in hypervisor real mode; the vector spills r12/CTR
 //!   and jumps to `p9_hcall_entry`, which saves the guest's volatile state (r0..r13, CR, LR,
 //!   CTR, XER, SRR0/SRR1) into the vCPU and calls the Rust handler on the host stack, MMU still
@@ -17,12 +19,68 @@
 //!   [`in_guest`] and calls [`exit_from_fault`]. While the hypervisor handles a hypercall the
 //!   flag is clear, so a fault of the hypervisor's own is reported as one, never blamed on the
 //!   guest.
+//! - Every exit goes through `p9_guest_exit`: the guest's SPRs are saved into the vCPU and the
+//!   host's restored, LPCR back to the host's, `hwsync`, LPIDR 0. Nothing the guest wrote to a
+//!   register outlives its run, and the vCPU holds everything needed to resume it.
+//! - CFAR is guest state: every vector stub reads it before its first branch, and the resume
+//!   path loads the guest's value after its last one, so a guest never finds the address of a
+//!   hypervisor branch there.
 //!
 //! Offsets come from the Rust structures as `const` operands, never mirrored by hand.
 use core::mem::offset_of;
 
 use super::exception::{this_cpu, PerCpu};
-use super::spr::{HSPRG0, HSPRG1, HSRR0, HSRR1, SRR0, SRR1};
+use super::spr::{CFAR, HDEC, HSPRG0, HSPRG1, HSRR0, HSRR1, LPCR, SRR0, SRR1};
+
+/// The SPRs a guest can write that the hypervisor switches on every entry and exit, in the
+/// order of [`GuestSprs::val`] and `PerCpu::host_sprs` (the assembly below lists the same
+/// numbers: keep them together). CFAR, SRR0/SRR1 and LPCR are switched on their own.
+pub const SWITCHED_SPRS: [(u32, &str); 16] = [
+    (48, "PIDR"),
+    (22, "DEC"),
+    (272, "SPRG0"),
+    (273, "SPRG1"),
+    (274, "SPRG2"),
+    (275, "SPRG3"),
+    (29, "AMR"),
+    (61, "IAMR"),
+    (157, "UAMOR"),
+    (17, "DSCR"),
+    (896, "PPR"),
+    (159, "PSPB"),
+    (815, "TAR"),
+    (153, "FSCR"),
+    (19, "DAR"),
+    (18, "DSISR"),
+];
+
+/// A vCPU's copy of [`SWITCHED_SPRS`].
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GuestSprs {
+    pub val: [u64; SWITCHED_SPRS.len()],
+}
+
+impl GuestSprs {
+    /// The value of SPR `spr`, if it is switched.
+    pub fn get(&self, spr: u32) -> Option<u64> {
+        SWITCHED_SPRS
+            .iter()
+            .position(|&(n, _)| n == spr)
+            .map(|i| self.val[i])
+    }
+
+    /// Sets SPR `spr` (false if it is not switched).
+    pub fn set(&mut self, spr: u32, v: u64) -> bool {
+        match SWITCHED_SPRS.iter().position(|&(n, _)| n == spr) {
+            Some(i) => {
+                self.val[i] = v;
+                true
+            }
+            None => false,
+        }
+    }
+}
 
 /// A vCPU's registers as the entry and exit paths save and load them.
 #[repr(C)]
@@ -41,6 +99,14 @@ pub struct GuestRegs {
     pub srr1: u64,
     /// Its partition.
     pub lpid: u64,
+    /// CFAR: loaded after the resume path's last branch, so the guest finds its own value.
+    pub cfar: u64,
+    /// LPCR while the vCPU runs (the partition's: HDICE set).
+    pub lpcr: u64,
+    /// HDEC loaded at entry: the time slice in timebase ticks (below 2^31).
+    pub hdec: u64,
+    /// The guest's values of [`SWITCHED_SPRS`].
+    pub sprs: GuestSprs,
 }
 
 const FRAME: usize = 256;
@@ -64,6 +130,28 @@ p9_enter_guest:
     mfmsr   0
     std     0, {host_msr}(4)
     std     3, {guest}(4)
+    /* The host's SPRs out, the guest's in (the list is SWITCHED_SPRS). The hypervisor runs
+     * with MSR[EE] off and touches only privileged quadrant-3 pages until it leaves, so none
+     * of the guest's values acts on it. */
+    addi    5, 4, {host_sprs}
+    addi    6, 3, {sprs}
+    .set    spr_i, 0
+    .irp    spr, 48,22,272,273,274,275,29,61,157,17,896,159,815,153,19,18
+    mfspr   0, \spr
+    std     0, (spr_i * 8)(5)
+    ld      0, (spr_i * 8)(6)
+    mtspr   \spr, 0
+    .set    spr_i, spr_i + 1
+    .endr
+    /* The partition's LPCR (HDICE: the hypervisor decrementer interrupts the guest), then the
+     * time slice. */
+    mfspr   0, {lpcr_spr}
+    std     0, {host_lpcr}(4)
+    ld      0, {lpcr}(3)
+    mtspr   {lpcr_spr}, 0
+    isync
+    ld      0, {hdec}(3)
+    mtspr   {hdec_spr}, 0
     b       p9_guest_resume
 
 /* Resume the vCPU whose registers PerCpu.guest points at; r4 = PerCpu. */
@@ -73,6 +161,8 @@ p9_guest_resume:
     std     0, {in_guest}(4)
     ld      3, {guest}(4)
     ld      0, {lpid}(3)
+    /* Stores drain under the old LPID before the switch (KVM does the same). */
+    sync
     mtspr   {lpidr}, 0
     isync
     .irp r, 14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
@@ -80,6 +170,9 @@ p9_guest_resume:
     .endr
 /* The rest of the vCPU (r3 = its registers; r14..r31 are in place) and into the guest. */
 p9_guest_resume_volatile:
+    /* No taken branch from here to hrfid: CFAR keeps the guest's value. */
+    ld      0, {cfar}(3)
+    mtspr   {cfar_spr}, 0
     ld      0, {pc}(3)
     mtspr   {hsrr0}, 0
     ld      0, {msr}(3)
@@ -123,6 +216,8 @@ p9_hcall_entry:
     .endr
     ld      0, {scratch}(13)
     std     0, 96(12)
+    ld      0, {frame_cfar}(13)
+    std     0, {cfar}(12)
     /* From here the hypervisor runs: an interrupt now is its own fault, not the guest's. */
     li      0, 0
     std     0, {in_guest}(13)
@@ -184,6 +279,24 @@ p9_hcall_entry:
 p9_guest_exit:
     li      0, 0
     std     0, {in_guest}(4)
+    /* The guest's SPRs into its vCPU, the host's back (the list is SWITCHED_SPRS). */
+    ld      5, {guest}(4)
+    addi    6, 5, {sprs}
+    addi    7, 4, {host_sprs}
+    .set    spr_i, 0
+    .irp    spr, 48,22,272,273,274,275,29,61,157,17,896,159,815,153,19,18
+    mfspr   0, \spr
+    std     0, (spr_i * 8)(6)
+    ld      0, (spr_i * 8)(7)
+    mtspr   \spr, 0
+    .set    spr_i, spr_i + 1
+    .endr
+    ld      0, {host_lpcr}(4)
+    mtspr   {lpcr_spr}, 0
+    isync
+    /* Stores drain under the guest's LPID before the switch back. */
+    sync
+    li      0, 0
     mtspr   {lpidr}, 0
     isync
     ld      1, {host_sp}(4)
@@ -227,7 +340,28 @@ p9_guest_exit:
     lr = const offset_of!(GuestRegs, lr),
     ctr = const offset_of!(GuestRegs, ctr),
     xer = const offset_of!(GuestRegs, xer),
+    cfar = const offset_of!(GuestRegs, cfar),
+    lpcr = const offset_of!(GuestRegs, lpcr),
+    hdec = const offset_of!(GuestRegs, hdec),
+    sprs = const offset_of!(GuestRegs, sprs),
+    host_sprs = const offset_of!(PerCpu, host_sprs),
+    host_lpcr = const offset_of!(PerCpu, host_lpcr),
+    frame_cfar = const offset_of!(PerCpu, frame) + offset_of!(super::exception::TrapFrame, cfar),
+    cfar_spr = const CFAR,
+    lpcr_spr = const LPCR,
+    hdec_spr = const HDEC,
 );
+
+// The assembly's SPR lists are SWITCHED_SPRS in order.
+const _: () = {
+    let want = [48, 22, 272, 273, 274, 275, 29, 61, 157, 17, 896, 159, 815, 153, 19, 18];
+    let mut i = 0;
+    while i < want.len() {
+        assert!(SWITCHED_SPRS[i].0 == want[i]);
+        i += 1;
+    }
+    assert!(want.len() == SWITCHED_SPRS.len());
+};
 
 // The save area below the frame: r14..r31 at 32.. (r * 8 - 80), r2 at 24, inside FRAME.
 const _: () = assert!(31 * 8 - 80 + 8 <= FRAME);

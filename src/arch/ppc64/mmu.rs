@@ -17,8 +17,13 @@ use crate::tce::{HeapMemory, TceMemory};
 
 /// SPR numbers used here.
 const PTCR: u32 = 464;
-const PIDR: u32 = 48;
+const PIDR: u32 = spr::PIDR;
 pub const LPIDR: u32 = 319;
+
+/// The hypervisor's PIDR: a process-table entry left empty, so that a stray quadrant-0
+/// pointer faults with the MMU on. A guest's PIDR is its own: switched on entry and exit, and
+/// while a hypercall runs in virtual mode.
+pub const HOST_PIDR: u64 = 1;
 
 /// LPCR bits (ISA 3.0).
 const LPCR_VPM0: u64 = 1 << 63;
@@ -28,6 +33,8 @@ const LPCR_AIL: u64 = 3 << 23;
 const LPCR_UPRT: u64 = 1 << 22;
 const LPCR_HR: u64 = 1 << 20;
 const LPCR_HDICE: u64 = 1 << 0;
+const LPCR_LPES: u64 = 1 << 3;
+const LPCR_MER: u64 = 1 << 11;
 
 /// Where the linear map starts.
 pub const LINEAR_BASE: u64 = crate::mm::addr::LINEAR_BASE;
@@ -114,7 +121,7 @@ pub unsafe fn init(ram: &[PhysRange], io: &[PhysRange]) -> Result<VirtMode, MmuE
     unsafe {
         core::arch::asm!("ptesync", options(nostack));
         mtspr::<PTCR>(pt.0); // PATS = 0: 4 KiB, 256 partitions
-        mtspr::<PIDR>(1);
+        mtspr::<PIDR>(HOST_PIDR);
         mtspr::<LPIDR>(0);
         let lpcr = mfspr::<{ spr::LPCR }>();
         let lpcr = (lpcr | LPCR_HR | LPCR_UPRT | LPCR_ILE)
@@ -151,6 +158,17 @@ pub unsafe fn invalidate_all() {
             options(nostack)
         )
     };
+}
+
+/// Partition-table entry `lpid` as the hardware reads it (host-endian), for checks.
+pub fn partition_entry(lpid: u64) -> Option<(u64, u64)> {
+    if lpid > MAX_LPID {
+        return None;
+    }
+    let mmu = MMU.get()?.lock();
+    let e = mmu.partition_table.add(16 * lpid);
+    // SAFETY: inside the partition table this module allocated, which lives forever.
+    Some(unsafe { (u64::from_be(TABLES.load(e.0)), u64::from_be(TABLES.load(e.add(8).0))) })
 }
 
 /// Writes partition-table entry `lpid` (doubleword 0 = the guest's partition-scoped tree as
@@ -232,17 +250,34 @@ pub fn real_mode<R>(_v: VirtMode, f: impl FnOnce(RealMode) -> R) -> R {
 }
 
 /// Runs `f` with translation on (from a real-mode path such as the hypercall vector), then
-/// drops back to real mode.
+/// drops back to real mode. PIDR is the hypervisor's while `f` runs (a guest's may be live
+/// when a hypercall switches) and is put back after.
 pub fn virtual_mode<R>(f: impl FnOnce(VirtMode) -> R) -> R {
     let msr = spr::msr();
+    let pidr = mfspr::<PIDR>();
     // SAFETY: the hypervisor's tables map all kernel memory (code, stacks, heap) at the linear
-    // addresses in use; translation on is the state the token stands for.
+    // addresses in use; translation on is the state the token stands for. PIDR changes take
+    // effect at the context-synchronising `hrfid` of `set_msr`.
     unsafe {
+        mtspr::<PIDR>(HOST_PIDR);
         spr::set_msr(msr | Msr::IR | Msr::DR);
         let r = f(VirtMode::new_unchecked());
         spr::set_msr(msr);
+        mtspr::<PIDR>(pidr);
         r
     }
+}
+
+/// LPCR for a guest partition: the host's, with the hypervisor decrementer interrupt enabled
+/// (HDICE: a guest never keeps the CPU past its time slice), external interrupts to the
+/// hypervisor (LPES = 0) and no mediated external request pending (MER = 0).
+pub fn guest_lpcr() -> u64 {
+    (mfspr::<{ spr::LPCR }>() | LPCR_HDICE) & !(LPCR_LPES | LPCR_MER)
+}
+
+/// LPCR of the host: HDICE clear (the hypervisor decrementer never interrupts the hypervisor).
+pub fn host_lpcr_is_sane() -> bool {
+    mfspr::<{ spr::LPCR }>() & LPCR_HDICE == 0
 }
 
 /// The physical address behind a hypervisor effective address, by software walk.
@@ -257,19 +292,13 @@ pub fn translate(ea: u64) -> Option<HostPhys> {
 /// A guest's partition-scoped tree (guest physical -> host physical), in kernel memory.
 pub struct GuestTree {
     tree: RadixTree<&'static HeapMemory>,
-    /// An empty process table (the guest runs in real mode, but the entry must name one).
-    process_table: HostPhys,
 }
 
 impl GuestTree {
     /// An empty tree.
     pub fn new() -> Result<Self, MmuError> {
         let tree = RadixTree::new(&TABLES)?;
-        let process_table = HostPhys(TABLES.alloc_level(4096, 0).map_err(RadixError::from)?);
-        Ok(GuestTree {
-            tree,
-            process_table,
-        })
+        Ok(GuestTree { tree })
     }
 
     /// Maps guest physical `gpa` to `hpa` with one leaf.
@@ -282,9 +311,11 @@ impl GuestTree {
         self.tree.translate(gpa).map(|(pa, _)| pa)
     }
 
-    /// Installs this tree as partition `lpid`.
+    /// Installs this tree as partition `lpid`, with no process table: the guest runs in real
+    /// mode and has registered none (doubleword 1 would hold a *guest* real address, so a host
+    /// address never goes there).
     pub fn install(&self, lpid: u64) -> Result<(), MmuError> {
-        set_partition(lpid, self.tree.pate0(), self.process_table.0)
+        set_partition(lpid, self.tree.pate0(), 0)
     }
 }
 

@@ -46,6 +46,7 @@ core::arch::global_asm!(
     pcpu_handler = const offset_of!(PerCpu, handler),
     pcpu_hcall_entry = const offset_of!(PerCpu, hcall_entry),
     pcpu_scratch_ctr = const offset_of!(PerCpu, scratch_ctr),
+    pcpu_cfar = const offset_of!(TrapFrame, cfar),
 );
 
 /// Flush a range of freshly written instructions so that instruction fetch sees them

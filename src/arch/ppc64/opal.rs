@@ -22,6 +22,8 @@ pub const OPAL_PCI_MAP_PE_DMA_WINDOW_REAL: u64 = 45;
 pub const OPAL_REINIT_CPUS: u64 = 70;
 pub const OPAL_PCI_EEH_FREEZE_SET: u64 = 97;
 pub const OPAL_PCI_TCE_KILL: u64 = 126;
+pub const OPAL_HANDLE_HMI: u64 = 98;
+pub const OPAL_HANDLE_HMI2: u64 = 166;
 
 pub const OPAL_SUCCESS: i64 = 0;
 pub const OPAL_BUSY: i64 = -2;
@@ -144,6 +146,22 @@ pub fn power_down() -> ! {
     loop {
         poll_events();
     }
+}
+
+/// Let firmware handle a hypervisor maintenance interrupt on this CPU (OPAL_HANDLE_HMI2,
+/// or OPAL_HANDLE_HMI on firmware without it, as Linux does); returns OPAL's code. The HMI2
+/// output flags (timebase lost or resynced) are not acted on: this kernel keeps no time of
+/// day.
+pub fn handle_hmi() -> i64 {
+    let mut flags = 0u64;
+    // SAFETY: HMI2 takes the real address of a u64 it writes; `flags` lives across the call.
+    let rc = unsafe { call(OPAL_HANDLE_HMI2, &[pa(&flags)]) };
+    core::hint::black_box(&mut flags);
+    if rc == OPAL_SUCCESS {
+        return rc;
+    }
+    // SAFETY: HMI takes no argument.
+    unsafe { call(OPAL_HANDLE_HMI, &[]) }
 }
 
 /// Ask firmware to reconfigure all CPUs (e.g. to take hypervisor interrupts little-endian).

@@ -11,6 +11,13 @@ pub const HSRR1: u32 = 315;
 pub const LPCR: u32 = 318;
 pub const HRMOR: u32 = 313;
 pub const PIR: u32 = 1023;
+pub const CFAR: u32 = 28;
+pub const PIDR: u32 = 48;
+pub const DEC: u32 = 22;
+pub const HDSISR: u32 = 306;
+pub const HDAR: u32 = 307;
+pub const HDEC: u32 = 310;
+pub const ASDR: u32 = 816;
 
 bitflags::bitflags! {
     /// Machine State Register bits this kernel cares about.
