@@ -164,12 +164,55 @@ pub struct CallResult {
     /// 1 if every register the call must preserve was intact, 0 if not, 2 if not checked.
     pub regs_ok: u64,
     /// The first register found changed (0..=31 GPRs, 32 CR, 33 LR, 34 CTR, 35 XER,
-    /// 36 SRR0, 37 SRR1), or `u64::MAX`.
+    /// 36 SRR0, 37 SRR1, 38 CFAR, 39 DEC, then [`CHECKED_SPRS`] from 40), or `u64::MAX`.
     pub bad_reg: u64,
     /// Value found in that register.
     pub bad_value: u64,
     /// Instructions from `sc 1` to the guest's next instruction ([`action::BENCH`]), or 0.
     pub insns: u64,
+}
+
+/// SPRs the guest loads with a pattern before every checked call and reads back after it
+/// (`bad_reg` 40 + index): what a guest can write and read, each of which the hypervisor must
+/// leave as the guest had it. MMCR0, SIAR and SDAR are only read (the guest does not run the
+/// PMU): a value the hypervisor left there would show. CFAR (38) and DEC (39) are checked
+/// apart: CFAR must hold the guest's last branch, DEC must have counted down, not been
+/// reloaded.
+pub const CHECKED_SPRS: [(&str, u64); 19] = [
+    ("SPRG0", 272),
+    ("SPRG1", 273),
+    ("SPRG2", 274),
+    ("SPRG3", 275),
+    ("DAR", 19),
+    ("DSISR", 18),
+    ("AMR", 29),
+    ("IAMR", 61),
+    ("UAMOR", 157),
+    ("DSCR", 17),
+    ("PPR", 896),
+    ("PSPB", 159),
+    ("TAR", 815),
+    ("FSCR", 153),
+    ("PIDR", 48),
+    ("MMCR0", 795),
+    ("SIAR", 796),
+    ("SDAR", 797),
+    ("SPRG3 (user)", 259),
+];
+
+/// The name of a register in [`CallResult::bad_reg`] numbering (`None` past the last).
+pub fn checked_reg_name(k: u64) -> Option<&'static str> {
+    const GPRS: [&str; 32] = [
+        "r0", "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "r13",
+        "r14", "r15", "r16", "r17", "r18", "r19", "r20", "r21", "r22", "r23", "r24", "r25",
+        "r26", "r27", "r28", "r29", "r30", "r31",
+    ];
+    const OTHERS: [&str; 8] = ["CR", "LR", "CTR", "XER", "SRR0", "SRR1", "CFAR", "DEC"];
+    let k = k as usize;
+    GPRS.get(k)
+        .or_else(|| OTHERS.get(k.wrapping_sub(32)))
+        .copied()
+        .or_else(|| CHECKED_SPRS.get(k.wrapping_sub(40)).map(|s| s.0))
 }
 
 /// Whether a call returns a value in r4 besides r3 (H_GET_TCE): the only registers a hypercall

@@ -841,16 +841,7 @@ pub fn path_name(p: Path) -> &'static str {
 
 /// The name of a register in [`CallResult::bad_reg`] numbering.
 pub fn reg_name(k: u64) -> alloc::string::String {
-    match k {
-        0..=31 => alloc::format!("r{k}"),
-        32 => "CR".into(),
-        33 => "LR".into(),
-        34 => "CTR".into(),
-        35 => "XER".into(),
-        36 => "SRR0".into(),
-        37 => "SRR1".into(),
-        _ => alloc::format!("#{k}"),
-    }
+    abi::checked_reg_name(k).map_or_else(|| alloc::format!("#{k}"), Into::into)
 }
 
 impl Partition {
