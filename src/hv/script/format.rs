@@ -2,7 +2,10 @@
 
 use core::fmt;
 
-use super::{code_name, hcall_name, Expect, Expr, Mode, Op, ResolvedCall, Term};
+use super::{
+    abi, code_name, guest_action_name, hcall_name, Expect, Expr, GuestExpect, Mode, Op,
+    ResolvedCall, Term, FAULTS, PROGRAM,
+};
 
 /// What a call returned (r3, r4) and which path completed it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,21 +37,48 @@ fn mode(m: Mode) -> &'static str {
 }
 
 /// `H_PUT_TCE(0x80000001, 0x1000, 0x200003)`, or `hcall 0x1234(0x1)` for a number without a
-/// name.
+/// name; a guest action as `guest load(0x400000)`, its SPR by name if it has one
+/// (`guest mtspr(pidr, 0x5)`, `guest spr(0x3ff)`).
 impl fmt::Display for ResolvedCall {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match hcall_name(self.nr) {
-            Some(n) => f.write_str(n)?,
-            None => write!(f, "hcall {:#x}", self.nr)?,
+        let action = abi::is_action(self.nr);
+        let op = self.nr & !abi::GUEST_ACTION;
+        let spr = action && (op == abi::guest_op::SPR || op == abi::guest_op::MTSPR);
+        match (action, guest_action_name(self.nr), hcall_name(self.nr)) {
+            (true, Some(n), _) => write!(f, "guest {n}")?,
+            (true, None, _) => write!(f, "guest action {op:#x}")?,
+            (false, _, Some(n)) => f.write_str(n)?,
+            (false, _, None) => write!(f, "hcall {:#x}", self.nr)?,
         }
         f.write_str("(")?;
         for (i, a) in self.args.iter().enumerate() {
             if i > 0 {
                 f.write_str(", ")?;
             }
-            write!(f, "{a:#x}")?;
+            match abi::SPRS.iter().find(|s| s.1 == *a) {
+                Some((name, _)) if spr && i == 0 => f.write_str(name)?,
+                _ => write!(f, "{a:#x}")?,
+            }
         }
         f.write_str(")")
+    }
+}
+
+/// `ok`, `ok 0x5`, `program`, `interrupt 0x600`, `stopped timeout`, `stopped hdsi`,
+/// `stopped 0x980`: as a script writes it.
+impl fmt::Display for GuestExpect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            GuestExpect::Ok(None) => f.write_str("ok"),
+            GuestExpect::Ok(Some(v)) => write!(f, "ok {v:#x}"),
+            GuestExpect::Interrupt(PROGRAM) => f.write_str("program"),
+            GuestExpect::Interrupt(v) => write!(f, "interrupt {v:#x}"),
+            GuestExpect::Timeout => f.write_str("stopped timeout"),
+            GuestExpect::Stopped(v) => match FAULTS.iter().find(|x| x.1 == v) {
+                Some((name, _)) => write!(f, "stopped {name}"),
+                None => write!(f, "stopped {v:#x}"),
+            },
+        }
     }
 }
 

@@ -7,15 +7,18 @@
 //! rule splits the bytes into; a script that parses resolves (against the kernel's layout and
 //! symbols) or fails naming a statement line, and what resolves lies inside its pools, aligned,
 //! without overlap, with 1 to 512 entries per list and at most 8 arguments per call, one call
-//! per call statement; every result prints.
+//! per call statement (guest actions included, in script order); a guest action (and only a
+//! guest action) has `GUEST_ACTION` set, no hypercall expectation, its action's arguments, a
+//! 32-bit `insn` word and an SPR below 1024, and a hypercall no guest expectation; every
+//! result prints.
 
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
 use super::{
-    parse, parse_bundle, Layout, Pool, Script, ScriptError, StatementKind, MAX_ARGS,
-    MAX_LIST_ENTRIES, PAGE_SIZE, PREAMBLE,
+    abi, parse, parse_bundle, Layout, Pool, Script, ScriptError, StatementKind, ACTIONS, MAX_ARGS,
+    MAX_LIST_ENTRIES, PAGE_SIZE, PREAMBLE, SPR_LIMIT,
 };
 
 /// The pools, alignment and symbols the kernel resolves scripts with (`kernel::guests`:
@@ -185,20 +188,43 @@ fn check_resolution(text: &[u8], s: &Script) -> Result<(), String> {
             return Err(format!("lines {} and {} overlap", w[0].3, w[1].3));
         }
     }
-    let calls = s
+    let calls: Vec<(usize, u64)> = s
         .statements
         .iter()
-        .filter(|st| matches!(st.kind, StatementKind::Call(_)))
-        .count();
-    if res.calls.len() != calls || res.calls.iter().any(|c| c.args.len() > MAX_ARGS) {
+        .filter_map(|st| match &st.kind {
+            StatementKind::Call(c) => Some((st.line, c.nr)),
+            _ => None,
+        })
+        .collect();
+    let resolved: Vec<(usize, u64)> = res.calls.iter().map(|c| (c.line, c.nr)).collect();
+    if resolved != calls || res.calls.iter().any(|c| c.args.len() > MAX_ARGS) {
         return Err(format!(
-            "{} calls resolved from {calls} statements",
-            res.calls.len()
+            "{} calls resolved from {} statements (or not in their order)",
+            res.calls.len(),
+            calls.len()
         ));
     }
     for c in &res.calls {
+        if abi::is_action(c.nr) {
+            let op = c.nr & !abi::GUEST_ACTION;
+            let arity = ACTIONS.iter().find(|a| a.1 == op).map(|a| a.2.len());
+            let spr = op == abi::guest_op::SPR || op == abi::guest_op::MTSPR;
+            let first = c.args.first().copied().unwrap_or_default();
+            if c.expect.is_some()
+                || arity != Some(c.args.len())
+                || (op == abi::guest_op::INSN && first > u64::from(u32::MAX))
+                || (spr && first >= SPR_LIMIT)
+            {
+                return Err(format!("line {}: guest action {c:?}", c.line));
+            }
+        } else if c.guest_expect.is_some() {
+            return Err(format!("line {}: hypercall {c:?}", c.line));
+        }
         let _ = format!("{c}");
         if let Some(x) = &c.expect {
+            let _ = format!("{x}");
+        }
+        if let Some(x) = &c.guest_expect {
             let _ = format!("{x}");
         }
     }

@@ -5,13 +5,15 @@
 //! kept as written where they name something); [`Script::resolve`] places its buffers and lists
 //! in guest memory ([`Layout`]) and evaluates every expression against them and the caller's
 //! predefined symbols, giving a [`Resolved`] run: the lists to write into guest memory and the
-//! calls to make, each with its [`Expect`]ation. [`parse_bundle`] splits the several files the
-//! kernel receives concatenated. Neither parser panics, whatever the bytes.
+//! calls to make, each with its [`Expect`]ation, or, for a guest action (something the guest
+//! does itself, [`abi::GUEST_ACTION`]), its [`GuestExpect`]ation. [`parse_bundle`] splits the
+//! several files the kernel receives concatenated. Neither parser panics, whatever the bytes.
 //!
 //! # The language
 //! One statement per line; `#` starts a comment to the end of the line; blank lines are fine.
 //! Tokens are separated by spaces or tabs (a line may end in `\r\n`); commas separate list
-//! items. Keywords and hypercall names are case-sensitive as written here.
+//! items. Keywords, hypercall and action names are case-sensitive as written here (SPR names
+//! are not).
 //!
 //! ```text
 //! # guest memory: a named buffer of SIZE bytes, from the pinned (preregistered) pool unless `unpinned`
@@ -20,12 +22,14 @@
 //! list NAME [unpinned] = ITEM, ITEM, ...
 //! # a hypercall, by name or number, its arguments, and optionally what it must return
 //! CALL ARG ARG ... [=> CODE [VALUE] [via real|virtual]]
+//! # a guest action: something the guest does itself, and optionally its outcome
+//! guest ACTION ARG ... [=> OUTCOME]
 //! ```
 //!
 //! - **NAME**: `[A-Za-z_][A-Za-z0-9_]*`, not a keyword (`buffer`, `list`, `unpinned`, `seq`,
-//!   `via`, `real`, `virtual`), hypercall name or result-code name; defined once per script
-//!   (a redefinition is an error naming both lines) and used only after its definition. A
-//!   name may not also be one of the caller's predefined symbols.
+//!   `via`, `real`, `virtual`, `guest`), hypercall name or result-code name; defined once per
+//!   script (a redefinition is an error naming both lines) and used only after its
+//!   definition. A name may not also be one of the caller's predefined symbols.
 //! - **Numbers**: decimal or `0x` hex, `_` separators allowed, an optional size suffix `K`,
 //!   `M` or `G` (×1024, ×1024², ×1024³) on any number, e.g. `64K`, `0x1_0000`, `2M`. Every
 //!   number and every intermediate result must fit in 64 bits.
@@ -39,18 +43,33 @@
 //!   expands to the COUNT entries START, START+STEP, START+2·STEP, ... A list has 1 to 512
 //!   entries in all; the runner writes them big-endian into the list's page before the run.
 //! - **CALL**: `H_PUT_TCE`, `H_GET_TCE`, `H_STUFF_TCE`, `H_PUT_TCE_INDIRECT`,
-//!   `H_PUT_TERM_CHAR`, or a number (any hypercall number, e.g. to expect `H_FUNCTION`). The
-//!   named calls take exactly their PAPR arguments: `H_PUT_TCE liobn ioba tce`,
-//!   `H_GET_TCE liobn ioba`, `H_STUFF_TCE liobn ioba value count`,
-//!   `H_PUT_TCE_INDIRECT liobn ioba list count`, `H_PUT_TERM_CHAR termno len chars_hi
-//!   chars_lo`; a numbered call takes 0 to 8 arguments.
+//!   `H_PUT_TERM_CHAR`, or a number (any hypercall number below `1 << 63`, e.g. to expect
+//!   `H_FUNCTION`; bit 63 marks a guest action). The named calls take exactly their PAPR
+//!   arguments: `H_PUT_TCE liobn ioba tce`, `H_GET_TCE liobn ioba`, `H_STUFF_TCE liobn ioba
+//!   value count`, `H_PUT_TCE_INDIRECT liobn ioba list count`, `H_PUT_TERM_CHAR termno len
+//!   chars_hi chars_lo`; a numbered call takes 0 to 8 arguments.
 //! - **Expectation** after `=>`: CODE is `H_SUCCESS`, `H_HARDWARE`, `H_FUNCTION`,
 //!   `H_PARAMETER`, `H_NO_MEM` or an integer (possibly negative, e.g. `-4`). VALUE, allowed only
 //!   on `H_GET_TCE` (the one call that returns something in r4), is an expression r4 must
 //!   equal. `via real` requires that real mode completed the call, `via virtual` that real mode
 //!   declined (H_TOO_HARD) and virtual mode completed it. `H_TOO_HARD` itself is not a valid
 //!   expectation: it never reaches a guest. Without `=>` the call's outcome is not checked.
-//! - **Limits**: at most 4096 calls and 1024 buffers and lists per script.
+//! - **ACTION** (`nr` = [`abi::GUEST_ACTION`] | [`abi::guest_op`]): `spin` (forever, `MSR[EE]`
+//!   off), `spin_ee` (forever, the decrementer armed), `load GPA`, `store GPA VALUE`, `exec GPA`
+//!   (branch and link there), `insn WORD [R3]` (execute the instruction WORD, which must fit
+//!   in 32 bits, with r3 = R3, default 0), `spr SPR` (read it right after an `sc 1`), `mtspr
+//!   SPR VALUE`. Each takes exactly these arguments, expressions except SPR: a name from
+//!   [`abi::SPRS`] (`pidr`, `cfar`, ...) or a number below 1024.
+//! - **OUTCOME** after `=>` on a guest action: `ok` (it completed), `ok VALUE` or just VALUE
+//!   (it completed with r4 = VALUE, an expression), `program` (the guest took its own program
+//!   interrupt, 0x700), `interrupt VECTOR` (its own interrupt at VECTOR, an expression),
+//!   `stopped timeout` (the hypervisor stopped the guest for running past its time limit),
+//!   `stopped FAULT` (the hypervisor stopped it on FAULT: `hdsi` 0xe00, `hisi` 0xe20, `hea`
+//!   0xe40, `hfac` 0xf80, `hvi` 0xea0, or a vector number). These words are read as outcomes,
+//!   not names (a buffer named `ok` is checked with `=> ok ok`). Result codes and `via` are
+//!   for hypercalls only, outcomes for guest actions only. Without `=>` nothing is checked.
+//! - **Limits**: at most 4096 calls (guest actions included) and 1024 buffers and lists per
+//!   script.
 //!
 //! ```text
 //! buffer buf 64K                    # pinned
@@ -62,6 +81,9 @@
 //! H_PUT_TCE_INDIRECT liobn_4k 0x10000 tl 16 => H_SUCCESS
 //! H_STUFF_TCE liobn_4k 0 0 32 => H_SUCCESS
 //! 0x1234 => H_FUNCTION
+//! guest mtspr pidr 0x1234 => 0x1234 # the value read back
+//! guest insn 0x7fe00008 => program  # `trap`: the guest's own program interrupt
+//! guest load 0x7000_0000 => stopped hdsi
 //! ```
 //!
 //! ## Bundles
@@ -85,6 +107,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use crate::hcall::{HcallResult, Mode, H_GET_TCE, H_PUT_TCE, H_PUT_TCE_INDIRECT, H_STUFF_TCE};
+use crate::hv::abi::{self, guest_op};
 
 mod format;
 #[cfg(any(test, feature = "sim"))]
@@ -146,13 +169,56 @@ const CODES: [(&str, HcallResult); 5] = [
 const TOO_HARD: &str = "H_TOO_HARD";
 
 /// Words that are never names.
-const KEYWORDS: [&str; 7] = [
-    "buffer", "list", "unpinned", "seq", "via", "real", "virtual",
+const KEYWORDS: [&str; 8] = [
+    "buffer", "list", "unpinned", "seq", "via", "real", "virtual", "guest",
 ];
+
+/// The guest actions a script may name (`guest NAME ...`), with their arguments' names; an
+/// argument ending in `?` is optional.
+const ACTIONS: [(&str, u64, &[&str]); 8] = [
+    ("spin", guest_op::SPIN, &[]),
+    ("spin_ee", guest_op::SPIN_EE, &[]),
+    ("load", guest_op::LOAD, &["gpa"]),
+    ("store", guest_op::STORE, &["gpa", "value"]),
+    ("exec", guest_op::EXEC, &["gpa"]),
+    ("insn", guest_op::INSN, &["word", "r3?"]),
+    ("spr", guest_op::SPR, &["spr"]),
+    ("mtspr", guest_op::MTSPR, &["spr", "value"]),
+];
+
+/// SPR numbers are below this (10 bits in mfspr/mtspr).
+const SPR_LIMIT: u64 = 1024;
+
+/// The guest's program interrupt (`=> program`).
+const PROGRAM: u64 = 0x700;
+
+/// The interrupts on which the hypervisor stops a guest that a script may name
+/// (`=> stopped FAULT`).
+const FAULTS: [(&str, u64); 5] = [
+    ("hdsi", 0xe00),
+    ("hisi", 0xe20),
+    ("hea", 0xe40),
+    ("hfac", 0xf80),
+    ("hvi", 0xea0),
+];
+
+/// The words that start a guest action's outcome.
+const OUTCOMES: [&str; 4] = ["ok", "program", "interrupt", "stopped"];
 
 /// The name of hypercall `nr`, if a script can name it.
 pub fn hcall_name(nr: u64) -> Option<&'static str> {
     CALLS.iter().find(|c| c.1 == nr).map(|c| c.0)
+}
+
+/// The name of guest action `nr` (`load`, `spr`, ...), if it is one a script can name.
+pub fn guest_action_name(nr: u64) -> Option<&'static str> {
+    if !abi::is_action(nr) {
+        return None;
+    }
+    ACTIONS
+        .iter()
+        .find(|a| a.1 == nr & !abi::GUEST_ACTION)
+        .map(|a| a.0)
 }
 
 /// The name of result code `code` (`H_SUCCESS` ... `H_NO_MEM`, and `H_TOO_HARD`).
@@ -188,7 +254,7 @@ pub struct Script {
 }
 
 impl Script {
-    /// The calls, in order, with their line numbers.
+    /// The calls and guest actions, in order, with their line numbers.
     pub fn calls(&self) -> impl Iterator<Item = (usize, &Call)> {
         self.statements.iter().filter_map(|s| match &s.kind {
             StatementKind::Call(c) => Some((s.line, c)),
@@ -213,7 +279,8 @@ pub enum StatementKind {
     Buffer(Buffer),
     /// `list NAME [unpinned] = ITEM, ...`.
     List(List),
-    /// `CALL ARG ... [=> CODE [VALUE] [via real|virtual]]`.
+    /// `CALL ARG ... [=> CODE [VALUE] [via real|virtual]]`, or
+    /// `guest ACTION ARG ... [=> OUTCOME]`.
     Call(Call),
 }
 
@@ -255,15 +322,55 @@ pub enum Item {
     },
 }
 
-/// A hypercall statement.
+/// A hypercall statement, or a guest action (`nr` has [`abi::GUEST_ACTION`] set).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Call {
-    /// The hypercall number (from its name or as written).
+    /// The hypercall number (from its name or as written), or `GUEST_ACTION | op`.
     pub nr: u64,
-    /// Its arguments, r4 onwards.
+    /// Its arguments, r4 onwards. A guest action's are as [`abi::guest_op`] says: `insn` has
+    /// both (R3 defaults to 0), and an SPR is its number.
     pub args: Vec<Expr>,
-    /// What it must return, if the script says.
+    /// What a hypercall must return, if the script says (`None` for a guest action).
     pub expect: Option<ExpectExpr>,
+    /// What a guest action must do, if the script says (`None` for a hypercall).
+    pub guest_expect: Option<GuestExpectExpr>,
+}
+
+/// A guest action's outcome as written (its values still expressions).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GuestExpectExpr {
+    /// `ok [VALUE]`, or `VALUE`.
+    Ok(Option<Expr>),
+    /// `interrupt VECTOR`, or `program` (0x700).
+    Interrupt(Expr),
+    /// `stopped timeout`.
+    Timeout,
+    /// `stopped FAULT`: the vector.
+    Stopped(u64),
+}
+
+/// What a guest action must do, or did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuestExpect {
+    /// Completed; with `Some(v)`, its value must be `v` (an outcome always has `Some`).
+    Ok(Option<u64>),
+    /// The guest took an interrupt of its own at this vector (`program` is 0x700).
+    Interrupt(u64),
+    /// The hypervisor stopped the guest: it ran past its time limit.
+    Timeout,
+    /// The hypervisor stopped the guest on this interrupt vector.
+    Stopped(u64),
+}
+
+impl GuestExpect {
+    /// Whether a guest action's outcome `got` is what this expects: `Ok(None)` accepts any
+    /// completion, everything else only itself.
+    pub fn accepts(&self, got: &GuestExpect) -> bool {
+        match (self, got) {
+            (GuestExpect::Ok(None), GuestExpect::Ok(_)) => true,
+            _ => self == got,
+        }
+    }
 }
 
 /// An expectation as written (its r4 value still an expression).

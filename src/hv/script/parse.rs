@@ -7,9 +7,10 @@ use alloc::vec::Vec;
 
 use super::lex::{self, describe, is_number, number, quote, Tok};
 use super::{
-    hcall_name, Buffer, Call, ExpectExpr, Expr, Item, List, Mode, Op, Script, ScriptError,
-    Statement, StatementKind, Term, CALLS, CODES, H_GET_TCE, KEYWORDS, MAX_ARGS, MAX_CALLS,
-    MAX_DEFINITIONS, MAX_LIST_ENTRIES, TOO_HARD,
+    abi, hcall_name, Buffer, Call, ExpectExpr, Expr, GuestExpectExpr, Item, List, Mode, Op, Script,
+    ScriptError, Statement, StatementKind, Term, ACTIONS, CALLS, CODES, FAULTS, H_GET_TCE,
+    KEYWORDS, MAX_ARGS, MAX_CALLS, MAX_DEFINITIONS, MAX_LIST_ENTRIES, OUTCOMES, PROGRAM, SPR_LIMIT,
+    TOO_HARD,
 };
 
 /// The file name of the text before a bundle's first `#@file` line.
@@ -202,7 +203,17 @@ impl Parser {
         match c.next() {
             Some(Tok::Word("buffer")) => self.buffer(&mut c),
             Some(Tok::Word("list")) => self.list(&mut c),
-            Some(Tok::Word(w)) if is_number(w) => self.call(&mut c, number(w)?),
+            Some(Tok::Word("guest")) => self.guest(&mut c),
+            Some(Tok::Word(w)) if is_number(w) => {
+                let nr = number(w)?;
+                if abi::is_action(nr) {
+                    return Err(format!(
+                        "hypercall number {} has bit 63 set, which marks a guest action; write the action as `guest ACTION ...`",
+                        quote(w)
+                    ));
+                }
+                self.call(&mut c, nr)
+            }
             Some(Tok::Word(w)) => match CALLS.iter().find(|k| k.0 == w) {
                 Some(k) => self.call(&mut c, k.1),
                 None => Err(unknown_statement(Some(&Tok::Word(w)))),
@@ -332,13 +343,19 @@ impl Parser {
         }))
     }
 
-    /// `CALL ARG ... [=> EXPECTATION]`, after the call's name or number.
-    fn call(&mut self, c: &mut Cursor<'_, '_>, nr: u64) -> Result<StatementKind, String> {
+    /// Refuses one call (or guest action) more than [`MAX_CALLS`].
+    fn count_call(&self) -> Result<(), String> {
         if self.calls >= MAX_CALLS {
             return Err(format!(
-                "too many calls: a script makes at most {MAX_CALLS}"
+                "too many calls: a script makes at most {MAX_CALLS} (guest actions included)"
             ));
         }
+        Ok(())
+    }
+
+    /// `CALL ARG ... [=> EXPECTATION]`, after the call's name or number.
+    fn call(&mut self, c: &mut Cursor<'_, '_>, nr: u64) -> Result<StatementKind, String> {
+        self.count_call()?;
         let mut args = Vec::new();
         while c.peek().is_some_and(|t| t != Tok::Arrow) {
             args.push(self.expr(c, "an argument (a number or name) or `=>`")?);
@@ -366,7 +383,137 @@ impl Parser {
         } else {
             None
         };
-        Ok(StatementKind::Call(Call { nr, args, expect }))
+        Ok(StatementKind::Call(Call {
+            nr,
+            args,
+            expect,
+            guest_expect: None,
+        }))
+    }
+
+    /// `guest ACTION ARG ... [=> OUTCOME]`, after `guest`.
+    fn guest(&mut self, c: &mut Cursor<'_, '_>) -> Result<StatementKind, String> {
+        self.count_call()?;
+        let (name, op, params) = match c.next() {
+            Some(Tok::Word(w)) => match ACTIONS.iter().find(|a| a.0 == w) {
+                Some(&a) => a,
+                None => return Err(unknown_action(Some(&Tok::Word(w)))),
+            },
+            found => return Err(unknown_action(found.as_ref())),
+        };
+        let spr = op == abi::guest_op::SPR || op == abi::guest_op::MTSPR;
+        let mut args = Vec::new();
+        while c.peek().is_some_and(|t| t != Tok::Arrow) {
+            if spr && args.is_empty() {
+                args.push(Expr::num(spr_arg(c)?));
+            } else {
+                args.push(self.expr(c, "an argument (a number or name) or `=>`")?);
+            }
+        }
+        let required = params.iter().filter(|p| !p.ends_with('?')).count();
+        if !(required..=params.len()).contains(&args.len()) {
+            let count = match (required, params.len()) {
+                (0, 0) => {
+                    return Err(format!(
+                        "guest {name} takes no arguments, found {}",
+                        args.len()
+                    ))
+                }
+                (1, 1) => String::from("1 argument"),
+                (r, n) if r == n => format!("{n} arguments"),
+                (r, n) => format!("{r} or {n} arguments"),
+            };
+            let names: Vec<String> = params
+                .iter()
+                .map(|p| match p.strip_suffix('?') {
+                    Some(p) => format!("[{p}]"),
+                    None => String::from(*p),
+                })
+                .collect();
+            return Err(format!(
+                "guest {name} takes {count} ({}), found {}",
+                names.join(" "),
+                args.len()
+            ));
+        }
+        // Optional arguments default to 0 (insn's r3).
+        args.resize_with(params.len(), || Expr::num(0));
+        let guest_expect = if c.eat(Tok::Arrow) {
+            Some(self.outcome(c)?)
+        } else {
+            None
+        };
+        Ok(StatementKind::Call(Call {
+            nr: abi::GUEST_ACTION | op,
+            args,
+            expect: None,
+            guest_expect,
+        }))
+    }
+
+    /// What follows `=>` on a guest action: `ok [VALUE]`, `VALUE`, `program`, `interrupt
+    /// VECTOR`, `stopped timeout|FAULT`.
+    fn outcome(&mut self, c: &mut Cursor<'_, '_>) -> Result<GuestExpectExpr, String> {
+        const EXPECTED: &str =
+            "a guest action outcome after `=>` (`ok`, `ok VALUE`, VALUE, `program`, `interrupt VECTOR`, `stopped timeout` or `stopped FAULT`)";
+        let x = match c.peek() {
+            Some(Tok::Word("ok")) => {
+                c.next();
+                match c.peek() {
+                    None | Some(Tok::Word("via")) => GuestExpectExpr::Ok(None),
+                    Some(_) => GuestExpectExpr::Ok(Some(
+                        self.expr(c, "the value after `ok` (an expression) or end of line")?,
+                    )),
+                }
+            }
+            Some(Tok::Word("program")) => {
+                c.next();
+                GuestExpectExpr::Interrupt(Expr::num(PROGRAM))
+            }
+            Some(Tok::Word("interrupt")) => {
+                c.next();
+                GuestExpectExpr::Interrupt(
+                    self.expr(c, "the vector after `interrupt` (an expression)")?,
+                )
+            }
+            Some(Tok::Word("stopped")) => {
+                c.next();
+                let found = c.next();
+                match found {
+                    Some(Tok::Word("timeout")) => GuestExpectExpr::Timeout,
+                    Some(Tok::Word(w)) if is_number(w) => GuestExpectExpr::Stopped(number(w)?),
+                    _ => match FAULTS.iter().find(|f| found == Some(Tok::Word(f.0))) {
+                        Some(f) => GuestExpectExpr::Stopped(f.1),
+                        None => {
+                            return Err(format!(
+                                "expected `timeout`, a fault ({}) or a vector number after `stopped`, found {}",
+                                fault_names(),
+                                describe(found.as_ref())
+                            ))
+                        }
+                    },
+                }
+            }
+            Some(Tok::Word(w)) if w == TOO_HARD || CODES.iter().any(|k| k.0 == w) => {
+                return Err(format!(
+                    "{} is a hypercall result code, not a guest action's outcome: expected {EXPECTED}",
+                    quote(w)
+                ))
+            }
+            Some(Tok::Word("via")) => return Err(no_via()),
+            Some(Tok::Word(_)) => GuestExpectExpr::Ok(Some(self.expr(c, EXPECTED)?)),
+            found => {
+                return Err(format!(
+                    "expected {EXPECTED}, found {}",
+                    describe(found.as_ref())
+                ))
+            }
+        };
+        if c.peek() == Some(Tok::Word("via")) {
+            return Err(no_via());
+        }
+        c.end("end of line after the outcome")?;
+        Ok(x)
     }
 
     /// What follows `=>`: `CODE [VALUE] [via real|virtual]`.
@@ -393,6 +540,12 @@ impl Parser {
                     ))
                 }
             },
+            Some(Tok::Word(w)) if OUTCOMES.contains(&w) => {
+                return Err(format!(
+                    "{} is a guest action's outcome, not a hypercall's: expected {EXPECTED}",
+                    quote(w)
+                ))
+            }
             Some(Tok::Word(w)) => match CODES.iter().find(|k| k.0 == w) {
                 Some(k) => k.1.code(),
                 None => return Err(format!("expected {EXPECTED}, found {}", quote(w))),
@@ -485,9 +638,80 @@ fn is_number_call(c: &Cursor<'_, '_>) -> bool {
     matches!(c.toks.first(), Some(Tok::Word(w)) if is_number(w))
 }
 
+/// An SPR: a name from [`abi::SPRS`] (any case) or a number below [`SPR_LIMIT`], alone.
+fn spr_arg(c: &mut Cursor<'_, '_>) -> Result<u64, String> {
+    let n = match c.next() {
+        Some(Tok::Word(w)) if is_number(w) => {
+            let n = number(w)?;
+            if n >= SPR_LIMIT {
+                return Err(format!(
+                    "SPR number {} is out of range: SPRs are 0 to {}",
+                    quote(w),
+                    SPR_LIMIT - 1
+                ));
+            }
+            n
+        }
+        Some(Tok::Word(w)) => abi::spr_number(w).ok_or_else(|| {
+            let known: Vec<&str> = abi::SPRS.iter().map(|s| s.0).collect();
+            format!(
+                "unknown SPR {} (known: {}; or an SPR number below {SPR_LIMIT})",
+                quote(w),
+                known.join(", ")
+            )
+        })?,
+        found => {
+            return Err(format!(
+                "expected an SPR (a name or a number below {SPR_LIMIT}), found {}",
+                describe(found.as_ref())
+            ))
+        }
+    };
+    if let Some(op @ Tok::Op(_)) = c.peek() {
+        return Err(format!(
+            "an SPR is a name or a single number, found {} after it",
+            describe(Some(&op))
+        ));
+    }
+    Ok(n)
+}
+
+fn action_names() -> String {
+    let names: Vec<&str> = ACTIONS.iter().map(|a| a.0).collect();
+    names.join(", ")
+}
+
+fn fault_names() -> String {
+    let names: Vec<&str> = FAULTS.iter().map(|f| f.0).collect();
+    names.join(", ")
+}
+
+fn unknown_action(found: Option<&Tok<'_>>) -> String {
+    let mut m = format!(
+        "expected a guest action after `guest` ({}), found {}",
+        action_names(),
+        describe(found)
+    );
+    if let Some(Tok::Word(w)) = found {
+        if let Some(a) = ACTIONS.iter().find(|a| a.0.eq_ignore_ascii_case(w)) {
+            m.push_str(&format!(
+                " (names are case-sensitive: did you mean `{}`?)",
+                a.0
+            ));
+        }
+    }
+    m
+}
+
+fn no_via() -> String {
+    String::from(
+        "`via real|virtual` is for hypercalls only: a guest action does not go through the hypervisor's real or virtual mode",
+    )
+}
+
 fn unknown_statement(found: Option<&Tok<'_>>) -> String {
     let mut m = format!(
-        "expected a statement (`buffer`, `list`, a hypercall name or number), found {}",
+        "expected a statement (`buffer`, `list`, `guest`, a hypercall name or number), found {}",
         describe(found)
     );
     if let Some(Tok::Word(w)) = found {

@@ -8,8 +8,8 @@ use alloc::vec::Vec;
 use super::lex::quote;
 use super::parse::{no_entries, too_many_entries};
 use super::{
-    Expect, Expr, Item, List, Script, ScriptError, StatementKind, MAX_ARGS, MAX_LIST_ENTRIES,
-    PAGE_SIZE,
+    abi, Expect, Expr, GuestExpect, GuestExpectExpr, Item, List, Script, ScriptError,
+    StatementKind, MAX_ARGS, MAX_LIST_ENTRIES, PAGE_SIZE,
 };
 
 /// A range of guest physical memory, `[base, base + size)`.
@@ -63,17 +63,19 @@ pub struct ResolvedList {
     pub entries: Vec<u64>,
 }
 
-/// A call ready to make.
+/// A call ready to make: a hypercall, or a guest action (`nr` has [`abi::GUEST_ACTION`] set).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResolvedCall {
     /// The line it is on.
     pub line: usize,
-    /// The hypercall number (r3).
+    /// The hypercall number (r3), or `GUEST_ACTION | op` ([`abi::guest_op`]).
     pub nr: u64,
-    /// Its arguments, r4 onwards (at most 8).
+    /// Its arguments, r4 onwards (at most 8); a guest action's as [`abi::guest_op`] says.
     pub args: Vec<u64>,
-    /// What it must return, if the script says.
+    /// What a hypercall must return, if the script says (`None` for a guest action).
     pub expect: Option<Expect>,
+    /// What a guest action must do, if the script says (`None` for a hypercall).
+    pub guest_expect: Option<GuestExpect>,
 }
 
 impl ResolvedCall {
@@ -277,6 +279,15 @@ impl Script {
                         .map(|a| names.eval(a))
                         .collect::<Result<Vec<_>, _>>()
                         .map_err(at)?;
+                    if c.nr == abi::GUEST_ACTION | abi::guest_op::INSN {
+                        if let (Some(&word), Some(e)) = (args.first(), c.args.first()) {
+                            if word > u64::from(u32::MAX) {
+                                return Err(at(format!(
+                                    "guest insn: the instruction word `{e}` is {word:#x}, which does not fit in 32 bits"
+                                )));
+                            }
+                        }
+                    }
                     let expect = match &c.expect {
                         None => None,
                         Some(x) => Some(Expect {
@@ -290,11 +301,25 @@ impl Script {
                             via: x.via,
                         }),
                     };
+                    let guest_expect = match &c.guest_expect {
+                        None => None,
+                        Some(x) => Some(match x {
+                            GuestExpectExpr::Ok(v) => GuestExpect::Ok(
+                                v.as_ref().map(|e| names.eval(e)).transpose().map_err(at)?,
+                            ),
+                            GuestExpectExpr::Interrupt(e) => {
+                                GuestExpect::Interrupt(names.eval(e).map_err(at)?)
+                            }
+                            GuestExpectExpr::Timeout => GuestExpect::Timeout,
+                            GuestExpectExpr::Stopped(v) => GuestExpect::Stopped(*v),
+                        }),
+                    };
                     out.calls.push(ResolvedCall {
                         line,
                         nr: c.nr,
                         args,
                         expect,
+                        guest_expect,
                     });
                 }
             }

@@ -146,6 +146,7 @@ fn call_statements() {
                 r4: None,
                 via: Some(Mode::Real)
             }),
+            guest_expect: None,
         }
     );
     assert_eq!(
@@ -412,9 +413,10 @@ fn unknown_statements() {
     fails(
         "\n\nfoo 1 2",
         3,
-        "expected a statement (`buffer`, `list`, a hypercall name or number), found `foo`",
+        "expected a statement (`buffer`, `list`, `guest`, a hypercall name or number), found `foo`",
     );
     fails("Buffer a 1", 1, "did you mean `buffer`?");
+    fails("Guest spin", 1, "did you mean `guest`?");
     fails("h_put_tce 1 2 3", 1, "did you mean `H_PUT_TCE`?");
     fails("= 1", 1, "found `=`");
     fails("H_SUCCESS", 1, "found `H_SUCCESS`");
@@ -1018,8 +1020,581 @@ fn documented_example() {
     assert!(example.starts_with("buffer buf 64K"), "{example}");
     let r = run(&example);
     assert_eq!(r.lists[0].entries.len(), 16);
-    assert_eq!(r.calls.len(), 6);
+    assert_eq!(r.calls.len(), 9);
     assert_eq!(r.calls[5].to_string(), "hcall 0x1234()");
+    let guest: Vec<(String, Option<GuestExpect>)> = r.calls[6..]
+        .iter()
+        .map(|c| (c.to_string(), c.guest_expect))
+        .collect();
+    assert_eq!(
+        guest,
+        [
+            (
+                "guest mtspr(pidr, 0x1234)".into(),
+                Some(GuestExpect::Ok(Some(0x1234)))
+            ),
+            (
+                "guest insn(0x7fe00008, 0x0)".into(),
+                Some(GuestExpect::Interrupt(0x700))
+            ),
+            (
+                "guest load(0x70000000)".into(),
+                Some(GuestExpect::Stopped(0xe00))
+            ),
+        ]
+    );
+}
+
+// ---- guest actions ----
+
+const G: u64 = abi::GUEST_ACTION;
+
+/// The one call of `src`'s last line, resolved.
+fn last_call(src: &str) -> ResolvedCall {
+    run(src).calls.pop().expect("a call")
+}
+
+#[test]
+fn guest_action_statements() {
+    let r = run("buffer b 64K\n\
+                 guest spin\n\
+                 guest spin_ee\n\
+                 guest load b+8\n\
+                 guest store b 0x1234\n\
+                 guest exec b\n\
+                 guest insn 0x7c0004ac\n\
+                 guest insn 0x7c0004ac liobn_4k|1\n\
+                 guest spr pidr\n\
+                 guest spr CFAR\n\
+                 guest spr 1023\n\
+                 guest mtspr amr 0xc000_0000_0000_0000\n\
+                 guest mtspr 0x3ff b\n");
+    let got: Vec<(usize, u64, Vec<u64>)> = r
+        .calls
+        .iter()
+        .map(|c| {
+            assert_eq!((c.expect, c.guest_expect), (None, None), "{c}");
+            (c.line, c.nr, c.args.clone())
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (2, G | guest_op::SPIN, vec![]),
+            (3, G | guest_op::SPIN_EE, vec![]),
+            (4, G | guest_op::LOAD, vec![0x100_0008]),
+            (5, G | guest_op::STORE, vec![0x100_0000, 0x1234]),
+            (6, G | guest_op::EXEC, vec![0x100_0000]),
+            (7, G | guest_op::INSN, vec![0x7c00_04ac, 0]),
+            (8, G | guest_op::INSN, vec![0x7c00_04ac, 0x8000_0001]),
+            (9, G | guest_op::SPR, vec![48]),
+            (10, G | guest_op::SPR, vec![28]),
+            (11, G | guest_op::SPR, vec![1023]),
+            (12, G | guest_op::MTSPR, vec![29, 0xc000_0000_0000_0000]),
+            (13, G | guest_op::MTSPR, vec![1023, 0x100_0000]),
+        ]
+    );
+    assert!(r.calls.iter().all(|c| abi::is_action(c.nr)));
+    // As parsed: `insn`'s r3 defaults to 0, an SPR is its number, expressions stay as written.
+    let s = ok("buffer b 4K\nguest insn b+4\nguest mtspr dscr b");
+    let calls: Vec<&Call> = s.calls().map(|(_, c)| c).collect();
+    assert_eq!(
+        *calls[0],
+        Call {
+            nr: G | guest_op::INSN,
+            args: vec![
+                Expr {
+                    first: name("b"),
+                    rest: vec![(Op::Add, Term::Num(4))]
+                },
+                Expr::num(0)
+            ],
+            expect: None,
+            guest_expect: None,
+        }
+    );
+    assert_eq!(calls[1].args, vec![Expr::num(17), name("b").into()]);
+    // Every SPR the ABI names, in any case.
+    for &(spr, nr) in abi::SPRS.iter() {
+        for written in [spr.to_string(), spr.to_ascii_uppercase()] {
+            assert_eq!(
+                last_call(&format!("guest spr {written}")).args,
+                vec![nr],
+                "{written}"
+            );
+            assert_eq!(
+                last_call(&format!("guest mtspr {written} 7")).args,
+                vec![nr, 7]
+            );
+        }
+    }
+    assert_eq!(last_call("guest spr 0").args, vec![0]);
+    assert_eq!(
+        last_call("guest insn 0xffff_ffff 5").args,
+        vec![u32::MAX.into(), 5]
+    );
+}
+
+#[test]
+fn guest_actions_are_calls_in_script_order() {
+    let src =
+        "0x99\nguest spin\nbuffer b 4K\nH_GET_TCE 1 2 => H_SUCCESS 3\nguest load b => ok\n0x98";
+    let parsed: Vec<(usize, u64)> = ok(src).calls().map(|(l, c)| (l, c.nr)).collect();
+    let resolved: Vec<(usize, u64)> = run(src).calls.iter().map(|c| (c.line, c.nr)).collect();
+    let want = vec![
+        (1, 0x99),
+        (2, G | guest_op::SPIN),
+        (4, 0x1C),
+        (5, G | guest_op::LOAD),
+        (6, 0x98),
+    ];
+    assert_eq!(parsed, want);
+    assert_eq!(resolved, want);
+    let r = run(src);
+    assert_eq!(
+        (r.calls[2].expect.is_some(), r.calls[2].guest_expect),
+        (true, None)
+    );
+    assert_eq!(
+        (r.calls[3].expect, r.calls[3].guest_expect),
+        (None, Some(GuestExpect::Ok(None)))
+    );
+    assert_eq!(r.calls[3].regs(), [0x100_0000, 0, 0, 0, 0, 0, 0, 0]);
+    // The call limit counts guest actions.
+    let actions = "guest spin\n".repeat(MAX_CALLS / 2);
+    let calls = "0x99\n".repeat(MAX_CALLS / 2);
+    let full = format!("{actions}{calls}");
+    assert_eq!(ok(&full).calls().count(), MAX_CALLS);
+    fails(
+        &format!("{full}guest spin\n"),
+        MAX_CALLS + 1,
+        "too many calls: a script makes at most 4096 (guest actions included)",
+    );
+    fails(&format!("{full}0x99\n"), MAX_CALLS + 1, "too many calls");
+}
+
+#[test]
+fn guest_outcomes() {
+    for (outcome, want) in [
+        ("ok", GuestExpect::Ok(None)),
+        ("ok 5", GuestExpect::Ok(Some(5))),
+        ("ok b+1", GuestExpect::Ok(Some(0x100_0001))),
+        ("0x1234", GuestExpect::Ok(Some(0x1234))),
+        ("b|3", GuestExpect::Ok(Some(0x100_0003))),
+        ("liobn_4k", GuestExpect::Ok(Some(0x8000_0001))),
+        ("0", GuestExpect::Ok(Some(0))),
+        ("program", GuestExpect::Interrupt(0x700)),
+        ("interrupt 0x600", GuestExpect::Interrupt(0x600)),
+        ("interrupt 0x300+0x80", GuestExpect::Interrupt(0x380)),
+        ("interrupt 0x700", GuestExpect::Interrupt(0x700)),
+        ("stopped timeout", GuestExpect::Timeout),
+        ("stopped hdsi", GuestExpect::Stopped(0xe00)),
+        ("stopped hisi", GuestExpect::Stopped(0xe20)),
+        ("stopped hea", GuestExpect::Stopped(0xe40)),
+        ("stopped hfac", GuestExpect::Stopped(0xf80)),
+        ("stopped hvi", GuestExpect::Stopped(0xea0)),
+        ("stopped 0x980", GuestExpect::Stopped(0x980)),
+        ("stopped 2432", GuestExpect::Stopped(0x980)),
+    ] {
+        let c = last_call(&format!("buffer b 4K\nguest load b => {outcome}"));
+        assert_eq!((c.expect, c.guest_expect), (None, Some(want)), "{outcome}");
+    }
+    // The shorthand the brief's example uses.
+    assert_eq!(
+        last_call("guest spr pidr => 0x1234").guest_expect,
+        Some(GuestExpect::Ok(Some(0x1234)))
+    );
+    // As parsed.
+    let outcomes: Vec<Option<GuestExpectExpr>> = ok("guest spin\n\
+             guest spin => ok\n\
+             guest spin => ok 5\n\
+             guest spin => 5\n\
+             guest spin => program\n\
+             guest spin => interrupt liobn_4k\n\
+             guest spin => stopped timeout\n\
+             guest spin => stopped hvi\n")
+    .calls()
+    .map(|(_, c)| c.guest_expect.clone())
+    .collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            None,
+            Some(GuestExpectExpr::Ok(None)),
+            Some(GuestExpectExpr::Ok(Some(Expr::num(5)))),
+            Some(GuestExpectExpr::Ok(Some(Expr::num(5)))),
+            Some(GuestExpectExpr::Interrupt(Expr::num(0x700))),
+            Some(GuestExpectExpr::Interrupt(name("liobn_4k").into())),
+            Some(GuestExpectExpr::Timeout),
+            Some(GuestExpectExpr::Stopped(0xea0)),
+        ]
+    );
+    // Outcome words come before names: a buffer named `ok` is compared with `ok ok`.
+    let r = run("buffer ok 4K\nbuffer program 4K\nguest load ok => ok\nguest load ok => ok ok\nguest load 0 => ok program\nguest load 0 => program");
+    let got: Vec<Option<GuestExpect>> = r.calls.iter().map(|c| c.guest_expect).collect();
+    assert_eq!(
+        got,
+        vec![
+            Some(GuestExpect::Ok(None)),
+            Some(GuestExpect::Ok(Some(0x100_0000))),
+            Some(GuestExpect::Ok(Some(0x101_0000))),
+            Some(GuestExpect::Interrupt(0x700)),
+        ]
+    );
+}
+
+#[test]
+fn guest_expect_accepts() {
+    use GuestExpect::*;
+    let all = [
+        Ok(None),
+        Ok(Some(5)),
+        Ok(Some(6)),
+        Interrupt(0x700),
+        Interrupt(0x600),
+        Timeout,
+        Stopped(0xe00),
+        Stopped(0xe20),
+        Stopped(0x700),
+    ];
+    for want in all {
+        for got in all {
+            let accepted = match (want, got) {
+                (Ok(None), Ok(_)) => true,
+                _ => want == got,
+            };
+            assert_eq!(want.accepts(&got), accepted, "{want:?} {got:?}");
+        }
+    }
+    assert!(Ok(None).accepts(&Ok(Some(5))));
+    assert!(!Ok(Some(5)).accepts(&Ok(None)));
+    assert!(!Ok(Some(5)).accepts(&Ok(Some(6))));
+    assert!(!Interrupt(0x700).accepts(&Stopped(0x700)));
+    assert!(!Timeout.accepts(&Stopped(0)));
+}
+
+#[test]
+fn guest_action_errors() {
+    let actions = "(spin, spin_ee, load, store, exec, insn, spr, mtspr)";
+    fails(
+        "guest",
+        1,
+        &format!("expected a guest action after `guest` {actions}, found end of line"),
+    );
+    fails(
+        "\nguest jump 0",
+        2,
+        &format!("expected a guest action after `guest` {actions}, found `jump`"),
+    );
+    fails("guest 5", 1, "found `5`");
+    fails("guest => ok", 1, "found `=>`");
+    fails("guest Load 0", 1, "did you mean `load`?");
+    // Each form takes exactly its arguments.
+    let e = fails("buffer b 4K\nguest store b", 2, "");
+    assert_eq!(
+        e.to_string(),
+        "line 2: guest store takes 2 arguments (gpa value), found 1"
+    );
+    for (src, message) in [
+        ("guest spin 1", "guest spin takes no arguments, found 1"),
+        (
+            "guest spin_ee 1 2 => ok",
+            "guest spin_ee takes no arguments, found 2",
+        ),
+        ("guest load", "guest load takes 1 argument (gpa), found 0"),
+        (
+            "guest load 1 2",
+            "guest load takes 1 argument (gpa), found 2",
+        ),
+        (
+            "guest store 1 2 3",
+            "guest store takes 2 arguments (gpa value), found 3",
+        ),
+        (
+            "guest exec => ok",
+            "guest exec takes 1 argument (gpa), found 0",
+        ),
+        (
+            "guest insn",
+            "guest insn takes 1 or 2 arguments (word [r3]), found 0",
+        ),
+        (
+            "guest insn 1 2 3",
+            "guest insn takes 1 or 2 arguments (word [r3]), found 3",
+        ),
+        ("guest spr", "guest spr takes 1 argument (spr), found 0"),
+        (
+            "guest spr pidr 1",
+            "guest spr takes 1 argument (spr), found 2",
+        ),
+        (
+            "guest mtspr pidr",
+            "guest mtspr takes 2 arguments (spr value), found 1",
+        ),
+        (
+            "guest mtspr pidr 1 2",
+            "guest mtspr takes 2 arguments (spr value), found 3",
+        ),
+    ] {
+        fails(src, 1, message);
+    }
+    // SPRs.
+    let e = fails(
+        "guest spr foo",
+        1,
+        "unknown SPR `foo` (known: xer, dscr, dsisr,",
+    );
+    assert!(
+        e.message.ends_with("ppr; or an SPR number below 1024)"),
+        "{e}"
+    );
+    for &(spr, _) in abi::SPRS.iter() {
+        assert!(e.message.contains(spr), "{e} lacks {spr}");
+    }
+    fails("buffer b 4K\nguest mtspr b 1", 2, "unknown SPR `b`");
+    fails("guest spr via", 1, "unknown SPR `via`");
+    fails(
+        "guest spr 1024",
+        1,
+        "SPR number `1024` is out of range: SPRs are 0 to 1023",
+    );
+    fails(
+        "guest mtspr 0x400 1",
+        1,
+        "SPR number `0x400` is out of range",
+    );
+    fails(
+        "guest spr pidr+1",
+        1,
+        "an SPR is a name or a single number, found `+` after it",
+    );
+    fails(
+        "guest spr (",
+        1,
+        "expected an SPR (a name or a number below 1024), found `(`",
+    );
+    fails("guest spr 0xg", 1, "`g` is not a hex digit");
+    // An instruction word is 32 bits, checked once the expression has a value.
+    resolve_fails(
+        "guest insn 0x1_0000_0000",
+        1,
+        "guest insn: the instruction word `0x100000000` is 0x100000000, which does not fit in 32 bits",
+    );
+    resolve_fails(
+        "buffer b 4K\n\nguest insn b+0xffffffff 1 => program",
+        3,
+        "the instruction word `b+0xffffffff` is 0x100ffffff, which does not fit in 32 bits",
+    );
+    resolve_fails(
+        "guest insn liobn_4k|0x100000000",
+        1,
+        "does not fit in 32 bits",
+    );
+    // Expressions fail as anywhere else.
+    fails("guest load 1-2", 1, "`1-2` is negative");
+    fails("guest store 1 2+", 1, "after `+`, found end of line");
+    resolve_fails("guest load zz", 1, "unknown name `zz`");
+    resolve_fails("guest spin => zz", 1, "unknown name `zz`");
+    resolve_fails("guest spin => ok zz", 1, "unknown name `zz`");
+    resolve_fails("guest spin => interrupt zz", 1, "unknown name `zz`");
+    // `guest` is a keyword.
+    fails(
+        "buffer guest 4K",
+        1,
+        "expected a name after `buffer`, found the keyword `guest`",
+    );
+    fails("list guest = 1", 1, "found the keyword `guest`");
+    fails("0x99 guest", 1, "found the keyword `guest`");
+    fails("guest load guest", 1, "found the keyword `guest`");
+    fails("guest spin => guest", 1, "found the keyword `guest`");
+    // Action and outcome words are not keywords.
+    run("buffer load 4K\nbuffer spr 4K\nbuffer stopped 4K\nbuffer hdsi 4K\nguest load load+spr => stopped hdsi\nH_PUT_TCE liobn_4k 0 hdsi|3");
+    // A numbered call may not pose as a guest action.
+    fails(
+        "0x8000000000000003 0x1000",
+        1,
+        "hypercall number `0x8000000000000003` has bit 63 set, which marks a guest action; write the action as `guest ACTION ...`",
+    );
+    ok("0x7fffffffffffffff");
+}
+
+#[test]
+fn guest_and_hypercall_expectations_do_not_mix() {
+    let outcomes = "(`ok`, `ok VALUE`, VALUE, `program`, `interrupt VECTOR`, `stopped timeout` or `stopped FAULT`)";
+    // Hypercall expectations on a guest action.
+    fails(
+        "guest spin => H_SUCCESS",
+        1,
+        &format!("`H_SUCCESS` is a hypercall result code, not a guest action's outcome: expected a guest action outcome after `=>` {outcomes}"),
+    );
+    fails(
+        "guest load 0 => H_PARAMETER",
+        1,
+        "`H_PARAMETER` is a hypercall result code",
+    );
+    fails(
+        "guest load 0 => H_TOO_HARD",
+        1,
+        "`H_TOO_HARD` is a hypercall result code",
+    );
+    for src in [
+        "guest spin => via real",
+        "guest spin => ok via real",
+        "guest load 0 => 5 via virtual",
+        "guest spin => program via real",
+        "guest spin => stopped hdsi via virtual",
+        "guest spin => ok 1+2 via real",
+    ] {
+        fails(
+            src,
+            1,
+            "`via real|virtual` is for hypercalls only: a guest action does not go through the hypervisor's real or virtual mode",
+        );
+    }
+    fails(
+        "guest spin => -4",
+        1,
+        &format!("expected a guest action outcome after `=>` {outcomes}, found `-`"),
+    );
+    fails("guest spin =>", 1, "found end of line");
+    fails("guest spin => => ok", 1, "found `=>`");
+    fails(
+        "guest spin => stopped",
+        1,
+        "expected `timeout`, a fault (hdsi, hisi, hea, hfac, hvi) or a vector number after `stopped`, found end of line",
+    );
+    fails(
+        "guest spin => stopped HDSI",
+        1,
+        "after `stopped`, found `HDSI`",
+    );
+    fails("guest spin => stopped 0xg", 1, "`g` is not a hex digit");
+    fails(
+        "guest spin => stopped timeout 1",
+        1,
+        "expected end of line after the outcome, found `1`",
+    );
+    fails("guest spin => stopped 0xe00+0x20", 1, "found `+`");
+    fails(
+        "guest spin => interrupt",
+        1,
+        "expected the vector after `interrupt` (an expression), found end of line",
+    );
+    fails(
+        "guest spin => program 0x700",
+        1,
+        "expected end of line after the outcome, found `0x700`",
+    );
+    fails(
+        "guest spin => ok 1 2",
+        1,
+        "expected end of line after the outcome, found `2`",
+    );
+    fails("guest spin => 1 2", 1, "found `2`");
+    // `timeout` alone is a name (the shorthand `=> VALUE`), not an outcome.
+    resolve_fails("guest spin => timeout", 1, "unknown name `timeout`");
+    // Guest outcomes on a hypercall.
+    fails(
+        "0x99 => ok",
+        1,
+        "`ok` is a guest action's outcome, not a hypercall's: expected a result code after `=>` (H_SUCCESS, H_HARDWARE, H_FUNCTION, H_PARAMETER, H_NO_MEM or an integer)",
+    );
+    for src in [
+        "H_GET_TCE 1 2 => ok 5",
+        "H_PUT_TCE 1 2 3 => program",
+        "0x99 => interrupt 0x700",
+        "H_STUFF_TCE 1 2 3 4 => stopped hdsi",
+        "0x99 => stopped timeout",
+    ] {
+        fails(src, 1, "is a guest action's outcome, not a hypercall's");
+    }
+}
+
+#[test]
+fn guest_formatting() {
+    let r = run("buffer b 4K\n\
+                 guest load 0x400000\n\
+                 guest spr cfar\n\
+                 guest spr 0x1c\n\
+                 guest spr 0x3ff\n\
+                 guest insn 0x7c0004ac\n\
+                 guest spin\n\
+                 guest spin_ee\n\
+                 guest mtspr PIDR 0x1234\n\
+                 guest mtspr 1000 1\n\
+                 guest store b 5\n\
+                 guest exec 0");
+    let shown: Vec<String> = r.calls.iter().map(|c| c.to_string()).collect();
+    assert_eq!(
+        shown,
+        [
+            "guest load(0x400000)",
+            "guest spr(cfar)",
+            "guest spr(cfar)",
+            "guest spr(0x3ff)",
+            "guest insn(0x7c0004ac, 0x0)",
+            "guest spin()",
+            "guest spin_ee()",
+            "guest mtspr(pidr, 0x1234)",
+            "guest mtspr(0x3e8, 0x1)",
+            "guest store(0x1000000, 0x5)",
+            "guest exec(0x0)",
+        ]
+    );
+    // An action no script can name still prints.
+    let odd = ResolvedCall {
+        line: 1,
+        nr: G | 0x99,
+        args: vec![28],
+        expect: None,
+        guest_expect: None,
+    };
+    assert_eq!(odd.to_string(), "guest action 0x99(0x1c)");
+    assert_eq!(
+        (
+            guest_action_name(G | guest_op::LOAD),
+            guest_action_name(guest_op::LOAD),
+            guest_action_name(G | 0x99),
+            guest_action_name(G | guest_op::MTSPR),
+        ),
+        (Some("load"), None, None, Some("mtspr"))
+    );
+    // Outcomes print as a script writes them, and read back.
+    for (x, text) in [
+        (GuestExpect::Ok(None), "ok"),
+        (GuestExpect::Ok(Some(5)), "ok 0x5"),
+        (GuestExpect::Ok(Some(u64::MAX)), "ok 0xffffffffffffffff"),
+        (GuestExpect::Interrupt(0x700), "program"),
+        (GuestExpect::Interrupt(0x600), "interrupt 0x600"),
+        (GuestExpect::Interrupt(0), "interrupt 0x0"),
+        (GuestExpect::Timeout, "stopped timeout"),
+        (GuestExpect::Stopped(0xe00), "stopped hdsi"),
+        (GuestExpect::Stopped(0xe20), "stopped hisi"),
+        (GuestExpect::Stopped(0xe40), "stopped hea"),
+        (GuestExpect::Stopped(0xf80), "stopped hfac"),
+        (GuestExpect::Stopped(0xea0), "stopped hvi"),
+        (GuestExpect::Stopped(0x980), "stopped 0x980"),
+    ] {
+        assert_eq!(x.to_string(), text);
+        assert_eq!(
+            last_call(&format!("guest spin => {x}")).guest_expect,
+            Some(x),
+            "{text}"
+        );
+    }
+}
+
+/// The fuzz harness's properties hold for scripts with guest actions.
+#[test]
+fn fuzz_check_covers_guest_actions() {
+    for src in [
+        "buffer b 4K\nguest load b => ok b\nguest spr pidr => 0x1234\nH_GET_TCE liobn_4k 0 => H_SUCCESS 0\nguest insn 0x7fe00008 1 => program\nguest spin => stopped timeout",
+        "guest insn 0x1_0000_0000",
+        "guest mtspr tar 0 => stopped hfac\nguest spin_ee => interrupt 0x900",
+        "#@file a\nguest exec 0 => stopped hisi\n#@file b\nguest spr 2000",
+    ] {
+        super::fuzz::check(src.as_bytes()).unwrap_or_else(|e| panic!("{e}\nin:\n{src}"));
+    }
 }
 
 // ---- formatting ----
@@ -1138,6 +1713,21 @@ mod properties {
         "H_SUCCESS",
         "H_PARAMETER",
         "H_TOO_HARD",
+        "guest",
+        "spin",
+        "load",
+        "insn",
+        "spr",
+        "mtspr",
+        "pidr",
+        "1024",
+        "0x100000000",
+        "ok",
+        "program",
+        "interrupt",
+        "stopped",
+        "timeout",
+        "hdsi",
         "-",
         "+",
         "|",
@@ -1174,6 +1764,13 @@ mod properties {
         "H_STUFF_TCE",
         "H_PUT_TCE_INDIRECT liobn 0 l",
         "0x99",
+        "guest load a",
+        "guest store",
+        "guest insn 0xffffffff",
+        "guest spr",
+        "guest mtspr pidr",
+        "guest spin =>",
+        "guest spin => stopped",
         "#@file f",
         "",
     ];
@@ -1253,6 +1850,7 @@ mod properties {
                 .prop_map(|(a, b, k, r4, v)| format!("H_GET_TCE {a} {b} => {k} {r4}{v}")),
             (any::<u16>(), proptest::collection::vec(expr(ALL), 0..9))
                 .prop_map(|(nr, args)| format!("{nr:#x} {}", args.join(" "))),
+            (guest_action(), outcome()).prop_map(|(a, o)| format!("guest {a}{o}")),
         ];
         (
             (size(), pin(), size(), pin()),
@@ -1269,6 +1867,46 @@ mod properties {
                 lines.extend(calls);
                 lines
             })
+    }
+
+    /// A guest action and its arguments.
+    fn guest_action() -> impl Strategy<Value = String> {
+        const ALL: &[&str] = &["liobn", "a", "b", "l", "m"];
+        let spr = prop_oneof![
+            3 => proptest::sample::select(&abi::SPRS[..]).prop_map(|s| s.0.to_string()),
+            1 => (0..1024u64).prop_map(|n| format!("{n:#x}")),
+        ];
+        let word = prop_oneof![
+            3 => any::<u32>().prop_map(|w| format!("{w:#x}")),
+            1 => expr(ALL),
+        ];
+        prop_oneof![
+            Just("spin".to_string()),
+            Just("spin_ee".to_string()),
+            expr(ALL).prop_map(|g| format!("load {g}")),
+            (expr(ALL), expr(ALL)).prop_map(|(g, v)| format!("store {g} {v}")),
+            expr(ALL).prop_map(|g| format!("exec {g}")),
+            word.clone().prop_map(|w| format!("insn {w}")),
+            (word, expr(ALL)).prop_map(|(w, r3)| format!("insn {w} {r3}")),
+            spr.clone().prop_map(|s| format!("spr {s}")),
+            (spr, expr(ALL)).prop_map(|(s, v)| format!("mtspr {s} {v}")),
+        ]
+    }
+
+    /// Nothing, or `=> OUTCOME`.
+    fn outcome() -> impl Strategy<Value = String> {
+        const ALL: &[&str] = &["liobn", "a", "b", "l", "m"];
+        prop_oneof![
+            Just(String::new()),
+            Just(" => ok".to_string()),
+            expr(ALL).prop_map(|v| format!(" => ok {v}")),
+            expr(ALL).prop_map(|v| format!(" => {v}")),
+            Just(" => program".to_string()),
+            expr(ALL).prop_map(|v| format!(" => interrupt {v}")),
+            Just(" => stopped timeout".to_string()),
+            proptest::sample::select(&["hdsi", "hisi", "hea", "hfac", "hvi", "0x980"][..])
+                .prop_map(|f| format!(" => stopped {f}")),
+        ]
     }
 
     /// Mostly plausible layouts (page-aligned pools of up to 4 MiB, power-of-two alignments),
@@ -1315,6 +1953,9 @@ mod properties {
             for (_, r) in parse_bundle(text.as_bytes()) {
                 check(text.as_bytes(), &r);
             }
+            if let Err(e) = super::super::fuzz::check(text.as_bytes()) {
+                prop_assert!(false, "{}", e);
+            }
         }
 
         /// Well-formed statements: whatever resolves is placed inside its pool, aligned, without
@@ -1354,6 +1995,22 @@ mod properties {
             }
             prop_assert_eq!(res.calls.len(), script.calls().count());
             prop_assert!(res.calls.iter().all(|c| c.args.len() <= MAX_ARGS));
+            // Guest actions in script order with the calls, each with only its kind of
+            // expectation; an insn word fits in 32 bits.
+            let order: Vec<(usize, u64)> = script.calls().map(|(l, c)| (l, c.nr)).collect();
+            let resolved: Vec<(usize, u64)> = res.calls.iter().map(|c| (c.line, c.nr)).collect();
+            prop_assert_eq!(order, resolved);
+            for c in &res.calls {
+                if abi::is_action(c.nr) {
+                    prop_assert!(c.expect.is_none());
+                    if c.nr == abi::GUEST_ACTION | guest_op::INSN {
+                        prop_assert!(c.args[0] <= u64::from(u32::MAX));
+                    }
+                } else {
+                    prop_assert!(c.guest_expect.is_none());
+                }
+                let _ = format!("{c} {:?}", c.guest_expect.map(|x| x.to_string()));
+            }
         }
 
         /// Any u64 reads back from decimal, hex and hex with separators.
