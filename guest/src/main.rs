@@ -28,6 +28,8 @@ mod slot {
     /// Spill slots of the vector stubs and the trap path.
     pub const T3: u64 = 0x1008;
     pub const T4: u64 = 0x1010;
+    /// Decrementer interrupts the guest took (`abi::DEC_COUNT_GPA`).
+    pub const DECS: u64 = super::abi::DEC_COUNT_GPA;
     /// `p9_hcall_frame`'s stack pointer, frame pointer, r3 and CFAR after `sc 1`.
     pub const SP: u64 = 0x1020;
     pub const FRAME: u64 = 0x1028;
@@ -63,8 +65,11 @@ core::arch::global_asm!(
     .set vec, 0
     .rept 128
     .if vec == 0x900
-    /* The decrementer: re-armed (64Ki ticks), and back to where the guest was. */
+    /* The decrementer: counted, re-armed (64Ki ticks), and back to where the guest was. */
     std     3, {t3}(0)
+    ld      3, {decs}(0)
+    addi    3, 3, 1
+    std     3, {decs}(0)
     lis     3, 1
     mtdec   3
     ld      3, {t3}(0)
@@ -340,6 +345,7 @@ p9_hcall_timed:
     catch = const slot::CATCH,
     t3 = const slot::T3,
     t4 = const slot::T4,
+    decs = const slot::DECS,
     sp = const slot::SP,
     frame = const slot::FRAME,
     r3 = const slot::R3,

@@ -12,6 +12,9 @@ pub const H_P9_EXIT: u64 = 0xF100;
 pub const MAILBOX_GPA: u64 = 0x20_0000;
 /// Guest physical address of the [`CallResult`] array.
 pub const RESULTS_GPA: u64 = 0x30_0000;
+/// Guest physical address of the count of decrementer interrupts the guest handled itself
+/// (a u64 its 0x900 handler increments; the hypervisor may read it).
+pub const DEC_COUNT_GPA: u64 = 0x1018;
 /// Most calls one run carries.
 pub const MAX_CALLS: usize = 4096;
 /// `Mailbox::magic`.
@@ -204,8 +207,8 @@ pub const CHECKED_SPRS: [(&str, u64); 19] = [
 pub fn checked_reg_name(k: u64) -> Option<&'static str> {
     const GPRS: [&str; 32] = [
         "r0", "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "r13",
-        "r14", "r15", "r16", "r17", "r18", "r19", "r20", "r21", "r22", "r23", "r24", "r25",
-        "r26", "r27", "r28", "r29", "r30", "r31",
+        "r14", "r15", "r16", "r17", "r18", "r19", "r20", "r21", "r22", "r23", "r24", "r25", "r26",
+        "r27", "r28", "r29", "r30", "r31",
     ];
     const OTHERS: [&str; 8] = ["CR", "LR", "CTR", "XER", "SRR0", "SRR1", "CFAR", "DEC"];
     let k = k as usize;

@@ -212,9 +212,16 @@ mod tests {
         assert_eq!(r.pc, 0x700);
         assert_eq!(r.srr0, 0x1_0000, "SRR0 names the sc itself");
         assert_eq!(r.srr1 & SRR1_PROGRAM_PRIV, SRR1_PROGRAM_PRIV);
-        assert_eq!(r.srr1 & 0xffff, user & 0xffff, "the MSR bits are kept in SRR1");
+        assert_eq!(
+            r.srr1 & 0xffff,
+            user & 0xffff,
+            "the MSR bits are kept in SRR1"
+        );
         assert_eq!(r.msr & (msr::PR | msr::IR | msr::DR | msr::EE | msr::HV), 0);
-        assert_eq!(r.msr & (msr::SF | msr::ME | msr::LE), msr::SF | msr::ME | msr::LE);
+        assert_eq!(
+            r.msr & (msr::SF | msr::ME | msr::LE),
+            msr::SF | msr::ME | msr::LE
+        );
         let kernel = user & !msr::PR;
         assert_eq!(reflect_privileged(0x1_0004, kernel), None);
     }

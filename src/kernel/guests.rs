@@ -60,6 +60,18 @@ pub const LIOBN_64K: u64 = 0x8000_0002;
 /// The symbols scripts may use.
 pub const SYMBOLS: [(&str, u64); 2] = [("liobn_4k", LIOBN_4K), ("liobn_64k", LIOBN_64K)];
 
+/// What one call of a [`Partition::run_restarting`] sequence came to.
+#[derive(Debug, Clone, Copy)]
+pub enum CallOutcome {
+    /// A hypercall the guest made: its entry in the trace and what the guest saw.
+    Hcall { trace: usize, result: CallResult },
+    /// A guest action that completed or took an interrupt of the guest's own.
+    Action(CallResult),
+    /// The guest was stopped while making this call (the exit code); the vCPU was restarted
+    /// at the next one.
+    Stopped(u64),
+}
+
 /// Which path completed a hypercall.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Path {
@@ -147,7 +159,8 @@ pub struct Partition {
     pub fault: Option<GuestFault>,
     /// The run's time limit (set before [`Partition::run`]; default one second).
     pub limit: RunLimit,
-    /// Slices that ended with the hypervisor decrementer, and HMIs handled, in the last run.
+    /// Slices that ended with the hypervisor decrementer, and HMIs handled, since the last
+    /// [`Partition::run`] or [`Partition::run_restarting`] began.
     pub preemptions: u64,
     pub hmis: u64,
     /// Force the next hypercall down the virtual-mode path (for benchmarks of that path).
@@ -404,6 +417,8 @@ impl Partition {
     /// stopped; clears the trace first.
     pub fn run(&mut self) -> u64 {
         self.trace.clear();
+        self.preemptions = 0;
+        self.hmis = 0;
         self.run_from(0)
     }
 
@@ -429,8 +444,6 @@ impl Partition {
         };
         self.regs.gpr[3] = abi::MAILBOX_GPA;
         self.fault = None;
-        self.preemptions = 0;
-        self.hmis = 0;
         guest::set_hcall_handler(hcall_handler);
         let start = spr::timebase();
         let code = loop {
@@ -454,6 +467,51 @@ impl Partition {
             self.report_exit(code);
         }
         code
+    }
+
+    /// Makes `calls` in a fresh vCPU, restarting it after each stop at the call that follows
+    /// (the partition's memory and windows as the stopped guest left them), and says what
+    /// each call came to. The trace holds every hypercall of the whole sequence.
+    pub fn run_restarting(&mut self, calls: &[abi::Call]) -> Result<Vec<CallOutcome>, BuildError> {
+        self.set_mailbox(abi::action::CALLS, calls, 1)?;
+        self.trace.clear();
+        self.preemptions = 0;
+        self.hmis = 0;
+        let current_at = abi::MAILBOX_GPA + core::mem::offset_of!(Mailbox, current) as u64;
+        let mut out = Vec::with_capacity(calls.len());
+        let mut traced = 0;
+        while out.len() < calls.len() {
+            let first = out.len();
+            let code = self.run_from(first as u64);
+            let done = if code == EXIT_GUEST {
+                calls.len()
+            } else {
+                let cur = self.read_u64(current_at).unwrap_or(first as u64) as usize;
+                cur.clamp(first, calls.len())
+            };
+            for (i, c) in calls.iter().enumerate().take(done).skip(first) {
+                let result = self.result(i);
+                if abi::is_action(c.nr) {
+                    // `guest spr` makes one hypercall of its own (answered H_FUNCTION).
+                    if c.nr & !abi::GUEST_ACTION == abi::guest_op::SPR {
+                        traced += 1;
+                    }
+                    out.push(CallOutcome::Action(result));
+                } else {
+                    out.push(CallOutcome::Hcall {
+                        trace: traced,
+                        result,
+                    });
+                    traced += 1;
+                }
+            }
+            if done < calls.len() && code != EXIT_GUEST {
+                out.push(CallOutcome::Stopped(code));
+                // Hypercalls the stopped call made before the stop are not its outcome.
+                traced = self.trace.len();
+            }
+        }
+        Ok(out)
     }
 
     /// The vCPU's state from the interrupt that took the CPU back, so that it resumes there:
@@ -732,11 +790,12 @@ pub fn describe_exit(code: u64) -> alloc::string::String {
     match Exit::from_code(code) {
         Some(Exit::Guest(c)) => format!("the guest exited with code {c:#x}"),
         Some(Exit::Fault(v)) => {
-            format!("the guest was stopped by interrupt {v:#x} ({})", vector_name(v))
+            format!(
+                "the guest was stopped by interrupt {v:#x} ({})",
+                vector_name(v)
+            )
         }
-        Some(Exit::Timeout) => {
-            "the guest was stopped: it ran past its time limit (timeout)".into()
-        }
+        Some(Exit::Timeout) => "the guest was stopped: it ran past its time limit (timeout)".into(),
         Some(Exit::Machine(v)) => format!(
             "the guest was stopped by the machine's interrupt {v:#x} ({}), not the guest's doing",
             vector_name(v)

@@ -1,14 +1,17 @@
 //! `qemu-run.sh script FILE...`: the hypercall scripts in the initrd, each run by the test guest
-//! through `sc 1`. Every call prints its result and the path that completed it; a result that
-//! does not match the script's expectation, or a script that does not parse, fails the run and
-//! names the file and line.
+//! through `sc 1`. Every call prints its result and the path that completed it, every guest
+//! action what it came to; a result that does not match the script's expectation, or a script
+//! that does not parse, fails the run and names the file and line. A guest the hypervisor stops
+//! (a fault, its time limit) is reported and restarted at the next line, in the same partition.
 use alloc::vec::Vec;
 
 use crate::arch::ppc64::mmu;
 use crate::hv::abi;
-use crate::hv::script::{parse_bundle, Layout, Outcome, Pool, Script};
+use crate::hv::script::{parse_bundle, GuestExpect, Layout, Outcome, Pool, ResolvedCall, Script};
+use crate::hv::vcpu::Exit;
 use crate::kernel::guests::{
-    self, describe_exit, partition, Path, EXIT_GUEST, PINNED_POOL, SYMBOLS, UNPINNED_POOL,
+    self, describe_exit, partition, CallOutcome, Partition, Path, PINNED_POOL, SYMBOLS,
+    UNPINNED_POOL,
 };
 use crate::kprintln;
 use crate::mm::{HostPhys, Mode};
@@ -85,63 +88,120 @@ fn run_script(name: &str, s: &Script) -> bool {
             args: c.regs(),
         })
         .collect();
-    if let Err(e) = p.set_mailbox(abi::action::CALLS, &calls, 1) {
-        kprintln!("{name}: {}", e.0);
-        return false;
-    }
-    let code = p.run();
-    let mut ok = code == EXIT_GUEST;
-    if !ok {
-        kprintln!("{name}: {}", describe_exit(code));
-    }
-    for (i, c) in resolved.calls.iter().enumerate() {
-        let Some(t) = p.trace.get(i) else {
-            kprintln!("{name}:{}: {c}: never made", c.line);
-            ok = false;
-            continue;
-        };
-        let via = if t.path == Path::Virtual {
-            Mode::Virtual
-        } else {
-            Mode::Real
-        };
-        let got = Outcome {
-            code: t.r3,
-            r4: t.r4,
-            via,
-        };
-        let r = p.result(i);
-        let r4 = if abi::returns_r4(c.nr) {
-            alloc::format!(" r4={:#x}", t.r4)
-        } else {
-            alloc::string::String::new()
-        };
-        let shown = alloc::format!(
-            "{name}:{}: {c} = {}{r4} ({})",
-            c.line,
-            guests::code_name(t.r3),
-            guests::path_name(t.path)
-        );
-        match &c.expect {
-            Some(e) if !e.accepts(&got) => {
-                kprintln!("{shown}: MISMATCH, expected {e}");
-                ok = false;
+    p.limit.limit = guests::DEFAULT_RUN_LIMIT_TICKS;
+    let outcomes = match p.run_restarting(&calls) {
+        Ok(o) => o,
+        Err(e) => {
+            kprintln!("{name}: {}", e.0);
+            return false;
+        }
+    };
+    let mut ok = true;
+    for (c, o) in resolved.calls.iter().zip(&outcomes) {
+        ok &= match *o {
+            CallOutcome::Hcall { trace, result } => check_hcall(name, &p, c, trace, &result),
+            CallOutcome::Action(r) => {
+                let got = if r.r3 == abi::outcome::OK {
+                    GuestExpect::Ok(Some(r.r4))
+                } else {
+                    GuestExpect::Interrupt(r.r4)
+                };
+                check_guest(name, c, got)
             }
-            _ => kprintln!("{shown}"),
-        }
-        if r.regs_ok != 1 {
-            kprintln!(
-                "{name}:{}: register {} changed to {:#x} across the call",
-                c.line,
-                guests::reg_name(r.bad_reg),
-                r.bad_value
-            );
-            ok = false;
-        }
+            CallOutcome::Stopped(code) => match Exit::from_code(code) {
+                Some(Exit::Timeout) if abi::is_action(c.nr) => {
+                    check_guest(name, c, GuestExpect::Timeout)
+                }
+                Some(Exit::Fault(v)) if abi::is_action(c.nr) => {
+                    check_guest(name, c, GuestExpect::Stopped(v))
+                }
+                _ => {
+                    kprintln!("{name}:{}: {c}: {}", c.line, describe_exit(code));
+                    false
+                }
+            },
+        };
     }
     if !p.console.is_empty() {
         kprintln!("{name}: guest console: {:?}", p.console.as_str());
         p.console.clear();
     }
     ok
+}
+
+/// One hypercall's line: its result and path, checked against the script's expectation and
+/// the guest's register check.
+fn check_hcall(
+    name: &str,
+    p: &Partition,
+    c: &ResolvedCall,
+    trace: usize,
+    r: &abi::CallResult,
+) -> bool {
+    let Some(t) = p.trace.get(trace) else {
+        kprintln!("{name}:{}: {c}: never reached the hypervisor", c.line);
+        return false;
+    };
+    let via = if t.path == Path::Virtual {
+        Mode::Virtual
+    } else {
+        Mode::Real
+    };
+    let got = Outcome {
+        code: t.r3,
+        r4: t.r4,
+        via,
+    };
+    let r4 = if abi::returns_r4(c.nr) {
+        alloc::format!(" r4={:#x}", t.r4)
+    } else {
+        alloc::string::String::new()
+    };
+    let shown = alloc::format!(
+        "{name}:{}: {c} = {}{r4} ({})",
+        c.line,
+        guests::code_name(t.r3),
+        guests::path_name(t.path)
+    );
+    let mut ok = true;
+    match &c.expect {
+        Some(e) if !e.accepts(&got) => {
+            kprintln!("{shown}: MISMATCH, expected {e}");
+            ok = false;
+        }
+        _ => kprintln!("{shown}"),
+    }
+    if r.regs_ok != 1 {
+        kprintln!(
+            "{name}:{}: register {} changed to {:#x} across the call",
+            c.line,
+            guests::reg_name(r.bad_reg),
+            r.bad_value
+        );
+        ok = false;
+    }
+    ok
+}
+
+/// One guest action's line: what it came to, checked against the script's expectation. An
+/// SPR the guest read after a hypercall must never hold a hypervisor address.
+fn check_guest(name: &str, c: &ResolvedCall, got: GuestExpect) -> bool {
+    let shown = alloc::format!("{name}:{}: {c} => {got}", c.line);
+    let is_read = c.nr & !abi::GUEST_ACTION == abi::guest_op::SPR;
+    if let (true, GuestExpect::Ok(Some(v))) = (is_read, got) {
+        if v >> 60 == 0xc {
+            kprintln!("{shown}: a hypervisor address is visible to the guest");
+            return false;
+        }
+    }
+    match &c.guest_expect {
+        Some(e) if !e.accepts(&got) => {
+            kprintln!("{shown}: MISMATCH, expected {e}");
+            false
+        }
+        _ => {
+            kprintln!("{shown}");
+            true
+        }
+    }
 }

@@ -354,7 +354,9 @@ p9_guest_exit:
 
 // The assembly's SPR lists are SWITCHED_SPRS in order.
 const _: () = {
-    let want = [48, 22, 272, 273, 274, 275, 29, 61, 157, 17, 896, 159, 815, 153, 19, 18];
+    let want = [
+        48, 22, 272, 273, 274, 275, 29, 61, 157, 17, 896, 159, 815, 153, 19, 18,
+    ];
     let mut i = 0;
     while i < want.len() {
         assert!(SWITCHED_SPRS[i].0 == want[i]);

@@ -168,7 +168,12 @@ pub fn partition_entry(lpid: u64) -> Option<(u64, u64)> {
     let mmu = MMU.get()?.lock();
     let e = mmu.partition_table.add(16 * lpid);
     // SAFETY: inside the partition table this module allocated, which lives forever.
-    Some(unsafe { (u64::from_be(TABLES.load(e.0)), u64::from_be(TABLES.load(e.add(8).0))) })
+    Some(unsafe {
+        (
+            u64::from_be(TABLES.load(e.0)),
+            u64::from_be(TABLES.load(e.add(8).0)),
+        )
+    })
 }
 
 /// Writes partition-table entry `lpid` (doubleword 0 = the guest's partition-scoped tree as
