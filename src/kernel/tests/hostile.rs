@@ -152,8 +152,8 @@ fn spin_is_stopped(op: u64, what: &str) -> TestResult {
     } else {
         kassert_eq!(decs, 0, "{what}: decrementer interrupts with MSR[EE] off");
     }
-    crate::kprint!(
-        "({} ms, {} slices, {decs} guest decrementer interrupts) ",
+    crate::kprintln!(
+        "\n    stopped after {} ms, {} slices, {decs} guest decrementer interrupts",
         ticks / (spr::TIMEBASE_HZ / 1000),
         p.preemptions
     );
@@ -324,6 +324,7 @@ fn privileged_instructions_change_nothing_of_the_hypervisor() -> TestResult {
         .map(|&(_, w, r3)| act(guest_op::INSN, &[u64::from(w), r3]))
         .collect();
     let o = outcomes(&mut p, &calls)?;
+    crate::kprintln!();
     for ((what, _, _), o) in words.iter().zip(&o) {
         let shown = match o {
             CallOutcome::Action(r) if r.r3 == outcome::INTERRUPT => {
@@ -333,7 +334,7 @@ fn privileged_instructions_change_nothing_of_the_hypervisor() -> TestResult {
             CallOutcome::Stopped(c) => describe_exit(*c),
             CallOutcome::Hcall { .. } => return Err(fail(alloc::format!("{what}: a hypercall?"))),
         };
-        crate::kprint!("[{what}: {shown}] ");
+        crate::kprintln!("    {what}: {shown}");
         if let CallOutcome::Stopped(c) = o {
             kassert!(
                 matches!(Exit::from_code(*c), Some(Exit::Fault(_))),
