@@ -177,6 +177,16 @@ p9_act_spin_ee:
     ori     3, 3, 0x8002        /* MSR[EE] and MSR[RI] */
     mtmsrd  3, 1
     b       .
+    .globl p9_act_user_sc
+p9_act_user_sc:                 /* r3 = where, r4 = its MSR (problem state, translation on) */
+    mtsrr0  3
+    mtsrr1  4
+    rfid
+    .globl p9_user_code
+p9_user_code:
+    li      3, 0
+    sc      1
+    b       .
     .globl p9_act_load
 p9_act_load:
     ld      3, 0(3)
@@ -361,6 +371,8 @@ extern "C" {
     static p9_act_spin_ee: u8;
     static p9_act_load: u8;
     static p9_act_store: u8;
+    static p9_act_user_sc: u8;
+    static p9_user_code: u8;
     static __insn_slot: u8;
 }
 
@@ -581,6 +593,56 @@ fn load_slot(words: &[u32]) -> u64 {
 const BLR: u32 = 0x4e80_0020;
 const SC1: u32 = 0x4400_0022;
 
+/// Writes a big-endian doubleword of a radix table.
+fn put_be(gpa: u64, v: u64) {
+    // SAFETY: the table area `abi` reserves for this, above the image and below the mailbox.
+    unsafe { (gpa as *mut u64).write_volatile(v.to_be()) };
+}
+
+/// `sc 1` from problem state: a process-scoped radix tree mapping the first GiB 1:1 (one
+/// 1 GiB leaf, user-accessible), registered with H_REGISTER_PROC_TBL, PIDR 0, then `rfid` to
+/// code that makes the call with MSR[PR|IR|DR] set.
+fn user_sc() -> (u64, u64) {
+    for k in 0..(0x1_0000 / 8) {
+        put_be(abi::GUEST_RADIX_ROOT_GPA + 8 * k, 0);
+    }
+    for k in 0..(0x1000 / 8) {
+        put_be(abi::GUEST_RADIX_PUD_GPA + 8 * k, 0);
+        put_be(abi::GUEST_PROCESS_TABLE_GPA + 8 * k, 0);
+    }
+    // Root: 52-bit space (RTS = 21: RTS1 0b10, RTS2 0b101), 13 index bits; its entry 0 a
+    // directory of 9 bits; that directory's entry 0 a 1 GiB leaf: valid, leaf, R, C, read,
+    // write, execute, not privileged.
+    put_be(
+        abi::GUEST_PROCESS_TABLE_GPA,
+        (2 << 61) | abi::GUEST_RADIX_ROOT_GPA | (5 << 5) | 13,
+    );
+    put_be(abi::GUEST_RADIX_ROOT_GPA, (1 << 63) | abi::GUEST_RADIX_PUD_GPA | 9);
+    put_be(abi::GUEST_RADIX_PUD_GPA, (3 << 62) | (1 << 8) | (1 << 7) | 7);
+    let rc: u64;
+    // SAFETY: a hypercall with four arguments; every argument register is declared clobbered.
+    unsafe {
+        core::arch::asm!(
+            "ptesync",
+            "sc 1",
+            inlateout("r3") abi::H_REGISTER_PROC_TBL => rc,
+            inlateout("r4") abi::proc_tbl::NEW | abi::proc_tbl::RADIX => _,
+            inlateout("r5") abi::GUEST_PROCESS_TABLE_GPA => _,
+            inlateout("r6") 0u64 => _,
+            inlateout("r7") 0u64 => _,
+            options(nostack)
+        )
+    };
+    if rc != 0 {
+        return (abi::outcome::OK, rc | (1 << 63));
+    }
+    mtspr::<48>(0);
+    let user = msr() | (1 << 14) | (1 << 15) | (1 << 5) | (1 << 4);
+    // SAFETY: linker-defined code labels.
+    let (target, code) = unsafe { (&p9_act_user_sc as *const u8 as u64, &p9_user_code as *const u8 as u64) };
+    try_call(target, code, user)
+}
+
 /// A guest action (`abi::guest_op`): what a hostile guest would do.
 fn guest_action(c: &Call) -> CallResult {
     let sym = |s: &u8| s as *const u8 as u64;
@@ -605,6 +667,7 @@ fn guest_action(c: &Call) -> CallResult {
             c.args[1],
             0,
         ),
+        guest_op::USER_SC => user_sc(),
         _ => (u64::MAX, 0),
     };
     CallResult {

@@ -60,7 +60,32 @@ pub mod guest_op {
     pub const SPR: u64 = 7;
     /// Write `args[1]` to SPR `args[0]` (mtspr); `r4` = the value read back.
     pub const MTSPR: u64 = 8;
+    /// Build a process-scoped radix tree mapping the guest's first GiB 1:1 for problem state,
+    /// register it (H_REGISTER_PROC_TBL), drop to problem state with translation on and make
+    /// `sc 1` there. A hypervisor that serves it leaves the guest spinning in problem state
+    /// (`stopped timeout`); one that refuses it gives the guest its program interrupt.
+    pub const USER_SC: u64 = 9;
 }
+
+/// PAPR's H_REGISTER_PROC_TBL(flags, base, page_size, table_size): a radix guest names its
+/// process table (a guest real address, `2^(table_size + 12)` bytes, aligned to its size).
+pub const H_REGISTER_PROC_TBL: u64 = 0x37C;
+/// Its flags (Linux `asm/hvcall.h`): the operation and the table's type.
+pub mod proc_tbl {
+    pub const OP_MASK: u64 = 0x18;
+    pub const DEREG: u64 = 0x10;
+    pub const NEW: u64 = 0x18;
+    pub const TYPE_MASK: u64 = 0x06;
+    pub const RADIX: u64 = 0x04;
+    /// The guest wants to use `tlbie` itself: not offered here.
+    pub const GTSE: u64 = 0x01;
+}
+
+/// Where the test guest builds its process table and radix tree for [`guest_op::USER_SC`]
+/// (above its image, below its mailbox).
+pub const GUEST_RADIX_ROOT_GPA: u64 = 0x18_0000;
+pub const GUEST_RADIX_PUD_GPA: u64 = 0x19_0000;
+pub const GUEST_PROCESS_TABLE_GPA: u64 = 0x19_1000;
 
 /// What a guest action's `CallResult::r3` says.
 pub mod outcome {
@@ -68,6 +93,16 @@ pub mod outcome {
     pub const OK: u64 = 0;
     /// The guest took an interrupt of its own (its vector in `r4`, e.g. 0x700 program).
     pub const INTERRUPT: u64 = 1;
+}
+
+/// How many hypercalls a completed guest action makes itself: `spr` one (the `sc 1` before
+/// its read), `user_sc` one (H_REGISTER_PROC_TBL; the problem-state `sc 1` must reach no
+/// handler), the others none.
+pub const fn action_hcalls(nr: u64) -> usize {
+    match nr & !GUEST_ACTION {
+        guest_op::SPR | guest_op::USER_SC => 1,
+        _ => 0,
+    }
 }
 
 /// Whether `nr` names a guest action rather than a hypercall.

@@ -165,6 +165,11 @@ pub struct Partition {
     pub hmis: u64,
     /// Force the next hypercall down the virtual-mode path (for benchmarks of that path).
     pub force_virtual: bool,
+    /// A clobber tests inject on the virtual path ([`Clobber`]); `None` otherwise.
+    pub clobber: Option<Clobber>,
+    /// Partition-table doubleword 1 the guest registered (0: none); a fresh vCPU starts
+    /// without one.
+    pub process_table: u64,
 }
 
 /// The page descriptors: the kernel's vmemmap.
@@ -286,6 +291,8 @@ impl Partition {
             preemptions: 0,
             hmis: 0,
             force_virtual: false,
+            clobber: None,
+            process_table: 0,
         });
         p.load_image()?;
         Ok(p)
@@ -444,6 +451,10 @@ impl Partition {
         };
         self.regs.gpr[3] = abi::MAILBOX_GPA;
         self.fault = None;
+        if self.process_table != 0 {
+            // A fresh vCPU boots without the process table an earlier one registered.
+            let _ = self.register_process_table(abi::proc_tbl::DEREG, 0, 0, 0);
+        }
         guest::set_hcall_handler(hcall_handler);
         let start = spr::timebase();
         let code = loop {
@@ -492,10 +503,7 @@ impl Partition {
             for (i, c) in calls.iter().enumerate().take(done).skip(first) {
                 let result = self.result(i);
                 if abi::is_action(c.nr) {
-                    // `guest spr` makes one hypercall of its own (answered H_FUNCTION).
-                    if c.nr & !abi::GUEST_ACTION == abi::guest_op::SPR {
-                        traced += 1;
-                    }
+                    traced += abi::action_hcalls(c.nr);
                     out.push(CallOutcome::Action(result));
                 } else {
                     out.push(CallOutcome::Hcall {
@@ -667,7 +675,7 @@ extern "C" fn hcall_handler(regs: &mut GuestRegs) -> u64 {
         return from_problem_state(p);
     }
     let nr = p.regs.gpr[3];
-    if matches!(nr, H_P9_EXIT | H_PUT_TERM_CHAR) {
+    if matches!(nr, H_P9_EXIT | H_PUT_TERM_CHAR | abi::H_REGISTER_PROC_TBL) {
         return partition_call(p, nr);
     }
     let args = [p.regs.gpr[4], p.regs.gpr[5], p.regs.gpr[6], p.regs.gpr[7]];
@@ -713,6 +721,11 @@ fn partition_call(p: &mut Partition, nr: u64) -> u64 {
     if nr == H_P9_EXIT {
         return EXIT_GUEST | (p.regs.gpr[4] & 0xffff_ffff);
     }
+    if nr == abi::H_REGISTER_PROC_TBL {
+        let a = [p.regs.gpr[4], p.regs.gpr[5], p.regs.gpr[6], p.regs.gpr[7]];
+        let r = mmu::virtual_mode(|_| p.register_process_table(a[0], a[1], a[2], a[3]));
+        return p.finish(nr, HcallReturn::status(r), Path::Other, false);
+    }
     let len = (p.regs.gpr[5] as usize).min(16);
     let mut bytes = [0u8; 16];
     bytes[..8].copy_from_slice(&p.regs.gpr[6].to_be_bytes());
@@ -740,7 +753,84 @@ fn virtual_mode_call(p: &mut Partition, nr: u64, args: [u64; 4]) -> u64 {
         let ok = spr::msr().contains(Msr::IR | Msr::DR);
         (vm_dispatch(&p.guest, &env, v, nr, args), ok)
     });
-    p.finish(nr, r, Path::Virtual, msr_ok)
+    let code = p.finish(nr, r, Path::Virtual, msr_ok);
+    if let Some(c) = p.clobber {
+        p.apply_clobber(c);
+    }
+    code
+}
+
+/// State the hypervisor damages on purpose on the way back from the virtual path, so that a
+/// test proves the guest's register check sees it (`hv.hostile.register_check_catches_*`).
+/// Only ever set by tests; the real-mode path has no such hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clobber {
+    /// Flip bit 0 of a GPR the entry path saves (r0..r13 but r3).
+    Gpr(usize),
+    /// Flip every bit of a CR field (0..=7).
+    CrField(u32),
+    /// Flip XER[CA] or XER[OV32].
+    XerCa,
+    XerOv32,
+    /// Move CFAR by one instruction.
+    Cfar,
+    /// Flip bit 0 of SPRG2, live in the CPU.
+    Sprg2,
+}
+
+impl Partition {
+    fn apply_clobber(&mut self, c: Clobber) {
+        match c {
+            Clobber::Gpr(k) if k < 14 && k != 3 => self.regs.gpr[k] ^= 1,
+            Clobber::Gpr(_) => {}
+            Clobber::CrField(f) => self.regs.cr ^= 0xf << (28 - 4 * (f & 7)),
+            Clobber::XerCa => self.regs.xer ^= 1 << 29,
+            Clobber::XerOv32 => self.regs.xer ^= 1 << 19,
+            Clobber::Cfar => self.regs.cfar ^= 4,
+            Clobber::Sprg2 => {
+                let v = spr::mfspr::<274>();
+                // SAFETY: SPRG2 is the guest's while it runs; the hypervisor never uses it.
+                unsafe { spr::mtspr::<274>(v ^ 1) };
+            }
+        }
+    }
+
+    /// H_REGISTER_PROC_TBL (PAPR): the guest names its radix process table, a guest real
+    /// address; partition-table entry doubleword 1 then holds that (GR | base | size), never
+    /// a host address. Deregistering empties it. The guest may not ask for `tlbie` of its own
+    /// (GTSE) here: H_PARAMETER.
+    pub fn register_process_table(
+        &mut self,
+        flags: u64,
+        base: u64,
+        page_size: u64,
+        table_size: u64,
+    ) -> HcallResult {
+        use abi::proc_tbl;
+        let dw1 = match flags & proc_tbl::OP_MASK {
+            proc_tbl::DEREG => 0,
+            proc_tbl::NEW => {
+                let bytes = 1u64.checked_shl(table_size as u32 + 12).unwrap_or(0);
+                if flags & !(proc_tbl::OP_MASK | proc_tbl::TYPE_MASK) != 0
+                    || flags & proc_tbl::TYPE_MASK != proc_tbl::RADIX
+                    || page_size != 0
+                    || table_size > 24
+                    || base % bytes != 0
+                    || base.checked_add(bytes).is_none_or(|end| end > GUEST_RAM)
+                {
+                    return HcallResult::Parameter;
+                }
+                (1 << 63) | base | table_size
+            }
+            _ => return HcallResult::Parameter,
+        };
+        let (dw0, _) = mmu::partition_entry(LPID).unwrap_or((0, 0));
+        if mmu::set_partition(LPID, dw0, dw1).is_err() {
+            return HcallResult::Hardware;
+        }
+        self.process_table = dw1;
+        HcallResult::Success
+    }
 }
 
 fn is_tce(nr: u64) -> bool {

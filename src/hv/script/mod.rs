@@ -58,7 +58,8 @@
 //!   off), `spin_ee` (forever, the decrementer armed), `load GPA`, `store GPA VALUE`, `exec GPA`
 //!   (branch and link there), `insn WORD [R3]` (execute the instruction WORD, which must fit
 //!   in 32 bits, with r3 = R3, default 0), `spr SPR` (read it right after an `sc 1`), `mtspr
-//!   SPR VALUE`. Each takes exactly these arguments, expressions except SPR: a name from
+//!   SPR VALUE`, `user_sc` (`sc 1` from problem state, with a radix tree of the guest's own).
+//!   Each takes exactly these arguments, expressions except SPR: a name from
 //!   [`abi::SPRS`] (`pidr`, `cfar`, ...) or a number below 1024.
 //! - **OUTCOME** after `=>` on a guest action: `ok` (it completed), `ok VALUE` or just VALUE
 //!   (it completed with r4 = VALUE, an expression), `program` (the guest took its own program
@@ -175,7 +176,7 @@ const KEYWORDS: [&str; 8] = [
 
 /// The guest actions a script may name (`guest NAME ...`), with their arguments' names; an
 /// argument ending in `?` is optional.
-const ACTIONS: [(&str, u64, &[&str]); 8] = [
+const ACTIONS: [(&str, u64, &[&str]); 9] = [
     ("spin", guest_op::SPIN, &[]),
     ("spin_ee", guest_op::SPIN_EE, &[]),
     ("load", guest_op::LOAD, &["gpa"]),
@@ -184,6 +185,7 @@ const ACTIONS: [(&str, u64, &[&str]); 8] = [
     ("insn", guest_op::INSN, &["word", "r3?"]),
     ("spr", guest_op::SPR, &["spr"]),
     ("mtspr", guest_op::MTSPR, &["spr", "value"]),
+    ("user_sc", guest_op::USER_SC, &[]),
 ];
 
 /// SPR numbers are below this (10 bits in mfspr/mtspr).

@@ -1275,7 +1275,7 @@ fn guest_expect_accepts() {
 
 #[test]
 fn guest_action_errors() {
-    let actions = "(spin, spin_ee, load, store, exec, insn, spr, mtspr)";
+    let actions = "(spin, spin_ee, load, store, exec, insn, spr, mtspr, user_sc)";
     fails(
         "guest",
         1,

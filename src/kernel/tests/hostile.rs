@@ -461,3 +461,113 @@ ktest!(
     "hv.hostile.partition_state_is_its_own",
     the_partition_has_state_of_its_own
 );
+
+fn problem_state_sc_gets_a_program_interrupt() -> TestResult {
+    use abi::proc_tbl::{GTSE, NEW, RADIX};
+    let mut p = partition().map_err(|e| fail(e.0))?;
+    let before = host_state();
+    let table = abi::GUEST_PROCESS_TABLE_GPA;
+    let reg = abi::H_REGISTER_PROC_TBL;
+    let o = outcomes(
+        &mut p,
+        &[
+            // Refused: tlbie of its own, a hash table, a misaligned or outside table.
+            call(reg, &[NEW | RADIX | GTSE, table, 0, 0]),
+            call(reg, &[NEW | 0x2, table, 0, 0]),
+            call(reg, &[NEW | RADIX, table + 8, 0, 0]),
+            call(reg, &[NEW | RADIX, GUEST_RAM, 0, 0]),
+            act(guest_op::USER_SC, &[]),
+        ],
+    )?;
+    for (i, o) in o.iter().take(4).enumerate() {
+        match o {
+            CallOutcome::Hcall { result, .. } => kassert_eq!(
+                result.r3 as i64,
+                HcallResult::Parameter.code(),
+                "bad registration {i}"
+            ),
+            other => return Err(fail(alloc::format!("registration {i}: {other:?}"))),
+        }
+    }
+    let r = action_result(&o[4], "user_sc")?;
+    kassert!(
+        r.r3 == outcome::INTERRUPT && r.r4 == vector::PROGRAM,
+        "sc 1 from problem state: outcome {} value {:#x}, not the guest's program interrupt",
+        r.r3,
+        r.r4
+    );
+    // The registered table is a guest real address, GR set; nothing of the host's.
+    let (_, dw1) = mmu::partition_entry(crate::kernel::guests::LPID)
+        .ok_or_else(|| fail("no partition-table entry"))?;
+    kassert_eq!(
+        dw1,
+        (1 << 63) | table,
+        "partition-table entry 1, doubleword 1"
+    );
+    // The problem-state call reached no handler: only the registrations are in the trace.
+    kassert_eq!(p.trace.len(), 5, "hypercalls seen: {:?}", p.trace);
+    hypervisor_intact(&mut p, &before)?;
+    let (_, dw1) = mmu::partition_entry(crate::kernel::guests::LPID).unwrap_or((0, 1));
+    kassert_eq!(dw1, 0, "a fresh vCPU still had the old process table");
+    Ok(())
+}
+ktest!(
+    "hv.hostile.problem_state_sc_is_a_program_interrupt",
+    problem_state_sc_gets_a_program_interrupt
+);
+
+/// The guest's register check, mutated once for good: the hypervisor damages one piece of
+/// state on its way back from the virtual path, and the check must name it, whether the
+/// pattern had the bits set (call 0) or clear (call 1).
+fn the_register_check_catches_every_clobber() -> TestResult {
+    use crate::kernel::guests::Clobber;
+    let mut p = partition().map_err(|e| fail(e.0))?;
+    let before = host_state();
+    let cases = [
+        (Clobber::Gpr(0), 0),
+        (Clobber::Gpr(13), 13),
+        (Clobber::CrField(2), 32),
+        (Clobber::CrField(7), 32),
+        (Clobber::XerCa, 35),
+        (Clobber::XerOv32, 35),
+        (Clobber::Cfar, 38),
+        (Clobber::Sprg2, 42),
+    ];
+    let calls = [call(0x4242, &[]), call(0x4242, &[])];
+    p.force_virtual = true;
+    let mut r = Ok(());
+    for (c, reg) in cases {
+        p.clobber = Some(c);
+        let o = p.run_restarting(&calls);
+        p.clobber = None;
+        let Ok(o) = o else {
+            r = Err(fail("the run could not be set up"));
+            break;
+        };
+        for (i, o) in o.iter().enumerate() {
+            match o {
+                CallOutcome::Hcall { result, .. } if result.regs_ok == 0 => {
+                    if result.bad_reg != reg {
+                        r = Err(fail(alloc::format!(
+                            "{c:?}, call {i}: the check named {} instead of {}",
+                            crate::kernel::guests::reg_name(result.bad_reg),
+                            crate::kernel::guests::reg_name(reg)
+                        )));
+                    }
+                }
+                other => {
+                    r = Err(fail(alloc::format!(
+                        "{c:?}, call {i}: not caught: {other:?}"
+                    )))
+                }
+            }
+        }
+    }
+    p.force_virtual = false;
+    r?;
+    hypervisor_intact(&mut p, &before)
+}
+ktest!(
+    "hv.hostile.register_check_catches_every_clobber",
+    the_register_check_catches_every_clobber
+);
