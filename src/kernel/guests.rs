@@ -90,8 +90,9 @@ pub struct TraceEntry {
     pub r3: i64,
     pub r4: u64,
     pub path: Path,
-    /// MSR[IR|DR] while the virtual-mode handler ran.
-    pub virt_msr_ok: bool,
+    /// The virtual-mode handler ran with MSR[IR|DR] set and the hypervisor's PIDR (its guard),
+    /// not the guest's.
+    pub virt_state_ok: bool,
 }
 
 /// Host memory access for the handlers: physical through the linear map (real mode), `ua`
@@ -750,7 +751,8 @@ fn virtual_mode_call(p: &mut Partition, nr: u64, args: [u64; 4]) -> u64 {
         mem: &p.mem,
     };
     let (r, msr_ok) = mmu::virtual_mode(|v| {
-        let ok = spr::msr().contains(Msr::IR | Msr::DR);
+        let ok = spr::msr().contains(Msr::IR | Msr::DR)
+            && spr::mfspr::<{ spr::PIDR }>() == mmu::HOST_PIDR;
         (vm_dispatch(&p.guest, &env, v, nr, args), ok)
     });
     let code = p.finish(nr, r, Path::Virtual, msr_ok);
@@ -844,7 +846,7 @@ fn is_tce(nr: u64) -> bool {
 }
 
 impl Partition {
-    fn finish(&mut self, nr: u64, r: HcallReturn, path: Path, virt_msr_ok: bool) -> u64 {
+    fn finish(&mut self, nr: u64, r: HcallReturn, path: Path, virt_state_ok: bool) -> u64 {
         self.regs.gpr[3] = r.r3.code() as u64;
         if abi::returns_r4(nr) {
             self.regs.gpr[4] = r.r4;
@@ -854,7 +856,7 @@ impl Partition {
             r3: r.r3.code(),
             r4: r.r4,
             path,
-            virt_msr_ok,
+            virt_state_ok,
         });
         0
     }

@@ -288,6 +288,10 @@ fn guest_sprs_are_the_guests_and_the_hypervisors_stay() -> TestResult {
             !p.trace.is_empty() && p.trace.iter().all(|t| t.path == want),
             "the reads' hypercalls did not take the {want:?} path"
         );
+        kassert!(
+            !force_virtual || p.trace.iter().all(|t| t.virt_state_ok),
+            "a virtual-mode handler ran without the hypervisor's PIDR or translation"
+        );
         for (k, (n, v)) in writes.iter().filter(|(n, _)| *n != 22).enumerate() {
             let r = action_result(&o[writes.len() + k], "spr")?;
             kassert_eq!(r.r4, *v, "SPR {n} after a hypercall ({want:?})");

@@ -175,7 +175,7 @@ fn every_tce_hcall_through_sc1() -> TestResult {
         p.trace
             .iter()
             .filter(|t| t.path == Path::Virtual)
-            .all(|t| t.virt_msr_ok),
+            .all(|t| t.virt_state_ok),
         "a virtual-mode handler ran without MSR[IR|DR]"
     );
     Ok(())
@@ -250,7 +250,7 @@ fn virtual_mode_reads_the_list_through_the_ua_mapping() -> TestResult {
         16,
         "ua reads with MSR[IR|DR] set"
     );
-    kassert!(p.trace[1].virt_msr_ok);
+    kassert!(p.trace[1].virt_state_ok);
     Ok(())
 }
 ktest!(
