@@ -382,12 +382,7 @@ const XER_MASK: u64 = 0xe00c_007f;
 /// CR and XER patterns, by call: all set, all clear, then alternate bits each way, so that
 /// every CR field and every XER status bit is seen both set and clear in any two calls.
 const CR_PATTERNS: [u64; 4] = [0xffff_ffff, 0, 0xa5a5_a5a5, 0x5a5a_5a5a];
-const XER_PATTERNS: [u64; 4] = [
-    XER_MASK,
-    0,
-    XER_MASK & 0xa00a_0055,
-    XER_MASK & 0x4004_002a,
-];
+const XER_PATTERNS: [u64; 4] = [XER_MASK, 0, XER_MASK & 0xa00a_0055, XER_MASK & 0x4004_002a];
 
 fn hcall(nr: u64, a: u64, b: u64, c: u64) -> u64 {
     let r3: u64;
@@ -444,7 +439,11 @@ fn load_spr_patterns(i: u64) {
     mtspr::<896>((2 + i % 3) << 50);
     mtspr::<159>(p(11) & 0xffff_ffff);
     mtspr::<815>(p(12) & !3);
-    mtspr::<153>(if i % 2 == 0 { (1 << 8) | (1 << 2) } else { 1 << 8 });
+    mtspr::<153>(if i.is_multiple_of(2) {
+        (1 << 8) | (1 << 2)
+    } else {
+        1 << 8
+    });
     mtspr::<48>(p(14) & 0xf_ffff);
     mtspr::<22>(0x7fff_0000);
 }
@@ -538,9 +537,7 @@ fn checked_call(i: u64, c: &Call) -> CallResult {
             (38, f.cfar_in, f.cfar_out),
             (39, 0, u64::from(!dec_ok) * (dec_after as u64)),
         ])
-        .chain(
-            (0..sprs_before.len()).map(|k| (40 + k as u64, sprs_before[k], sprs_after[k])),
-        )
+        .chain((0..sprs_before.len()).map(|k| (40 + k as u64, sprs_before[k], sprs_after[k])))
         .find(|&(_, want, got)| want != got);
     if let Some((k, _, got)) = changed {
         res.regs_ok = 0;
@@ -617,8 +614,14 @@ fn user_sc() -> (u64, u64) {
         abi::GUEST_PROCESS_TABLE_GPA,
         (2 << 61) | abi::GUEST_RADIX_ROOT_GPA | (5 << 5) | 13,
     );
-    put_be(abi::GUEST_RADIX_ROOT_GPA, (1 << 63) | abi::GUEST_RADIX_PUD_GPA | 9);
-    put_be(abi::GUEST_RADIX_PUD_GPA, (3 << 62) | (1 << 8) | (1 << 7) | 7);
+    put_be(
+        abi::GUEST_RADIX_ROOT_GPA,
+        (1 << 63) | abi::GUEST_RADIX_PUD_GPA | 9,
+    );
+    put_be(
+        abi::GUEST_RADIX_PUD_GPA,
+        (3 << 62) | (1 << 8) | (1 << 7) | 7,
+    );
     let rc: u64;
     // SAFETY: a hypercall with four arguments; every argument register is declared clobbered.
     unsafe {
@@ -639,7 +642,12 @@ fn user_sc() -> (u64, u64) {
     mtspr::<48>(0);
     let user = msr() | (1 << 14) | (1 << 15) | (1 << 5) | (1 << 4);
     // SAFETY: linker-defined code labels.
-    let (target, code) = unsafe { (&p9_act_user_sc as *const u8 as u64, &p9_user_code as *const u8 as u64) };
+    let (target, code) = unsafe {
+        (
+            &p9_act_user_sc as *const u8 as u64,
+            &p9_user_code as *const u8 as u64,
+        )
+    };
     try_call(target, code, user)
 }
 

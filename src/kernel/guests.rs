@@ -817,7 +817,7 @@ impl Partition {
                     || flags & proc_tbl::TYPE_MASK != proc_tbl::RADIX
                     || page_size != 0
                     || table_size > 24
-                    || base % bytes != 0
+                    || !base.is_multiple_of(bytes)
                     || base.checked_add(bytes).is_none_or(|end| end > GUEST_RAM)
                 {
                     return HcallResult::Parameter;
