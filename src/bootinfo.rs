@@ -19,8 +19,12 @@ impl Range {
     }
 }
 
-/// Most memory and reservation ranges a boot can describe; more is an error, not a silent cut.
-pub const MAX_RANGES: usize = 64;
+/// Most memory and reservation ranges a boot can describe (each kind); more is an error
+/// ([`BootInfoError::TooManyRanges`]), not a silent cut. The kernel reads the tree before it
+/// has a heap, so the bound is fixed: a Talos II lists about 20 `/reserved-memory` nodes, which
+/// kexec-tools repeats in the reservation map, and the kernel adds its own few; 256 leaves
+/// room for machines several times larger.
+pub const MAX_RANGES: usize = 256;
 
 /// The boot facts the kernel needs.
 #[derive(Debug)]
@@ -41,7 +45,22 @@ pub enum BootInfoError {
     BadFdt,
     NoOpal,
     NoMemory,
+    /// More than [`MAX_RANGES`] memory or reserved ranges.
     TooManyRanges,
+}
+
+impl core::fmt::Display for BootInfoError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            BootInfoError::BadFdt => f.write_str("the blob is not a flattened device tree"),
+            BootInfoError::NoOpal => f.write_str("no /ibm,opal node with its base and entry"),
+            BootInfoError::NoMemory => f.write_str("no memory node"),
+            BootInfoError::TooManyRanges => write!(
+                f,
+                "more than {MAX_RANGES} memory or reserved ranges (raise bootinfo::MAX_RANGES)"
+            ),
+        }
+    }
 }
 
 impl<'a> BootInfo<'a> {

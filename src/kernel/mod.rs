@@ -113,7 +113,7 @@ extern "C" fn kernel_entry(fdt_addr: usize, r8_opal_base: u64, r9_opal_entry: u6
     ];
     for r in own.into_iter().chain(info.initrd) {
         if reserved.push(r).is_err() {
-            kprintln!("p9iommu: too many reserved ranges in the FDT");
+            kprintln!("p9iommu: {}", BootInfoError::TooManyRanges);
             testing::exit(false);
         }
     }
@@ -167,13 +167,14 @@ extern "C" fn kernel_entry(fdt_addr: usize, r8_opal_base: u64, r9_opal_entry: u6
         mmu::LINEAR_BASE,
         io.len()
     );
-    let frames = ram.iter().map(|r| r.start + r.len).max().unwrap_or(0) >> 12;
-    match vmemmap::init(v, frames) {
-        Ok(vm) => kprintln!(
-            "p9iommu: vmemmap at {:#x}: {} descriptors in {} scattered 64 KiB blocks",
+    let ram_bytes: Vec<(u64, u64)> = ram.iter().map(|r| (r.start, r.start + r.len)).collect();
+    match vmemmap::init(v, &ram_bytes) {
+        Ok((vm, bytes)) => kprintln!(
+            "p9iommu: vmemmap at {:#x}: descriptors for {} present frames in {} scattered 64 KiB blocks ({} KiB)",
             crate::mm::vmemmap::VMEMMAP_BASE,
-            vm.frames(),
-            vm.index.len()
+            vmemmap::present_frames().iter().map(|(a, b)| b - a).sum::<u64>(),
+            vm.index.len(),
+            bytes >> 10
         ),
         Err(e) => {
             kprintln!("p9iommu: vmemmap set-up failed: {e}");
@@ -204,11 +205,14 @@ extern "C" fn kernel_entry(fdt_addr: usize, r8_opal_base: u64, r9_opal_entry: u6
     testing::exit(ok)
 }
 
-/// The PHBs' register spaces and PCI windows (`reg` and `ranges` of every `pciex@` node):
-/// what the kernel touches as I/O with the MMU on.
+/// The PHB4s' register spaces and PCI windows (`reg` and `ranges` of every node
+/// `phb::fdt::is_phb4` accepts): what the kernel touches as I/O with the MMU on.
 fn device_ranges(fdt: &fdt::Fdt<'_>) -> Vec<PhysRange> {
     let mut out = Vec::new();
-    for node in fdt.all_nodes().filter(|n| n.name.starts_with("pciex@")) {
+    let phb4 = |n: &fdt::node::FdtNode<'_, '_>| {
+        crate::phb::fdt::is_phb4(n.property("compatible").map(|p| p.value))
+    };
+    for node in fdt.all_nodes().filter(phb4) {
         if let Some(reg) = node.reg() {
             out.extend(reg.map(|r| PhysRange {
                 start: r.starting_address as u64,
@@ -236,7 +240,7 @@ fn device_ranges(fdt: &fdt::Fdt<'_>) -> Vec<PhysRange> {
 fn unusable_fdt(fdt_addr: usize, e: BootInfoError, opal_base: u64, opal_entry: u64) -> ! {
     if opal_entry != 0 {
         opal::init(opal_base, opal_entry);
-        kprintln!("p9iommu: unusable device tree at {fdt_addr:#x}: {e:?}");
+        kprintln!("p9iommu: unusable device tree at {fdt_addr:#x}: {e}");
         testing::exit(false);
     }
     loop {

@@ -1,15 +1,16 @@
-//! The kernel's vmemmap: one page descriptor per 4 KiB frame of RAM at `0xc00c_0000_0000_0000`,
-//! backed by 64 KiB blocks allocated at scattered physical addresses and mapped in the
+//! The kernel's vmemmap: one page descriptor per 4 KiB frame of RAM at `0xc00c_0000_0000_0000`
+//! (the frames the device tree lists: holes between memory ranges take no block), backed by
+//! 64 KiB blocks allocated at scattered physical addresses and mapped in the
 //! hypervisor's radix tree. Every descriptor the hypercall paths use comes from here: real mode
 //! through the block walker, virtual mode through the mapping.
 use alloc::vec::Vec;
 use core::alloc::Layout;
 
 use crate::arch::ppc64::mmu;
-use crate::mm::page::{PageDesc, DESC_SIZE};
+use crate::mm::page::PageDesc;
 use crate::mm::radix::PageSize;
 use crate::mm::vmemmap::{
-    desc_va, BlockIndex, Lookup, VirtualWindow, Vmemmap, BLOCK_SIZE, VMEMMAP_BASE,
+    blocks_for, desc_va, BlockIndex, Lookup, VirtualWindow, Vmemmap, BLOCK_SIZE, VMEMMAP_BASE,
 };
 use crate::mm::{HostPhys, Pfn, VirtMode};
 
@@ -38,12 +39,30 @@ pub fn get() -> &'static KernelVmemmap {
     VMEMMAP.get().expect("the vmemmap is built at boot")
 }
 
-/// Builds the vmemmap for frames `[0, frames)`: allocates its blocks, hands them out in a
+/// The RAM the vmemmap describes, as frame ranges `[first, end)` (from the device tree).
+static PRESENT: spin::Once<Vec<(u64, u64)>> = spin::Once::new();
+
+/// The frames that exist, as ranges `[first, end)`: tests walk these, not `0..frames()`.
+pub fn present_frames() -> &'static [(u64, u64)] {
+    PRESENT.get().map_or(&[], |v| v.as_slice())
+}
+
+/// Builds the vmemmap for the frames of `ram` (physical byte ranges, holes allowed): allocates
+/// the blocks that hold their descriptors and no others ([`blocks_for`]), hands them out in a
 /// shuffled order (neighbouring blocks of the vmemmap are not neighbours in RAM), maps each in
-/// the hypervisor's tree, indexes it, and initialises every descriptor (one reference, no
-/// flags) through the mapping.
-pub fn init(v: VirtMode, frames: u64) -> Result<&'static KernelVmemmap, &'static str> {
-    let blocks = (frames * DESC_SIZE).div_ceil(BLOCK_SIZE) as usize;
+/// the hypervisor's tree, indexes it, and initialises every present frame's descriptor (one
+/// reference, no flags) through the mapping. Returns the vmemmap and the bytes of blocks.
+pub fn init(
+    v: VirtMode,
+    ram: &[(u64, u64)],
+) -> Result<(&'static KernelVmemmap, u64), &'static str> {
+    let wanted = blocks_for(ram);
+    let blocks = wanted.len();
+    let frames = ram
+        .iter()
+        .map(|&(_, e)| e.div_ceil(4096))
+        .max()
+        .unwrap_or(0);
     let layout = Layout::from_size_align(BLOCK_SIZE as usize, BLOCK_SIZE as usize)
         .map_err(|_| "block layout")?;
     let mut phys: Vec<HostPhys> = Vec::with_capacity(blocks);
@@ -56,18 +75,21 @@ pub fn init(v: VirtMode, frames: u64) -> Result<&'static KernelVmemmap, &'static
         phys.push(HostPhys::of_linear(p));
     }
     let vm = Vmemmap::new(KernelWindow, frames, blocks + SPARE_BLOCKS);
-    let stride = (blocks / 2 + 1) | 1; // odd, so k -> k * stride mod blocks is a permutation
-    for k in 0..blocks {
-        let pa = phys[(k * stride) % blocks];
-        let va = VMEMMAP_BASE + k as u64 * BLOCK_SIZE;
-        add_block(v, &vm, va, pa)?;
+    let stride = (blocks / 2 + 1) | 1; // odd, so i -> i * stride mod blocks is a permutation
+    for (i, &k) in wanted.iter().enumerate() {
+        let pa = phys[(i * stride) % blocks];
+        add_block(v, &vm, VMEMMAP_BASE + k * BLOCK_SIZE, pa)?;
     }
-    for pfn in 0..frames {
-        // SAFETY: the descriptor's bytes are mapped (its blocks were just added) and nothing
-        // else refers to them yet.
-        unsafe { (desc_va(Pfn(pfn)) as *mut PageDesc).write(PageDesc::new(1, 0)) };
+    let present: Vec<(u64, u64)> = ram.iter().map(|&(s, e)| (s >> 12, e >> 12)).collect();
+    for &(first, end) in &present {
+        for pfn in first..end {
+            // SAFETY: the descriptor's bytes are mapped (blocks_for covers every present
+            // frame) and nothing else refers to them yet.
+            unsafe { (desc_va(Pfn(pfn)) as *mut PageDesc).write(PageDesc::new(1, 0)) };
+        }
     }
-    Ok(VMEMMAP.call_once(|| vm))
+    PRESENT.call_once(|| present);
+    Ok((VMEMMAP.call_once(|| vm), blocks as u64 * BLOCK_SIZE))
 }
 
 /// Maps a block and adds it to the index (hot-plug add).

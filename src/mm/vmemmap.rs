@@ -269,6 +269,30 @@ pub trait VirtualWindow: Sync {
     fn ptr(&self, v: VirtMode, index: &BlockIndex, va: u64, len: u64) -> Option<*const u8>;
 }
 
+/// The vmemmap blocks that hold the descriptor of some frame in `ram` (physical byte ranges
+/// `[start, end)`, in any order, overlapping or not), as block numbers `k` (the block at
+/// `VMEMMAP_BASE + k * BLOCK_SIZE`), ascending, each once. A hole in physical memory is blocks
+/// that do not exist: a two-socket POWER9 with RAM at 0 and at `0x2000_0000_0000` needs blocks
+/// for its RAM only, not for the 32 TiB between.
+pub fn blocks_for(ram: &[(u64, u64)]) -> Vec<u64> {
+    let mut spans: Vec<(u64, u64)> = ram
+        .iter()
+        .filter(|(s, e)| e > s)
+        .map(|&(s, e)| {
+            let first = (s >> 12) * DESC_SIZE / BLOCK_SIZE;
+            let last = (e.div_ceil(4096) * DESC_SIZE - 1) / BLOCK_SIZE;
+            (first, last)
+        })
+        .collect();
+    spans.sort_unstable();
+    let mut out: Vec<u64> = Vec::new();
+    for (first, last) in spans {
+        let from = out.last().map_or(first, |&l| first.max(l + 1));
+        out.extend(from..=last);
+    }
+    out
+}
+
 /// Page descriptors in a vmemmap: real mode through the [`BlockIndex`] walker, virtual mode by
 /// vmemmap address. The only way the kernel's paths reach a descriptor.
 pub struct Vmemmap<W: VirtualWindow> {
@@ -538,6 +562,34 @@ mod tests {
         for b in blocks {
             // SAFETY: allocated above with this layout.
             unsafe { alloc::alloc::dealloc(b, layout) };
+        }
+    }
+
+    #[test]
+    fn blocks_cover_present_ram_only() {
+        // One 64 KiB block holds 2730.67 descriptors: frames 0..2731 touch blocks 0 and 1.
+        assert_eq!(blocks_for(&[(0, 2730 * 4096)]), [0]);
+        assert_eq!(blocks_for(&[(0, 2731 * 4096)]), [0, 1]);
+        // Overlapping, unordered and empty ranges.
+        assert_eq!(
+            blocks_for(&[(2731 * 4096, 2800 * 4096), (0, 4096), (8192, 8192)]),
+            [0, 1]
+        );
+        // A hole: RAM at 0 and at 32 TiB, 1 GiB each.
+        let gib = 1u64 << 30;
+        let far = 0x2000_0000_0000u64;
+        let b = blocks_for(&[(0, gib), (far, far + gib)]);
+        let per_gib = (gib / 4096 * DESC_SIZE).div_ceil(BLOCK_SIZE);
+        assert_eq!(b.len() as u64, 2 * per_gib);
+        assert_eq!(b[per_gib as usize], (far >> 12) * DESC_SIZE / BLOCK_SIZE);
+        assert!(b.windows(2).all(|w| w[0] < w[1]));
+        // Every present frame's descriptor (both ends) lies in a listed block.
+        for pfn in [0, gib / 4096 - 1, far / 4096, (far + gib) / 4096 - 1] {
+            let off = desc_va(Pfn(pfn)) - VMEMMAP_BASE;
+            assert!(b.binary_search(&(off / BLOCK_SIZE)).is_ok(), "pfn {pfn:#x}");
+            assert!(b
+                .binary_search(&((off + DESC_SIZE - 1) / BLOCK_SIZE))
+                .is_ok());
         }
     }
 }

@@ -88,13 +88,26 @@ pub fn be64_cells(bytes: &[u8], cell: usize) -> Option<u64> {
 const SPACE_MEM32: u32 = 0x0200_0000;
 const SPACE_MASK: u32 = 0x0300_0000;
 
-/// Every `pciex@` PHB of the tree, in tree order.
+/// The `compatible` string skiboot gives a POWER9 PHB4 (`hw/phb4.c`).
+pub const PHB4_COMPATIBLE: &str = "ibm,power9-pciex";
+
+/// Whether a node is a PHB4: its `compatible` list (NUL-separated strings) names
+/// [`PHB4_COMPATIBLE`]. An AC922's NVLink NPU nodes are `pciex@` nodes too, with the same
+/// properties, but `ibm,power9-npu-pciex`: they are not PHBs this driver may program.
+pub fn is_phb4(compatible: Option<&[u8]>) -> bool {
+    compatible.is_some_and(|c| {
+        c.split(|&b| b == 0)
+            .any(|s| s == PHB4_COMPATIBLE.as_bytes())
+    })
+}
+
+/// Every PHB4 of the tree (by `compatible`), in tree order.
 pub fn parse_phbs(blob: &[u8]) -> Result<Vec<PhbInfo>, FdtError> {
     let fdt = fdt::Fdt::new(blob).map_err(|_| FdtError::BadBlob)?;
     let root = fdt.find_node("/").ok_or(FdtError::BadBlob)?;
     let mut out = Vec::new();
     for node in root.children() {
-        if node.name.split('@').next() != Some("pciex") {
+        if !is_phb4(node.property("compatible").map(|p| p.value)) {
             continue;
         }
         out.push(parse_phb(node)?);
