@@ -10,7 +10,9 @@
 # are exact instruction counts, and without the plugin the kernel reports them unavailable.
 #
 # Options:
-#   --smp N         hardware threads (default 1)
+#   --smp N         cores per chip, one thread each (default 1)
+#   --chips N       POWER9 chips (sockets; default 1): skiboot gives each its own chip id,
+#                   XSCOM and PHBs, as on a two-socket machine
 #   --mem SIZE      RAM, as QEMU's -m takes it (default 2G)
 #   --edu N         attach N QEMU edu devices, one per PHB starting at PHB 0 (default 2; 0 for none)
 #   --gdb           wait for gdb on localhost:1234 (target remote :1234); disables the timeout
@@ -37,13 +39,14 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 caller_dir=$PWD
 cd "$root"
 
-smp=1 mem=2G edu=2 gdb=0 trace=0 kexec=0 count=0 count_log= profile= timeout_s=120 quiet=0 build=1
+smp=1 chips=1 mem=2G edu=2 gdb=0 trace=0 kexec=0 count=0 count_log= profile= timeout_s=120 quiet=0 build=1
 args=()
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --smp) smp=${2:?--smp needs a number}; shift 2 ;;
     --mem) mem=${2:?--mem needs a size}; shift 2 ;;
+    --chips) chips=${2:?--chips needs a number}; shift 2 ;;
     --edu) edu=${2:?--edu needs a number}; shift 2 ;;
     --gdb) gdb=1; shift ;;
     --trace) trace=1; shift ;;
@@ -120,7 +123,7 @@ if [ "$count" = 1 ]; then
 fi
 
 # --- boot -------------------------------------------------------------------------------------
-qemu=(qemu-system-ppc64 -M powernv9 -smp "$smp" -m "$mem"
+qemu=(qemu-system-ppc64 -M powernv9 -smp "$((smp * chips)),sockets=$chips,cores=$smp,threads=1" -m "$mem"
       -display none -serial stdio -monitor none)
 if [ "$kexec" = 1 ]; then
   # Linux boots first and kexecs this kernel with the command line (tools/kexec-trial.sh).

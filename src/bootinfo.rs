@@ -32,6 +32,9 @@ pub struct BootInfo<'a> {
     pub opal_base: u64,
     pub opal_entry: u64,
     pub memory: heapless::Vec<Range, MAX_RANGES>,
+    /// The chip each `memory` range belongs to (its node's `ibm,chip-id`), where the tree
+    /// says: the hypervisor's per-chip allocations start from this.
+    pub memory_chip: heapless::Vec<Option<u32>, MAX_RANGES>,
     pub reserved: heapless::Vec<Range, MAX_RANGES>,
     pub bootargs: &'a str,
     /// The initrd the loader placed (`/chosen` `linux,initrd-start`/`-end`), if any: the kernel
@@ -76,6 +79,7 @@ impl<'a> BootInfo<'a> {
         let opal_entry = prop("opal-entry-address").ok_or(BootInfoError::NoOpal)?;
 
         let mut memory = heapless::Vec::new();
+        let mut memory_chip = heapless::Vec::new();
         for node in fdt.all_nodes() {
             let is_memory = node
                 .property("device_type")
@@ -84,11 +88,18 @@ impl<'a> BootInfo<'a> {
             if !is_memory {
                 continue;
             }
+            let chip = node
+                .property("ibm,chip-id")
+                .and_then(|p| p.as_usize())
+                .map(|c| c as u32);
             for reg in node.reg().into_iter().flatten() {
                 let start = reg.starting_address as u64;
                 let end = start + reg.size.unwrap_or(0) as u64;
                 memory
                     .push(Range { start, end })
+                    .map_err(|_| BootInfoError::TooManyRanges)?;
+                memory_chip
+                    .push(chip)
                     .map_err(|_| BootInfoError::TooManyRanges)?;
             }
         }
@@ -135,6 +146,7 @@ impl<'a> BootInfo<'a> {
             opal_base,
             opal_entry,
             memory,
+            memory_chip,
             reserved,
             bootargs,
         })

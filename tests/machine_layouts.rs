@@ -137,6 +137,11 @@ fn two_socket_power9_layout() {
     let ram: Vec<(u64, u64)> = info.memory.iter().map(|r| (r.start, r.end)).collect();
     assert_eq!(ram, [(0, 32 * GIB), (CHIP8_RAM, CHIP8_RAM + 32 * GIB)]);
     assert_eq!(
+        info.memory_chip.as_slice(),
+        [Some(0), Some(8)],
+        "memory per chip"
+    );
+    assert_eq!(
         info.reserved.len(),
         2 * reservations().len(),
         "/reserved-memory and the reservation map, both kept"

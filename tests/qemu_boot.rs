@@ -75,6 +75,27 @@ fn in_kernel_tests_pass() {
     );
 }
 
+/// A two-socket machine, as far as QEMU's powernv9 gives one: two chips, each with its own
+/// memory node (`ibm,chip-id`), XSCOM and PHBs; every in-kernel test passes there too.
+#[test]
+fn two_chips_boot_and_pass_every_test() {
+    let (ok, console, stderr) = boot(&["--chips", "2", "--mem", "4G", "test"]);
+    let report = Report::parse(&console);
+    if let Some(why) = report.test_run_problem() {
+        panic!("two chips: the in-kernel test run failed:\n{why}\n---- console ----\n{console}\n---- qemu-run.sh ----\n{stderr}");
+    }
+    assert!(
+        ok,
+        "qemu-run.sh failed although the report is clean:\n{stderr}"
+    );
+    for chip in [0, 1] {
+        assert!(
+            console.contains(&format!(" on chip {chip}")),
+            "no memory found on chip {chip}:\n{console}"
+        );
+    }
+}
+
 #[test]
 fn demo_boots_and_exits_cleanly() {
     let (ok, console, stderr) = boot(&[]);

@@ -142,6 +142,12 @@ extern "C" fn kernel_entry(fdt_addr: usize, r8_opal_base: u64, r9_opal_entry: u6
         heap_range.len() >> 20,
         spr::timebase()
     );
+    for (r, chip) in info.memory.iter().zip(&info.memory_chip) {
+        match chip {
+            Some(c) => kprintln!("p9iommu: memory {:#x}..{:#x} on chip {c}", r.start, r.end),
+            None => kprintln!("p9iommu: memory {:#x}..{:#x}", r.start, r.end),
+        }
+    }
     // The hypervisor's MMU: a linear map of all RAM, the PHBs' registers and windows as I/O.
     let ram: Vec<PhysRange> = info
         .memory
