@@ -695,38 +695,69 @@ fn cache_case(rig: &EduRig, kind: Backend, phb: &dyn PhbDma) -> Result<bool, Tes
 /// (OPAL_PCI_EEH_FREEZE_SET), both back ends read the same freeze, the direct back end clears
 /// it, and OPAL then reads it clear; set again, the tests' own recovery reports and clears it.
 /// Skips when the PHB does not report the freeze OPAL set (QEMU models no PE freeze).
+/// A freeze set by OPAL, seen and cleared by both back ends, as skiboot's PHB4 code defines
+/// them (`hw/phb4.c`): OPAL_PCI_EEH_FREEZE_SET ORs MMIO_FROZEN into the PE's PESTA and
+/// DMA_STOPPED into its PESTB (bit 0 of each), which is what stops the PE's traffic;
+/// OPAL_PCI_EEH_FREEZE_STATUS looks first at the PE's PEEV bit, which only the hardware sets on
+/// an error it detected, and without it reports "not frozen"; OPAL_PCI_EEH_FREEZE_CLEAR zeroes
+/// both PEST words. So the check reads the PEST words themselves: set, they must be cleared by
+/// either back end's clear; and both back ends must report the same status. It skips only when
+/// freeze-set leaves the PEST words clear: a PHB that keeps no PE state (QEMU).
 fn freeze_set_and_clear() -> TestResult {
+    const FROZEN: u64 = 1 << 63; // IODA3 PESTA MMIO_FROZEN, PESTB DMA_STOPPED: bit 0
     let Some(info) = phbs()?.into_iter().next() else {
         return skip("no PHB in the device tree");
     };
     let pe = spare_pe(&info);
     let err = |e: PhbError| fail(format_args!("{e:?}"));
-    let frozen = {
+    // SAFETY (every peek below): one CPU, no OPAL call in flight; reads of two IODA entries.
+    let pest = || unsafe { pci::peek_pest(&info, pe) };
+    let status = {
         let phb = within("opal", test_backend(Backend::Opal, &info))?;
         let opal = phb.opal().ok_or_else(|| fail("not an OPAL handle"))?;
         phb.clear_freeze(pe).map_err(err)?;
         kassert!(!phb.freeze_status(pe).map_err(err)?.is_frozen());
+        let (a, b) = pest();
+        kassert!(
+            a & FROZEN == 0 && b & FROZEN == 0,
+            "PESTA {a:#x} / PESTB {b:#x} still frozen after a clear"
+        );
         opal.set_freeze(pe).map_err(err)?;
         let status = phb.freeze_status(pe).map_err(err)?;
-        if !status.is_frozen() {
+        let (a, b) = pest();
+        if a & FROZEN == 0 && b & FROZEN == 0 {
+            kassert!(
+                !status.is_frozen(),
+                "OPAL reports {status:?} with PESTA/PESTB clear"
+            );
             phb.clear_freeze(pe).map_err(err)?;
             return skip(format_args!(
-                "OPAL_PCI_EEH_FREEZE_SET on {pe} reads back as {status:?}: this PHB models no PE freeze (QEMU)"
+                "OPAL_PCI_EEH_FREEZE_SET on {pe} left PESTA {a:#x} and PESTB {b:#x} clear: this PHB keeps no PE freeze state (QEMU)"
             ));
         }
+        kassert!(
+            a & FROZEN != 0 && b & FROZEN != 0,
+            "freeze-set (MMIO and DMA) wrote PESTA {a:#x}, PESTB {b:#x}"
+        );
+        crate::kprintln!(
+            "\n    {pe} frozen by OPAL: PESTA {a:#018x}, PESTB {b:#018x}; OPAL's status {status:?} ({})",
+            if status.is_frozen() { "PEEV set" } else { "no PEEV bit: skiboot reports not frozen" }
+        );
         status
     };
     {
         let phb = within("direct", test_backend(Backend::Direct, &info))?;
         kassert_eq!(
             phb.freeze_status(pe).map_err(err)?,
-            frozen,
-            "the direct back end's view"
+            status,
+            "the direct back end's view (PEEV, then PESTA/PESTB)"
         );
-        // SAFETY: one CPU, no OPAL call in flight.
-        let (a, b) = unsafe { pci::peek_pest(&info, pe) };
-        crate::kprintln!("\n    {pe} frozen by OPAL: {frozen:?}, PESTA {a:#018x}, PESTB {b:#018x}");
         phb.clear_freeze(pe).map_err(err)?;
+        let (a, b) = pest();
+        kassert!(
+            a & FROZEN == 0 && b & FROZEN == 0,
+            "the direct clear left PESTA {a:#x} / PESTB {b:#x}"
+        );
         kassert!(!phb.freeze_status(pe).map_err(err)?.is_frozen());
     }
     let phb = within("opal", test_backend(Backend::Opal, &info))?;
@@ -736,8 +767,17 @@ fn freeze_set_and_clear() -> TestResult {
     );
     let opal = phb.opal().ok_or_else(|| fail("not an OPAL handle"))?;
     opal.set_freeze(pe).map_err(err)?;
-    kassert_eq!(recover_freeze(&phb, pe).map_err(err)?, Some(frozen));
-    kassert!(!phb.freeze_status(pe).map_err(err)?.is_frozen());
+    // What recover_freeze sees is what freeze-status reports; OPAL's clear empties PEST.
+    kassert_eq!(
+        recover_freeze(&phb, pe).map_err(err)?,
+        status.is_frozen().then_some(status)
+    );
+    phb.clear_freeze(pe).map_err(err)?;
+    let (a, b) = pest();
+    kassert!(
+        a & FROZEN == 0 && b & FROZEN == 0,
+        "OPAL's clear left PESTA {a:#x} / PESTB {b:#x}"
+    );
     Ok(())
 }
 ktest!("hwcheck.freeze_set_and_clear", freeze_set_and_clear);
