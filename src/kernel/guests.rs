@@ -47,6 +47,8 @@ const LARGE: u64 = 2 << 20;
 const SMALL: u64 = 64 << 10;
 /// gpa 0..32M in 2 MiB chunks, then 64 KiB chunks.
 const LARGE_END: u64 = 32 << 20;
+/// Where the part preregistered in 64 KiB pages starts (below it: 2 MiB pages).
+pub const PINNED_64K: u64 = LARGE_END;
 /// End of the preregistered part (64 KiB pages from LARGE_END).
 pub const PINNED_END: u64 = 48 << 20;
 /// Pools for script buffers: pinned and not preregistered.
@@ -581,27 +583,43 @@ impl Partition {
     }
 }
 
-/// The guest's TCE windows, each over a fresh hardware table whose levels are not allocated yet.
+/// The guest's TCE windows: LIOBN, bus offset, IO page shift, bytes, table levels. The same
+/// layout as a PHB4 PE's two windows (TVE 2*PE at bus 0, TVE 2*PE+1 at `1 << 59`).
+pub const WINDOWS: [(u64, u64, u32, u64, u32); 2] = [
+    (LIOBN_4K, 0, 12, 256 << 20, 2),
+    (LIOBN_64K, 1 << 59, 16, 1 << 30, 2),
+];
+
+/// A fresh hardware table for window `w` of [`WINDOWS`], no level below the top allocated.
+pub fn window_table(w: usize) -> Result<TceTable<HeapMemory, LockedVm>, BuildError> {
+    let (_, bus, shift, size, levels) = WINDOWS[w];
+    let geo = TceGeometry::new(bus, shift, size, levels).map_err(|_| BuildError("geometry"))?;
+    TceTable::new(geo, 0, HeapMemory::new(), LockedVm::new(u64::MAX))
+        .map_err(|_| BuildError("table"))
+}
+
+/// The guest's TCE windows, each over a fresh hardware table of its own whose levels are not
+/// allocated yet, killed into a counter (no device walks them).
 fn create_windows(guest: &mut Guest, kills: &Arc<KillCounter>) -> Result<(), BuildError> {
-    for (liobn, bus, shift, size, levels) in [
-        (LIOBN_4K, 0, 12, 256 << 20, 2),
-        (LIOBN_64K, 1 << 59, 16, 1 << 30, 2),
-    ] {
+    let own = [0, 1].map(|w| {
+        window_table(w).map(|t| Attached {
+            table: Arc::new(t),
+            kill: kills.clone(),
+            cookie: WINDOWS[w].0,
+        })
+    });
+    let [a, b] = own;
+    create_windows_over(guest, [a?, b?])
+}
+
+/// The guest's TCE windows over `tables` (one per window of [`WINDOWS`], in order).
+fn create_windows_over(guest: &mut Guest, tables: [Attached; 2]) -> Result<(), BuildError> {
+    for (&(liobn, bus, shift, size, _), t) in WINDOWS.iter().zip(tables) {
         guest
             .create_window(liobn, bus, shift, size)
             .map_err(|_| BuildError("window"))?;
-        let geo = TceGeometry::new(bus, shift, size, levels).map_err(|_| BuildError("geometry"))?;
-        let t = TceTable::new(geo, 0, HeapMemory::new(), LockedVm::new(u64::MAX))
-            .map_err(|_| BuildError("table"))?;
         guest
-            .attach_table(
-                liobn,
-                Attached {
-                    table: Arc::new(t),
-                    kill: kills.clone(),
-                    cookie: liobn,
-                },
-            )
+            .attach_table(liobn, t)
             .map_err(|_| BuildError("attach"))?;
     }
     Ok(())
@@ -996,10 +1014,24 @@ pub fn reg_name(k: u64) -> alloc::string::String {
 }
 
 impl Partition {
-    /// Clears every window (virtual mode, as the hypervisor itself) and replaces the windows
-    /// with fresh ones, so that a run starts from empty tables with no level allocated; returns
-    /// false if something refused.
-    pub fn reset(&mut self, v: VirtMode) -> bool {
+    /// Hands the guest a device: its windows are replaced by windows over `tables`, the
+    /// hardware tables a PHB walks for the device's PE (window 0 and window 1, geometry as
+    /// [`WINDOWS`]), each with the kill that reaches that PHB and the cookie naming the PE.
+    /// The guest's old windows are cleared and removed first; the new tables must be empty.
+    pub fn attach_device(&mut self, v: VirtMode, tables: [Attached; 2]) -> Result<(), BuildError> {
+        if !self.clear_and_remove_windows(v) {
+            return Err(BuildError("could not clear the guest's windows"));
+        }
+        create_windows_over(&mut self.guest, tables)
+    }
+
+    /// Takes the device back: clears the guest's windows (every TCE it left is cleared and
+    /// killed on the PHB) and gives it windows of its own again. False if something refused.
+    pub fn detach_device(&mut self, v: VirtMode) -> bool {
+        self.reset(v)
+    }
+
+    fn clear_and_remove_windows(&mut self, v: VirtMode) -> bool {
         let env = Env {
             pages: pages(),
             mem: &self.mem,
@@ -1024,7 +1056,13 @@ impl Partition {
             liobns
                 .into_iter()
                 .all(|l| self.guest.remove_window(l).is_ok())
-                && create_windows(&mut self.guest, &self.kills).is_ok()
         }
+    }
+
+    /// Clears every window (virtual mode, as the hypervisor itself) and replaces the windows
+    /// with fresh ones, so that a run starts from empty tables with no level allocated; returns
+    /// false if something refused.
+    pub fn reset(&mut self, v: VirtMode) -> bool {
+        self.clear_and_remove_windows(v) && create_windows(&mut self.guest, &self.kills).is_ok()
     }
 }

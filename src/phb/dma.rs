@@ -282,6 +282,39 @@ impl<T: PhbDma + ?Sized> PhbDma for &T {
     }
 }
 
+/// A shared back end (a kill kept by several tables, for as long as any of them is attached).
+impl<T: PhbDma + ?Sized> PhbDma for alloc::sync::Arc<T> {
+    fn num_pes(&self) -> u32 {
+        (**self).num_pes()
+    }
+    fn set_pe(&self, bdfn: Bdfn, pe: PeNum) -> Result<(), PhbError> {
+        (**self).set_pe(bdfn, pe)
+    }
+    fn set_peltv(&self, parent: PeNum, child: PeNum, action: PeltvAction) -> Result<(), PhbError> {
+        (**self).set_peltv(parent, child, action)
+    }
+    fn freeze_status(&self, pe: PeNum) -> Result<FreezeStatus, PhbError> {
+        (**self).freeze_status(pe)
+    }
+    fn clear_freeze(&self, pe: PeNum) -> Result<(), PhbError> {
+        (**self).clear_freeze(pe)
+    }
+    fn map_window(
+        &self,
+        pe: PeNum,
+        window: WindowId,
+        table: &dyn DmaWindowTable,
+    ) -> Result<(), PhbError> {
+        (**self).map_window(pe, window, table)
+    }
+    fn unmap_window(&self, pe: PeNum, window: WindowId) -> Result<(), PhbError> {
+        (**self).unmap_window(pe, window)
+    }
+    fn kill(&self, kill: Kill) -> Result<(), PhbError> {
+        (**self).kill(kill)
+    }
+}
+
 /// Sets a PE up as Linux's `pnv_ioda_configure_pe` does for a PE of its own: maps `bdfn` to
 /// `pe`, clears any freeze left on the PE, and adds the PE to its own PELT-V (so an error in
 /// the PE freezes the PE, and no other).

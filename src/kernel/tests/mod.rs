@@ -1,6 +1,7 @@
 //! In-kernel tests and benchmarks, grouped by the component they exercise. Each registers
 //! itself with `ktest!`/`kbench!`.
 mod boot;
+mod e2e;
 mod hostile;
 mod hv;
 mod icount;

@@ -40,7 +40,7 @@ use crate::tce::TcePerm;
 use crate::{kassert, kassert_eq, kbench, ktest};
 
 /// The PE the tests put the edu device in (not the reserved PE, which is the last one).
-const PE: PeNum = PeNum(1);
+pub(super) const PE: PeNum = PeNum(1);
 const W1: WindowId = WindowId::DMA64;
 const PAGE: usize = pci::PAGE;
 
@@ -51,12 +51,12 @@ impl From<PciError> for TestFailure {
 }
 
 /// Adds context to a failure.
-fn within<T>(what: &str, r: Result<T, TestFailure>) -> Result<T, TestFailure> {
+pub(super) fn within<T>(what: &str, r: Result<T, TestFailure>) -> Result<T, TestFailure> {
     r.map_err(|TestFailure(m)| TestFailure(format!("{what}: {m}")))
 }
 
 /// `kind`'s back end for the PHB `info` describes, claimed until the handle drops.
-fn test_backend(kind: Backend, info: &PhbInfo) -> Result<PhbHandle, TestFailure> {
+pub(super) fn test_backend(kind: Backend, info: &PhbInfo) -> Result<PhbHandle, TestFailure> {
     // SAFETY: the tests keep every table alive while a TVE points at it, and leave the PHB
     // as they found it before the handle drops (see the module doc).
     Ok(unsafe { backend(kind, info) }?)
@@ -65,7 +65,12 @@ fn test_backend(kind: Backend, info: &PhbInfo) -> Result<PhbHandle, TestFailure>
 /// After a DMA that must not land: reads `pe`'s freeze state and, if the PHB froze the PE,
 /// reports it (on a line of its own, PESTA/PESTB included) and clears it before the next
 /// DMA. A freeze that does not clear fails the test.
-fn after_blocked_dma(rig: &EduRig, phb: &dyn PhbDma, pe: PeNum, what: &str) -> TestResult {
+pub(super) fn after_blocked_dma(
+    rig: &EduRig,
+    phb: &dyn PhbDma,
+    pe: PeNum,
+    what: &str,
+) -> TestResult {
     match recover_freeze(phb, pe) {
         Ok(None) => Ok(()),
         Ok(Some(status)) => {
@@ -87,12 +92,12 @@ fn after_blocked_dma(rig: &EduRig, phb: &dyn PhbDma, pe: PeNum, what: &str) -> T
 
 /// The `nth` PHB with an edu device, set up (see `pci::find_edu`), or None if there is none
 /// (`--edu 0`, or a real machine): the test then skips itself.
-fn rig(nth: usize) -> Result<Option<EduRig>, TestFailure> {
+pub(super) fn rig(nth: usize) -> Result<Option<EduRig>, TestFailure> {
     Ok(find_edu(nth)?)
 }
 
 /// Why a test that needs QEMU's edu device skips itself.
-fn no_edu(nth: usize) -> TestResult {
+pub(super) fn no_edu(nth: usize) -> TestResult {
     skip(format_args!(
         "needs {} of QEMU's edu devices, one per PHB (qemu-run.sh --edu N)",
         nth + 1
@@ -144,7 +149,7 @@ fn new_table(bus_offset: u64, window_size: u64, levels: u32) -> Result<KTable, T
 }
 
 /// Creates default tables the way the kernel does for its 32-bit window.
-struct Factory;
+pub(super) struct Factory;
 
 impl TableFactory for Factory {
     type Table = KTable;
@@ -155,7 +160,7 @@ impl TableFactory for Factory {
 }
 
 /// Seeds: one per back end and step, so no two transfers carry the same bytes.
-fn seed(kind: Backend, step: u32) -> u32 {
+pub(super) fn seed(kind: Backend, step: u32) -> u32 {
     (kind as u32 + 1) * 0x100 + step
 }
 
@@ -254,7 +259,7 @@ ktest!("phb.ownership_take_and_release", ownership_take_and_release);
 
 /// What a driver does for one 32- or 64-bit copy: map a source and a destination page in
 /// `table` at `src`/`dst`, copy through the device, unmap and kill.
-fn driver_copy(
+pub(super) fn driver_copy(
     rig: &EduRig,
     phb: &dyn PhbDma,
     table: &KTable,
