@@ -251,3 +251,76 @@ fn guest_phase(
     }
     Ok(())
 }
+
+/// H_PUT_TCE into a table the PHB walks, map then clear, the clear's TCE kill through OPAL
+/// from real mode included: exact round trips from the guest's `sc 1`.
+fn bench_phb_put_tce(out: crate::kernel::testing::Figures) -> crate::kernel::testing::BenchResult {
+    let rig = match rig(0) {
+        Ok(Some(rig)) => rig,
+        _ => {
+            crate::kprintln!("hcall.phb: no edu device (qemu-run.sh --edu N)");
+            return Ok(());
+        }
+    };
+    let phb = Arc::new(test_backend(Backend::Opal, &rig.info).expect("PHB 0 through OPAL"));
+    let figures = phb_put_tce_figures(&rig, &phb);
+    rig.clean_up(&*phb, PE).expect("PHB clean-up");
+    let (map, clear) = figures?;
+    out("hcall.put_tce.phb.real.insns", map, "insns");
+    out("hcall.put_tce_clear.phb.real.insns", clear, "insns");
+    Ok(())
+}
+crate::kbench!("hcall.phb", bench_phb_put_tce);
+
+fn phb_put_tce_figures(
+    rig: &EduRig,
+    phb: &Arc<crate::kernel::pci::PhbHandle>,
+) -> Result<(u64, u64), crate::arch::ppc64::icount::Unavailable> {
+    let dw = DefaultWindow {
+        bus_offset: 0,
+        window_size: 1 << 28,
+        page_shift: 12,
+        levels: 2,
+    };
+    let mut group =
+        PeGroup::new(&**phb, rig.info.node, dw, &Factory, &[(rig.bdfn, PE)]).expect("the edu PE");
+    group
+        .take_ownership::<crate::kernel::pci::PciError>(&**phb)
+        .expect("ownership");
+    let attached = [0usize, 1].map(|w| {
+        let t = Arc::new(window_table(w).expect("a window table"));
+        let id = [WindowId::DMA32, WindowId::DMA64][w];
+        group
+            .attach_table::<crate::kernel::pci::PciError>(&**phb, id, t.clone())
+            .expect("the TVE");
+        let (_, bus, shift, _, _) = WINDOWS[w];
+        Attached {
+            table: t,
+            kill: Arc::new(TableKill::new(phb.clone(), vec![PE], shift, bus)),
+            cookie: (rig.info.opal_phb_id.0 << 32) | u64::from(PE.0),
+        }
+    });
+    let mut p = partition().expect("the guest partition");
+    let v = mmu::virt_mode().expect("MMU on");
+    p.attach_device(v, attached).expect("the device's windows");
+    let page = PINNED_POOL.0 + 0x6_0000;
+    // Warm: the leaf level exists.
+    guest_calls(&mut p, &[call(H_PUT_TCE, &[LIOBN_4K, 0x1000, page | 3])]).expect("warm-up");
+    let r = super::hv::timed(
+        &mut p,
+        &[
+            call(H_PUT_TCE, &[LIOBN_4K, 0x2000, page | 3]),
+            call(H_PUT_TCE, &[LIOBN_4K, 0x2000, 0]),
+        ],
+    );
+    let paths: Vec<Path> = p.trace.iter().map(|t| t.path).collect();
+    let detached = p.detach_device(v);
+    drop(p);
+    group
+        .release_ownership(&**phb, &Factory)
+        .expect("ownership handed back");
+    assert!(detached, "the guest's windows could not be cleared");
+    assert_eq!(paths, [Path::Real; 2], "a benchmarked call left real mode");
+    let r = r?;
+    Ok((r[0], r[1]))
+}

@@ -447,7 +447,7 @@ crate::kbench!("hcall.round_trips", bench_round_trips);
 
 /// Runs `calls` once each between the count markers; the guest's count for each, or
 /// `Unavailable` if the plugin wrote none.
-fn timed(p: &mut Partition, calls: &[Call]) -> Result<Vec<u64>, Unavailable> {
+pub(super) fn timed(p: &mut Partition, calls: &[Call]) -> Result<Vec<u64>, Unavailable> {
     p.set_mailbox(action::BENCH, calls, 1)
         .expect("the mailbox holds the calls");
     let code = p.run();

@@ -715,8 +715,10 @@ fn freeze_set_and_clear() -> TestResult {
     };
     let pe = spare_pe(&info);
     let err = |e: PhbError| fail(format_args!("{e:?}"));
-    // SAFETY (every peek below): one CPU, no OPAL call in flight; reads of two IODA entries.
-    let pest = || unsafe { pci::peek_pest(&info, pe) };
+    let pest = || {
+        // SAFETY: one CPU, no OPAL call in flight: reads of two IODA entries.
+        unsafe { pci::peek_pest(&info, pe) }
+    };
     let status = {
         let phb = within("opal", test_backend(Backend::Opal, &info))?;
         let opal = phb.opal().ok_or_else(|| fail("not an OPAL handle"))?;
