@@ -210,6 +210,7 @@ fn bad_scripts_fail_naming_the_line() {
         "script",
         "tests/scripts/malformed.hcall",
         "tests/scripts/wrong_expectation.hcall",
+        "tests/scripts/dma_expectations.hcall",
     ]);
     assert!(!ok, "qemu-run.sh must fail:\n{console}");
     assert!(
@@ -223,7 +224,16 @@ fn bad_scripts_fail_naming_the_line() {
             && console.contains("MISMATCH, expected H_PARAMETER"),
         "{console}"
     );
-    assert!(console.contains("0 passed, 2 failed"), "{console}");
+    // A DMA that did not land where the script said, and one that landed where it said not.
+    for line in [9, 11] {
+        assert!(
+            console.contains(&format!(
+                "tests/scripts/dma_expectations.hcall:{line}: guest load("
+            )) && console.contains("MISMATCH, expected ok 0x"),
+            "line {line}:\n{console}"
+        );
+    }
+    assert!(console.contains("0 passed, 3 failed"), "{console}");
     assert_eq!(Report::parse(&console).exit, Some(1), "{console}");
 }
 

@@ -18,6 +18,11 @@
 #[path = "../../src/hv/abi.rs"]
 mod abi;
 
+/// The hypervisor's edu driver, shared: the guest drives the device it owns with it.
+#[allow(dead_code)]
+#[path = "../../src/phb/edu.rs"]
+mod edu;
+
 use abi::{action, guest_op, Call, CallResult, Mailbox, H_P9_EXIT, MAGIC, RESULTS_GPA};
 use core::mem::offset_of;
 
@@ -651,6 +656,84 @@ fn user_sc() -> (u64, u64) {
     try_call(target, code, user)
 }
 
+/// The BAR of the device the guest owns (0: none), from the mailbox.
+static DEVICE_BAR: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// The edu device's BAR0 as the guest sees it: at a guest physical address the hypervisor
+/// mapped cache-inhibited and guarded. Registers are big-endian; each access is ordered as
+/// Linux's `in_be32`/`out_be32` order theirs on POWER: `sync` before, and after a load
+/// `twi`/`isync`, so no later access runs before the value arrived.
+struct GuestEduBar(u64);
+
+impl GuestEduBar {
+    fn ptr<T>(&self, offset: u32) -> volatile::VolatilePtr<'static, T> {
+        let p = (self.0 + u64::from(offset)) as *mut T;
+        // SAFETY: the hypervisor mapped the device's 1 MiB BAR0 at `self.0` (the mailbox says
+        // so) and the driver passes register offsets inside it, aligned; nothing else in the
+        // guest refers to that range. A null `p` is impossible (the BAR is not at 0).
+        unsafe { volatile::VolatilePtr::new(core::ptr::NonNull::new_unchecked(p)) }
+    }
+
+    fn before() {
+        // SAFETY: a barrier.
+        unsafe { core::arch::asm!("sync", options(nostack)) };
+    }
+
+    fn after_load(v: u64) {
+        // SAFETY: a trap that never fires (it depends on the loaded value) and a context
+        // synchronisation: the load completes before anything after it.
+        unsafe { core::arch::asm!("twi 0, {0}, 0", "isync", in(reg) v, options(nostack)) };
+    }
+}
+
+impl edu::EduMmio for GuestEduBar {
+    fn read32(&self, offset: u32) -> u32 {
+        Self::before();
+        let v = u32::from_be(self.ptr::<u32>(offset).read());
+        Self::after_load(u64::from(v));
+        v
+    }
+    fn write32(&self, offset: u32, value: u32) {
+        Self::before();
+        self.ptr::<u32>(offset).write(value.to_be());
+    }
+    fn read64(&self, offset: u32) -> u64 {
+        Self::before();
+        let v = u64::from_be(self.ptr::<u64>(offset).read());
+        Self::after_load(v);
+        v
+    }
+    fn write64(&self, offset: u32, value: u64) {
+        Self::before();
+        self.ptr::<u64>(offset).write(value.to_be());
+    }
+    fn relax(&self) {
+        // About 10 us of timebase between polls (QEMU completes an edu transfer on a timer).
+        let start = mfspr::<268>();
+        while mfspr::<268>().wrapping_sub(start) < 5_000 {
+            core::hint::spin_loop();
+        }
+    }
+}
+
+/// A transfer by the device the guest owns: 0 done, 1 no device, 2 it did not complete.
+fn device_dma(op: u64, iova: u64) -> u64 {
+    let bar = DEVICE_BAR.load(core::sync::atomic::Ordering::Relaxed);
+    if bar == 0 {
+        return 1;
+    }
+    // Up to ~0.5 s of polls: QEMU's edu finishes a transfer 100 ms of virtual time after it.
+    let Ok(dev) = edu::Edu::probe(GuestEduBar(bar), 100_000) else {
+        return 1;
+    };
+    let r = if op == guest_op::DMA_TO_DEVICE {
+        dev.dma_to_device(iova, 0, abi::DMA_LEN)
+    } else {
+        dev.dma_to_ram(0, iova, abi::DMA_LEN)
+    };
+    u64::from(r.is_err()) * 2
+}
+
 /// A guest action (`abi::guest_op`): what a hostile guest would do.
 fn guest_action(c: &Call) -> CallResult {
     let sym = |s: &u8| s as *const u8 as u64;
@@ -676,6 +759,9 @@ fn guest_action(c: &Call) -> CallResult {
             0,
         ),
         guest_op::USER_SC => user_sc(),
+        op @ (guest_op::DMA_TO_DEVICE | guest_op::DMA_TO_RAM) => {
+            (abi::outcome::OK, device_dma(op, c.args[0]))
+        }
         _ => (u64::MAX, 0),
     };
     CallResult {
@@ -716,6 +802,7 @@ extern "C" fn guest_main(mb: *const Mailbox) -> ! {
     let results = RESULTS_GPA as *mut CallResult;
     let n = (mb.ncalls as usize).min(mb.calls.len());
     let first = (mb.first as usize).min(n);
+    DEVICE_BAR.store(mb.device_bar, core::sync::atomic::Ordering::Relaxed);
     let current = core::ptr::addr_of!(mb.current) as *mut u64;
     match mb.action {
         action::CALLS | action::BENCH => {

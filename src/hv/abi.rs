@@ -65,7 +65,21 @@ pub mod guest_op {
     /// `sc 1` there. A hypervisor that serves it leaves the guest spinning in problem state
     /// (`stopped timeout`); one that refuses it gives the guest its program interrupt.
     pub const USER_SC: u64 = 9;
+    /// The device the guest owns reads [`super::DMA_LEN`] bytes at IOVA `args[0]` into its
+    /// buffer (QEMU's edu, at [`super::Mailbox::device_bar`]); `r4` = 0 when the transfer
+    /// completed, 1 if there is no device, 2 if it did not complete in time.
+    pub const DMA_TO_DEVICE: u64 = 10;
+    /// The device writes the first [`super::DMA_LEN`] bytes of its buffer at IOVA `args[0]`;
+    /// `r4` as for [`DMA_TO_DEVICE`]. Whether it landed is for the guest's loads to see.
+    pub const DMA_TO_RAM: u64 = 11;
 }
+
+/// Bytes one guest-driven device transfer moves.
+pub const DMA_LEN: u32 = 256;
+/// Where the hypervisor maps the BAR of a device it hands the guest (its first 1 MiB).
+pub const DEVICE_BAR_GPA: u64 = 0x1000_0000;
+/// Bytes of the BAR mapped there.
+pub const DEVICE_BAR_LEN: u64 = 1 << 20;
 
 /// PAPR's H_REGISTER_PROC_TBL(flags, base, page_size, table_size): a radix guest names its
 /// process table (a guest real address, `2^(table_size + 12)` bytes, aligned to its size).
@@ -187,6 +201,8 @@ pub struct Mailbox {
     /// Written by the guest before each call: the index of the call it is making, so the
     /// hypervisor knows which one a stop interrupted.
     pub current: u64,
+    /// Guest physical address of the BAR of the device the guest owns (QEMU's edu), or 0.
+    pub device_bar: u64,
     /// The calls.
     pub calls: [Call; MAX_CALLS],
 }

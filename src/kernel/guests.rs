@@ -173,6 +173,9 @@ pub struct Partition {
     /// Partition-table doubleword 1 the guest registered (0: none); a fresh vCPU starts
     /// without one.
     pub process_table: u64,
+    /// Guest physical address of the BAR of the device the guest owns, or 0
+    /// (`kernel::device`).
+    pub device_bar: u64,
 }
 
 /// The page descriptors: the kernel's vmemmap.
@@ -296,6 +299,7 @@ impl Partition {
             force_virtual: false,
             clobber: None,
             process_table: 0,
+            device_bar: 0,
         });
         p.load_image()?;
         Ok(p)
@@ -387,7 +391,7 @@ impl Partition {
         if calls.len() > abi::MAX_CALLS {
             return Err(BuildError("too many calls"));
         }
-        let mut hdr = [0u64; 7];
+        let mut hdr = [0u64; 8];
         hdr[0] = abi::MAGIC;
         hdr[1] = action;
         hdr[2] = calls.len() as u64;
@@ -395,6 +399,7 @@ impl Partition {
         hdr[4] = 0x7000_0000; // no memory there
         hdr[5] = 0; // first
         hdr[6] = 0; // current
+        hdr[7] = self.device_bar;
         for (i, w) in hdr.iter().enumerate() {
             self.write_bytes(abi::MAILBOX_GPA + 8 * i as u64, &w.to_le_bytes())?;
         }
@@ -1029,6 +1034,28 @@ impl Partition {
     /// killed on the PHB) and gives it windows of its own again. False if something refused.
     pub fn detach_device(&mut self, v: VirtMode) -> bool {
         self.reset(v)
+    }
+
+    /// Maps a device's BAR (its first [`abi::DEVICE_BAR_LEN`] bytes at `bar`) into the guest's
+    /// partition-scoped tree at [`abi::DEVICE_BAR_GPA`], cache-inhibited and guarded, and
+    /// tells the guest where it is (the mailbox's `device_bar`).
+    pub fn map_device_bar(&mut self, bar: HostPhys) -> Result<(), BuildError> {
+        self.mem
+            .tree
+            .map_io(LPID, abi::DEVICE_BAR_GPA, bar, abi::DEVICE_BAR_LEN)
+            .map_err(|_| BuildError("mapping the device's BAR"))?;
+        self.device_bar = abi::DEVICE_BAR_GPA;
+        Ok(())
+    }
+
+    /// Unmaps the device's BAR: the guest reaches the device no more.
+    pub fn unmap_device_bar(&mut self) {
+        if self.device_bar != 0 {
+            self.mem
+                .tree
+                .unmap_range(abi::DEVICE_BAR_GPA, abi::DEVICE_BAR_LEN);
+            self.device_bar = 0;
+        }
     }
 
     fn clear_and_remove_windows(&mut self, v: VirtMode) -> bool {

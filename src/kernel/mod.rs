@@ -2,6 +2,7 @@
 //! benchmarks. Entered from boot/entry.S in hypervisor real mode, little-endian, on the boot CPU.
 pub mod console;
 mod demo;
+pub mod device;
 pub mod guests;
 pub mod heap;
 pub mod pci;

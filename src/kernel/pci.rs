@@ -291,6 +291,8 @@ pub struct EduRig {
     /// The edu device's requester ID.
     pub bdfn: Bdfn,
     pub edu: Edu<EduBar>,
+    /// Where BAR0 decodes (a real address in the PHB's M32 window).
+    pub bar_phys: u64,
 }
 
 fn is_edu(vendor_id: u16, device_id: u16) -> bool {
@@ -340,6 +342,7 @@ pub fn find_edu(nth: usize) -> Result<Option<EduRig>, PciError> {
         bdfn: f.bdfn,
         info,
         edu,
+        bar_phys: cpu,
     }))
 }
 

@@ -72,6 +72,32 @@ fn run_script(name: &str, s: &Script) -> bool {
         kprintln!("{name}: could not clear the guest's windows");
         return false;
     }
+    // The guest owns the first edu device when there is one: its windows are the tables the
+    // PHB walks for the device's PE, and its BAR is in the guest's memory map.
+    let mut device = match crate::kernel::device::kernel_owned(0) {
+        Ok(d) => d,
+        Err(e) => {
+            kprintln!("{name}: the edu device could not be set up: {e}");
+            return false;
+        }
+    };
+    if let Some(d) = device.as_mut() {
+        if let Err(e) = d.give(&mut p, v) {
+            kprintln!("{name}: the edu device could not be handed to the guest: {e}");
+            return false;
+        }
+    }
+    let ok = run_resolved(name, &mut p, &resolved);
+    let back = device.map_or(Ok(()), |mut d| {
+        d.take_back(&mut p, v).and_then(|()| d.release())
+    });
+    if let Err(e) = &back {
+        kprintln!("{name}: the edu device could not be taken back: {e}");
+    }
+    ok && back.is_ok()
+}
+
+fn run_resolved(name: &str, p: &mut Partition, resolved: &crate::hv::script::Resolved) -> bool {
     for l in &resolved.lists {
         for (i, e) in l.entries.iter().enumerate() {
             if p.write_be64(l.gpa + 8 * i as u64, *e).is_err() {
@@ -99,7 +125,7 @@ fn run_script(name: &str, s: &Script) -> bool {
     let mut ok = true;
     for (c, o) in resolved.calls.iter().zip(&outcomes) {
         ok &= match *o {
-            CallOutcome::Hcall { trace, result } => check_hcall(name, &p, c, trace, &result),
+            CallOutcome::Hcall { trace, result } => check_hcall(name, p, c, trace, &result),
             CallOutcome::Action(r) => {
                 let got = if r.r3 == abi::outcome::OK {
                     GuestExpect::Ok(Some(r.r4))

@@ -76,6 +76,9 @@ pub enum Kind {
     Io,
     /// Guest RAM in a partition-scoped tree: read, write, execute.
     Guest,
+    /// A device's registers in a partition-scoped tree (a BAR the guest owns): read, write,
+    /// non-idempotent I/O (cache-inhibited and guarded), no execute.
+    GuestIo,
 }
 
 impl Kind {
@@ -84,6 +87,7 @@ impl Kind {
             Kind::Ram => PTE_PRIV | PTE_READ | PTE_WRITE | PTE_EXEC,
             Kind::Io => PTE_PRIV | PTE_READ | PTE_WRITE | PTE_ATT_NI_IO,
             Kind::Guest => PTE_READ | PTE_WRITE | PTE_EXEC,
+            Kind::GuestIo => PTE_READ | PTE_WRITE | PTE_ATT_NI_IO,
         }
     }
 }

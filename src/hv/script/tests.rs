@@ -1275,7 +1275,8 @@ fn guest_expect_accepts() {
 
 #[test]
 fn guest_action_errors() {
-    let actions = "(spin, spin_ee, load, store, exec, insn, spr, mtspr, user_sc)";
+    let actions =
+        "(spin, spin_ee, load, store, exec, insn, spr, mtspr, user_sc, dma_to_device, dma_to_ram)";
     fails(
         "guest",
         1,

@@ -7,42 +7,21 @@
 use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::Ordering;
 
-use super::phb::{
-    after_blocked_dma, driver_copy, no_edu, rig, seed, test_backend, within, Factory, PE,
-};
+use super::phb::{after_blocked_dma, driver_copy, no_edu, seed, within};
 use crate::arch::ppc64::mmu;
-use crate::arch::ppc64::spr::{self, Msr};
-use crate::hcall::{Attached, KillFailed, TceInvalidate, H_PUT_TCE, H_STUFF_TCE};
+use crate::hcall::{H_PUT_TCE, H_STUFF_TCE};
 use crate::hv::abi::{self, Call};
+use crate::kernel::device::{self, CountedKill, Device, PE};
 use crate::kernel::guests::{
-    call, describe_exit, partition, window_table, Partition, Path, EXIT_GUEST, LIOBN_4K, LIOBN_64K,
+    call, describe_exit, partition, CallOutcome, Partition, Path, EXIT_GUEST, LIOBN_4K, LIOBN_64K,
     PINNED_64K, PINNED_POOL, WINDOWS,
 };
 use crate::kernel::pci::{pattern, Backend, EduRig, DMA_LEN};
-use crate::kernel::testing::{fail, TestFailure, TestResult};
-use crate::phb::glue::TableKill;
-use crate::phb::pe::{DefaultWindow, PeGroup};
-use crate::phb::{PhbDma, WindowId};
+use crate::kernel::testing::{fail, TestResult};
+use crate::phb::PhbDma;
 use crate::{kassert, kassert_eq, ktest};
-
-/// A PHB's TCE kill, counted, and counted apart when it ran with the MMU off.
-struct CountedKill {
-    inner: TableKill<Arc<crate::kernel::pci::PhbHandle>>,
-    kills: AtomicU64,
-    real_mode: AtomicU64,
-}
-
-impl TceInvalidate for CountedKill {
-    fn invalidate(&self, cookie: u64, first: u64, count: u64) -> Result<(), KillFailed> {
-        self.kills.fetch_add(1, Ordering::Relaxed);
-        if !spr::msr().intersects(Msr::IR | Msr::DR) {
-            self.real_mode.fetch_add(1, Ordering::Relaxed);
-        }
-        self.inner.invalidate(cookie, first, count)
-    }
-}
 
 /// Runs `calls` in the guest; every call must succeed with its registers intact.
 fn guest_calls(p: &mut Partition, calls: &[Call]) -> TestResult {
@@ -100,80 +79,54 @@ fn device_copy(
 }
 
 fn guest_dma_lands_and_stops() -> TestResult {
-    let Some(rig) = rig(0)? else {
+    let Some(mut dev) = device::kernel_owned(0).map_err(fail)? else {
         return no_edu(0);
     };
-    let phb = Arc::new(within("opal", test_backend(Backend::Opal, &rig.info))?);
-    let r = owned_by_a_guest(&rig, &phb);
-    let c = rig.clean_up(&*phb, PE).map_err(TestFailure::from);
+    let r = owned_by_a_guest(&mut dev);
+    let c = dev.release().map_err(fail);
     r?;
     c
 }
 ktest!("e2e.guest_dma_lands_and_stops", guest_dma_lands_and_stops);
 
-fn owned_by_a_guest(rig: &EduRig, phb: &Arc<crate::kernel::pci::PhbHandle>) -> TestResult {
-    let pe_err = |e| fail(format_args!("{e:?}"));
-    let dw = DefaultWindow {
-        bus_offset: 0,
-        window_size: 1 << 28,
-        page_shift: 12,
-        levels: 2,
-    };
-    let mut group =
-        PeGroup::new(&**phb, rig.info.node, dw, &Factory, &[(rig.bdfn, PE)]).map_err(pe_err)?;
+fn owned_by_a_guest(dev: &mut Device) -> TestResult {
     let entries = (0x11, 0x2345);
-    let kernel_table = group
-        .device_table(rig.bdfn)
+    let kernel_table = dev
+        .group
+        .device_table(dev.rig.bdfn)
         .ok_or_else(|| fail("no device table while kernel-owned"))?
         .clone();
     within(
         "kernel owns the PE",
-        driver_copy(rig, &**phb, &kernel_table, entries, seed(Backend::Opal, 7)),
+        driver_copy(
+            &dev.rig,
+            dev.phb(),
+            &kernel_table,
+            entries,
+            seed(Backend::Opal, 7),
+        ),
     )?;
-
-    // The guest takes the PE: its two windows are the PE's two TVEs.
-    group
-        .take_ownership::<crate::kernel::pci::PciError>(&**phb)
-        .map_err(pe_err)?;
-    let mut kills = Vec::new();
-    let mut attached = Vec::new();
-    for (w, id) in [WindowId::DMA32, WindowId::DMA64].into_iter().enumerate() {
-        let t = Arc::new(window_table(w).map_err(|e| fail(e.0))?);
-        group
-            .attach_table::<crate::kernel::pci::PciError>(&**phb, id, t.clone())
-            .map_err(pe_err)?;
-        let (_, bus, shift, _, _) = WINDOWS[w];
-        let k = Arc::new(CountedKill {
-            inner: TableKill::new(phb.clone(), vec![PE], shift, bus),
-            kills: AtomicU64::new(0),
-            real_mode: AtomicU64::new(0),
-        });
-        kills.push(k.clone());
-        attached.push(Attached {
-            table: t,
-            kill: k,
-            cookie: (rig.info.opal_phb_id.0 << 32) | u64::from(PE.0),
-        });
-    }
     let mut p = partition().map_err(|e| fail(e.0))?;
     let v = mmu::virt_mode().ok_or_else(|| fail("MMU off"))?;
-    let [a, b]: [Attached; 2] = attached.try_into().map_err(|_| fail("two windows"))?;
-    p.attach_device(v, [a, b]).map_err(|e| fail(e.0))?;
-    let r = guest_phase(rig, &mut p, &**phb, &kills);
-    let detached = p.detach_device(v);
+    dev.give(&mut p, v).map_err(fail)?;
+    let r = guest_phase(&dev.rig, &mut p, dev.phb(), &dev.kills);
+    let back = dev.take_back(&mut p, v);
     drop(p);
     r?;
-    kassert!(detached, "the guest's windows could not be cleared");
-
+    back.map_err(fail)?;
     // Back to the kernel: a fresh default table, and DMA through it works.
-    group.release_ownership(&**phb, &Factory).map_err(pe_err)?;
-    let fresh = group
-        .device_table(rig.bdfn)
+    let fresh = dev
+        .group
+        .device_table(dev.rig.bdfn)
         .ok_or_else(|| fail("no device table after release"))?
         .clone();
+    kassert!(
+        !Arc::ptr_eq(&fresh, &kernel_table),
+        "release made a fresh table"
+    );
     within(
         "the kernel owns the PE again",
-        driver_copy(rig, &**phb, &fresh, entries, seed(Backend::Opal, 8)),
+        driver_copy(&dev.rig, dev.phb(), &fresh, entries, seed(Backend::Opal, 8)),
     )
 }
 
@@ -252,57 +205,19 @@ fn guest_phase(
     Ok(())
 }
 
-/// H_PUT_TCE into a table the PHB walks, map then clear, the clear's TCE kill through OPAL
-/// from real mode included: exact round trips from the guest's `sc 1`.
+/// H_PUT_TCE into a table the PHB walks, map then clear, the TCE kill through OPAL from real
+/// mode included: exact round trips from the guest's `sc 1`.
 fn bench_phb_put_tce(out: crate::kernel::testing::Figures) -> crate::kernel::testing::BenchResult {
-    let rig = match rig(0) {
-        Ok(Some(rig)) => rig,
+    let mut dev = match device::kernel_owned(0) {
+        Ok(Some(d)) => d,
         _ => {
             crate::kprintln!("hcall.phb: no edu device (qemu-run.sh --edu N)");
             return Ok(());
         }
     };
-    let phb = Arc::new(test_backend(Backend::Opal, &rig.info).expect("PHB 0 through OPAL"));
-    let figures = phb_put_tce_figures(&rig, &phb);
-    rig.clean_up(&*phb, PE).expect("PHB clean-up");
-    let (map, clear) = figures?;
-    out("hcall.put_tce.phb.real.insns", map, "insns");
-    out("hcall.put_tce_clear.phb.real.insns", clear, "insns");
-    Ok(())
-}
-crate::kbench!("hcall.phb", bench_phb_put_tce);
-
-fn phb_put_tce_figures(
-    rig: &EduRig,
-    phb: &Arc<crate::kernel::pci::PhbHandle>,
-) -> Result<(u64, u64), crate::arch::ppc64::icount::Unavailable> {
-    let dw = DefaultWindow {
-        bus_offset: 0,
-        window_size: 1 << 28,
-        page_shift: 12,
-        levels: 2,
-    };
-    let mut group =
-        PeGroup::new(&**phb, rig.info.node, dw, &Factory, &[(rig.bdfn, PE)]).expect("the edu PE");
-    group
-        .take_ownership::<crate::kernel::pci::PciError>(&**phb)
-        .expect("ownership");
-    let attached = [0usize, 1].map(|w| {
-        let t = Arc::new(window_table(w).expect("a window table"));
-        let id = [WindowId::DMA32, WindowId::DMA64][w];
-        group
-            .attach_table::<crate::kernel::pci::PciError>(&**phb, id, t.clone())
-            .expect("the TVE");
-        let (_, bus, shift, _, _) = WINDOWS[w];
-        Attached {
-            table: t,
-            kill: Arc::new(TableKill::new(phb.clone(), vec![PE], shift, bus)),
-            cookie: (rig.info.opal_phb_id.0 << 32) | u64::from(PE.0),
-        }
-    });
     let mut p = partition().expect("the guest partition");
     let v = mmu::virt_mode().expect("MMU on");
-    p.attach_device(v, attached).expect("the device's windows");
+    dev.give(&mut p, v).expect("the device handed to the guest");
     let page = PINNED_POOL.0 + 0x6_0000;
     // Warm: the leaf level exists.
     guest_calls(&mut p, &[call(H_PUT_TCE, &[LIOBN_4K, 0x1000, page | 3])]).expect("warm-up");
@@ -314,13 +229,89 @@ fn phb_put_tce_figures(
         ],
     );
     let paths: Vec<Path> = p.trace.iter().map(|t| t.path).collect();
-    let detached = p.detach_device(v);
+    dev.take_back(&mut p, v).expect("the device taken back");
     drop(p);
-    group
-        .release_ownership(&**phb, &Factory)
-        .expect("ownership handed back");
-    assert!(detached, "the guest's windows could not be cleared");
+    dev.release().expect("PHB clean-up");
     assert_eq!(paths, [Path::Real; 2], "a benchmarked call left real mode");
     let r = r?;
-    Ok((r[0], r[1]))
+    out("hcall.put_tce.phb.real.insns", r[0], "insns");
+    out("hcall.put_tce_clear.phb.real.insns", r[1], "insns");
+    Ok(())
+}
+crate::kbench!("hcall.phb", bench_phb_put_tce);
+
+/// The guest drives the device itself: the device's BAR is in its partition-scoped tree, its
+/// edu driver reaches the registers through `volatile` pointers, and the data lands where its
+/// TCEs say, then nowhere once it cleared them.
+fn guest_drives_the_device() -> TestResult {
+    let Some(mut dev) = device::kernel_owned(0).map_err(fail)? else {
+        return no_edu(0);
+    };
+    let mut p = partition().map_err(|e| fail(e.0))?;
+    let v = mmu::virt_mode().ok_or_else(|| fail("MMU off"))?;
+    let r = dev
+        .give(&mut p, v)
+        .map_err(fail)
+        .and_then(|()| drives(&dev, &mut p));
+    let back = dev.take_back(&mut p, v).map_err(fail);
+    kassert_eq!(p.device_bar, 0, "the BAR is still in the guest's map");
+    drop(p);
+    let c = dev.release().map_err(fail);
+    r?;
+    back?;
+    c
+}
+ktest!("e2e.guest_drives_the_device", guest_drives_the_device);
+
+fn drives(dev: &Device, p: &mut Partition) -> TestResult {
+    use crate::hv::abi::{guest_op, outcome, GUEST_ACTION};
+    let act = |op: u64, args: &[u64]| call(GUEST_ACTION | op, args);
+    let (src, dst) = (PINNED_POOL.0 + 0x7_0000, PINNED_POOL.0 + 0x7_1000);
+    let dst64 = PINNED_64K + 0x30_0000;
+    let w64 = WINDOWS[1].1;
+    let calls = [
+        act(guest_op::STORE, &[src, 0x0123_4567_89ab_cdef]),
+        call(H_PUT_TCE, &[LIOBN_4K, 0x1000, src | 1]),
+        call(H_PUT_TCE, &[LIOBN_4K, 0x2000, dst | 2]),
+        call(H_PUT_TCE, &[LIOBN_64K, w64 + 0x3_0000, dst64 | 2]),
+        act(guest_op::DMA_TO_DEVICE, &[0x1000]),
+        act(guest_op::DMA_TO_RAM, &[0x2000]),
+        act(guest_op::DMA_TO_RAM, &[w64 + 0x3_0000]),
+        act(guest_op::LOAD, &[dst]),
+        act(guest_op::LOAD, &[dst64]),
+        call(H_STUFF_TCE, &[LIOBN_4K, 0, 0, 16]),
+        act(guest_op::STORE, &[dst, 0]),
+        act(guest_op::DMA_TO_RAM, &[0x2000]),
+        act(guest_op::LOAD, &[dst]),
+    ];
+    let o = p.run_restarting(&calls).map_err(|e| fail(e.0))?;
+    let value = |i: usize| match o[i] {
+        CallOutcome::Action(r) if r.r3 == outcome::OK => Ok(r.r4),
+        CallOutcome::Hcall { result, .. } if result.r3 == 0 => Ok(result.r3),
+        ref other => Err(fail(alloc::format!("call {i}: {other:?}"))),
+    };
+    for i in 0..calls.len() {
+        value(i)?;
+    }
+    for i in [4, 5, 6, 11] {
+        kassert_eq!(
+            value(i)?,
+            0,
+            "call {i}: the device's transfer did not complete"
+        );
+    }
+    kassert_eq!(value(7)?, 0x0123_4567_89ab_cdef, "landed through window 0");
+    kassert_eq!(value(8)?, 0x0123_4567_89ab_cdef, "landed through window 1");
+    kassert_eq!(value(12)?, 0, "a DMA through a cleared TCE landed");
+    after_blocked_dma(
+        &dev.rig,
+        dev.phb(),
+        PE,
+        "the guest's DMA through a cleared TCE",
+    )?;
+    kassert!(
+        dev.kills[0].real_mode.load(Ordering::Relaxed) > 0,
+        "the guest's clear killed nothing on the PHB from real mode"
+    );
+    Ok(())
 }

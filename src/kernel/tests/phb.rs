@@ -33,7 +33,7 @@ use crate::kernel::testing::{BenchResult, Figures, TestFailure, TestResult};
 use crate::phb::dma::{configure_pe, recover_freeze};
 use crate::phb::fdt::PhbInfo;
 use crate::phb::glue::TableKill;
-use crate::phb::pe::{DefaultWindow, PeGroup, TableFactory};
+use crate::phb::pe::{DefaultWindow, PeGroup};
 use crate::phb::regs::{tve_index, Tve};
 use crate::phb::{DmaWindowTable, Kill, PeNum, PhbDma, PhbError, WindowId};
 use crate::tce::TcePerm;
@@ -149,15 +149,7 @@ fn new_table(bus_offset: u64, window_size: u64, levels: u32) -> Result<KTable, T
 }
 
 /// Creates default tables the way the kernel does for its 32-bit window.
-pub(super) struct Factory;
-
-impl TableFactory for Factory {
-    type Table = KTable;
-    type Error = PciError;
-    fn create(&self, node: u32, w: &DefaultWindow) -> Result<KTable, PciError> {
-        pci::new_table(node, w.bus_offset, w.page_shift, w.window_size, w.levels)
-    }
-}
+pub(super) use crate::kernel::device::Factory;
 
 /// Seeds: one per back end and step, so no two transfers carry the same bytes.
 pub(super) fn seed(kind: Backend, step: u32) -> u32 {
