@@ -20,7 +20,12 @@ pub fn run() -> bool {
         HEAP.size() >> 10
     );
     // Every step runs, whatever the one before it did: a failure shows where, not what is next.
-    let steps = [sparse_tables(), hypercalls(), device_dma()];
+    let steps = [
+        sparse_tables(),
+        hypercalls(),
+        device_dma(),
+        guest_owns_device(),
+    ];
     let ok = steps.iter().all(|&passed| passed);
     kprintln!("p9iommu: demo {}", if ok { "done" } else { "FAILED" });
     ok
@@ -162,4 +167,166 @@ fn dma_through(rig: &EduRig, phb: &dyn PhbDma, table: &pci::KTable) -> Result<()
 
 fn say(e: PciError) -> String {
     format!("{e}")
+}
+
+/// The component's purpose: a guest owns the edu device. Its windows are the tables the PHB
+/// walks for the device's PE, it maps its own pages by hypercall, drives the device through its
+/// BAR, clears, and the DMA stops landing; then the kernel takes the device back.
+fn guest_owns_device() -> bool {
+    use crate::hcall::{H_PUT_TCE, H_STUFF_TCE};
+    use crate::hv::abi::{guest_op, GUEST_ACTION};
+    use crate::kernel::device;
+    use crate::kernel::guests::{
+        call, code_name, partition, path_name, CallOutcome, LIOBN_4K, LIOBN_64K, PINNED_64K,
+        PINNED_POOL, WINDOWS,
+    };
+    let mut dev = match device::kernel_owned(0) {
+        Ok(Some(d)) => d,
+        Ok(None) => {
+            kprintln!("  [guest+phb] no edu device: the guest-owned device step is skipped");
+            return true;
+        }
+        Err(e) => {
+            kprintln!("  [guest+phb] FAILED to set up the edu device: {e}");
+            return false;
+        }
+    };
+    let (Ok(mut p), Some(v)) = (partition(), crate::arch::ppc64::mmu::virt_mode()) else {
+        kprintln!("  [guest+phb] FAILED: no guest partition");
+        return false;
+    };
+    if let Err(e) = dev.give(&mut p, v) {
+        kprintln!("  [guest+phb] FAILED to hand the device over: {e}");
+        return false;
+    }
+    kprintln!(
+        "  [guest+phb] edu {:?} on PHB {} handed to LPID {}: {} TVEs 2 and 3 are its windows {:#x} (4K pages at bus 0) and {:#x} (64K pages at {:#x}); its BAR at guest physical {:#x}",
+        dev.rig.bdfn,
+        dev.rig.info.opal_phb_id.0,
+        crate::kernel::guests::LPID,
+        device::PE,
+        LIOBN_4K,
+        LIOBN_64K,
+        WINDOWS[1].1,
+        p.device_bar
+    );
+    let act = |op: u64, args: &[u64]| call(GUEST_ACTION | op, args);
+    let (src, dst) = (PINNED_POOL.0 + 0x7_0000, PINNED_POOL.0 + 0x7_1000);
+    let (dst64, w64) = (PINNED_64K + 0x30_0000, WINDOWS[1].1);
+    let data = 0x6775_6573_7421_0001u64;
+    let steps: [(&str, crate::hv::abi::Call); 13] = [
+        ("writes its source page", act(guest_op::STORE, &[src, data])),
+        (
+            "maps it for the device to read",
+            call(H_PUT_TCE, &[LIOBN_4K, 0x1000, src | 1]),
+        ),
+        (
+            "maps a page for the device to write",
+            call(H_PUT_TCE, &[LIOBN_4K, 0x2000, dst | 2]),
+        ),
+        (
+            "maps a 64K page in window 1",
+            call(H_PUT_TCE, &[LIOBN_64K, w64 + 0x3_0000, dst64 | 2]),
+        ),
+        (
+            "device reads IOVA 0x1000",
+            act(guest_op::DMA_TO_DEVICE, &[0x1000]),
+        ),
+        (
+            "device writes IOVA 0x2000",
+            act(guest_op::DMA_TO_RAM, &[0x2000]),
+        ),
+        (
+            "device writes in window 1",
+            act(guest_op::DMA_TO_RAM, &[w64 + 0x3_0000]),
+        ),
+        ("reads what landed (window 0)", act(guest_op::LOAD, &[dst])),
+        (
+            "reads what landed (window 1)",
+            act(guest_op::LOAD, &[dst64]),
+        ),
+        (
+            "clears its window 0",
+            call(H_STUFF_TCE, &[LIOBN_4K, 0, 0, 16]),
+        ),
+        ("zeroes the destination", act(guest_op::STORE, &[dst, 0])),
+        (
+            "device writes IOVA 0x2000 again",
+            act(guest_op::DMA_TO_RAM, &[0x2000]),
+        ),
+        ("reads what landed", act(guest_op::LOAD, &[dst])),
+    ];
+    let calls: alloc::vec::Vec<_> = steps.iter().map(|s| s.1).collect();
+    let mut ok = true;
+    match p.run_restarting(&calls) {
+        Ok(outcomes) => {
+            for ((what, c), o) in steps.iter().zip(&outcomes) {
+                match *o {
+                    CallOutcome::Hcall { trace, .. } => {
+                        let t = p.trace[trace];
+                        kprintln!(
+                            "  [guest+phb]   {what}: {} -> {} ({})",
+                            crate::kernel::guests::hcall_name(c.nr),
+                            code_name(t.r3),
+                            path_name(t.path)
+                        );
+                        ok &= t.r3 == 0;
+                    }
+                    CallOutcome::Action(r) => {
+                        kprintln!("  [guest+phb]   {what}: {:#x}", r.r4);
+                        ok &= r.r3 == 0;
+                    }
+                    CallOutcome::Stopped(code) => {
+                        kprintln!(
+                            "  [guest+phb]   {what}: {}",
+                            crate::kernel::guests::describe_exit(code)
+                        );
+                        ok = false;
+                    }
+                }
+            }
+            let value = |i: usize| match outcomes[i] {
+                CallOutcome::Action(r) => r.r4,
+                _ => u64::MAX,
+            };
+            ok &= value(7) == data && value(8) == data && value(12) == 0;
+        }
+        Err(e) => {
+            kprintln!("  [guest+phb] FAILED: {}", e.0);
+            ok = false;
+        }
+    }
+    match recover_freeze(dev.phb(), device::PE) {
+        Ok(None) => {}
+        Ok(Some(st)) => kprintln!(
+            "  [guest+phb] the blocked DMA froze {} ({:?}): freeze cleared",
+            device::PE,
+            st.state
+        ),
+        Err(e) => {
+            kprintln!("  [guest+phb] FAILED: freeze {e:?}");
+            ok = false;
+        }
+    }
+    let (k, rm) = (
+        dev.kills[0]
+            .kills
+            .load(core::sync::atomic::Ordering::Relaxed),
+        dev.kills[0]
+            .real_mode
+            .load(core::sync::atomic::Ordering::Relaxed),
+    );
+    kprintln!(
+        "  [guest+phb] the data landed where the guest's TCEs said, then nowhere; TCE kills the PHB saw for window 0: {k} ({rm} from real mode)"
+    );
+    let back = dev.take_back(&mut p, v);
+    drop(p);
+    let released = dev.release();
+    match (&back, &released) {
+        (Ok(()), Ok(())) => kprintln!(
+            "  [guest+phb] ownership handed back: the PE is the kernel's again, with a fresh default table"
+        ),
+        _ => kprintln!("  [guest+phb] FAILED to take the device back: {back:?} {released:?}"),
+    }
+    ok && back.is_ok() && released.is_ok()
 }
