@@ -203,7 +203,7 @@ fn guest_owns_device() -> bool {
         "  [guest+phb] edu {:?} on PHB {} handed to LPID {}: {} TVEs 2 and 3 are its windows {:#x} (4K pages at bus 0) and {:#x} (64K pages at {:#x}); its BAR at guest physical {:#x}",
         dev.rig.bdfn,
         dev.rig.info.opal_phb_id.0,
-        crate::kernel::guests::LPID,
+        p.lpid,
         device::PE,
         LIOBN_4K,
         LIOBN_64K,

@@ -39,7 +39,7 @@ pub const SLICE_TICKS: u64 = spr::TIMEBASE_HZ / 100;
 /// the longest legitimate run here (a benchmark) takes a fraction of it.
 pub const DEFAULT_RUN_LIMIT_TICKS: u64 = spr::TIMEBASE_HZ;
 
-/// The guest's LPID.
+/// The first guest's LPID ([`partition`]); the second ([`partition2`]) is `LPID + 1`.
 pub const LPID: u64 = 1;
 /// Guest RAM.
 pub const GUEST_RAM: u64 = 64 << 20;
@@ -151,6 +151,8 @@ impl TceInvalidate for KillCounter {
 pub struct Partition {
     /// The vCPU's registers; first, so the entry path's pointer is the partition's.
     pub regs: GuestRegs,
+    /// Its LPID.
+    pub lpid: u64,
     pub guest: Guest,
     pub mem: KernelMem,
     pub kills: Arc<KillCounter>,
@@ -202,7 +204,7 @@ fn alloc_chunk(size: u64) -> Result<HostPhys, BuildError> {
 impl Partition {
     /// Builds LPID 1: its memory (see the module doc), TCE windows, partition-table entry, and
     /// the test guest loaded at guest physical 0.
-    pub fn new(v: VirtMode) -> Result<Box<Partition>, BuildError> {
+    pub fn new(v: VirtMode, lpid: u64) -> Result<Box<Partition>, BuildError> {
         let mut chunks = Vec::new();
         // Shuffled: consecutive guest chunks come from non-adjacent host chunks.
         let large: Vec<HostPhys> = (0..LARGE_END / LARGE)
@@ -276,9 +278,10 @@ impl Partition {
             .map_err(|_| BuildError("prereg 64K"))?;
         let kills = Arc::new(KillCounter::default());
         create_windows(&mut guest, &kills)?;
-        tree.install(LPID).map_err(|_| BuildError("install"))?;
+        tree.install(lpid).map_err(|_| BuildError("install"))?;
         let mut p = Box::new(Partition {
             regs: GuestRegs::default(),
+            lpid,
             guest,
             mem: KernelMem {
                 tree,
@@ -452,7 +455,7 @@ impl Partition {
         self.regs = GuestRegs {
             pc: elf_entry(),
             msr: (Msr::SF | Msr::ME | Msr::RI | Msr::LE).bits(),
-            lpid: LPID,
+            lpid: self.lpid,
             lpcr: mmu::guest_lpcr(),
             sprs: initial_sprs(),
             ..GuestRegs::default()
@@ -552,7 +555,11 @@ impl Partition {
     /// Prints why the guest stopped and its state: the hypervisor carries on.
     fn report_exit(&self, code: u64) {
         kprintln!();
-        kprintln!("p9iommu: guest LPID {LPID} ended: {}", describe_exit(code));
+        kprintln!(
+            "p9iommu: guest LPID {} ended: {}",
+            self.lpid,
+            describe_exit(code)
+        );
         if let Some(g) = &self.fault {
             let f = &g.frame;
             // Hypervisor interrupts leave the guest's PC/MSR in HSRR0/1, others in SRR0/1.
@@ -849,8 +856,8 @@ impl Partition {
             }
             _ => return HcallResult::Parameter,
         };
-        let (dw0, _) = mmu::partition_entry(LPID).unwrap_or((0, 0));
-        if mmu::set_partition(LPID, dw0, dw1).is_err() {
+        let (dw0, _) = mmu::partition_entry(self.lpid).unwrap_or((0, 0));
+        if mmu::set_partition(self.lpid, dw0, dw1).is_err() {
             return HcallResult::Hardware;
         }
         self.process_table = dw1;
@@ -886,16 +893,26 @@ impl Partition {
 }
 
 /// The guest partition, built once and reused by every run.
-static PARTITION: spin::Once<spin::Mutex<Box<Partition>>> = spin::Once::new();
+static PARTITIONS: [spin::Once<spin::Mutex<Box<Partition>>>; 2] =
+    [spin::Once::new(), spin::Once::new()];
 
-/// The partition (built on first use). Runs serialise on its lock.
-pub fn partition() -> Result<spin::MutexGuard<'static, Box<Partition>>, BuildError> {
-    if let Some(p) = PARTITION.get() {
+fn partition_n(k: usize) -> Result<spin::MutexGuard<'static, Box<Partition>>, BuildError> {
+    if let Some(p) = PARTITIONS[k].get() {
         return Ok(p.lock());
     }
     let v = mmu::virt_mode().ok_or(BuildError("partitions are built with the MMU on"))?;
-    let p = Partition::new(v)?;
-    Ok(PARTITION.call_once(|| spin::Mutex::new(p)).lock())
+    let p = Partition::new(v, LPID + k as u64)?;
+    Ok(PARTITIONS[k].call_once(|| spin::Mutex::new(p)).lock())
+}
+
+/// The first guest partition, LPID 1 (built on first use). Runs serialise on its lock.
+pub fn partition() -> Result<spin::MutexGuard<'static, Box<Partition>>, BuildError> {
+    partition_n(0)
+}
+
+/// The second guest partition, LPID 2, with memory of its own (built on first use).
+pub fn partition2() -> Result<spin::MutexGuard<'static, Box<Partition>>, BuildError> {
+    partition_n(1)
 }
 
 /// Describes an exit code.
@@ -952,7 +969,8 @@ pub fn demo() -> bool {
     let code = p.run();
     let mut ok = code == EXIT_GUEST;
     kprintln!(
-        "  [hcall] a guest in LPID {LPID} makes {} hypercalls by sc 1 ({}):",
+        "  [hcall] a guest in LPID {} makes {} hypercalls by sc 1 ({}):",
+        p.lpid,
         calls.len(),
         describe_exit(code)
     );
@@ -1042,7 +1060,7 @@ impl Partition {
     pub fn map_device_bar(&mut self, bar: HostPhys) -> Result<(), BuildError> {
         self.mem
             .tree
-            .map_io(LPID, abi::DEVICE_BAR_GPA, bar, abi::DEVICE_BAR_LEN)
+            .map_io(self.lpid, abi::DEVICE_BAR_GPA, bar, abi::DEVICE_BAR_LEN)
             .map_err(|_| BuildError("mapping the device's BAR"))?;
         self.device_bar = abi::DEVICE_BAR_GPA;
         Ok(())

@@ -315,3 +315,116 @@ fn drives(dev: &Device, p: &mut Partition) -> TestResult {
     );
     Ok(())
 }
+
+/// Two guests, two devices: LPID 1 owns the edu behind PHB 0, LPID 2 the one behind PHB 1.
+/// Each device's DMA lands in its own guest's memory; a TCE naming memory that is not the
+/// guest's own (the other guest's host pages, the hypervisor's image) is refused; a DMA by one
+/// guest's device to an IOVA only the other guest mapped lands nowhere.
+fn two_guests_are_isolated() -> TestResult {
+    let (Some(mut d1), Some(mut d2)) = (
+        device::kernel_owned(0).map_err(fail)?,
+        device::kernel_owned(1).map_err(fail)?,
+    ) else {
+        return no_edu(1);
+    };
+    let mut p1 = partition().map_err(|e| fail(e.0))?;
+    let mut p2 = crate::kernel::guests::partition2().map_err(|e| fail(e.0))?;
+    let v = mmu::virt_mode().ok_or_else(|| fail("MMU off"))?;
+    kassert!(p1.lpid != p2.lpid, "two partitions");
+    let r = d1
+        .give(&mut p1, v)
+        .and_then(|()| d2.give(&mut p2, v))
+        .map_err(fail)
+        .and_then(|()| isolated(&d1, &d2, &mut p1, &mut p2));
+    let b1 = d1.take_back(&mut p1, v).map_err(fail);
+    let b2 = d2.take_back(&mut p2, v).map_err(fail);
+    drop((p1, p2));
+    let c1 = d1.release().map_err(fail);
+    let c2 = d2.release().map_err(fail);
+    r.and(b1).and(b2).and(c1).and(c2)
+}
+ktest!("e2e.two_guests_are_isolated", two_guests_are_isolated);
+
+fn isolated(d1: &Device, d2: &Device, p1: &mut Partition, p2: &mut Partition) -> TestResult {
+    use crate::hcall::HcallResult;
+    use crate::hv::abi::{guest_op, outcome, GUEST_ACTION};
+    let act = |op: u64, args: &[u64]| call(GUEST_ACTION | op, args);
+    let (src, dst, other) = (
+        PINNED_POOL.0 + 0x8_0000,
+        PINNED_POOL.0 + 0x8_1000,
+        PINNED_POOL.0 + 0x8_2000,
+    );
+    let values = |p: &mut Partition,
+                  calls: &[Call]|
+     -> Result<Vec<u64>, crate::kernel::testing::TestFailure> {
+        let o = p.run_restarting(calls).map_err(|e| fail(e.0))?;
+        o.iter()
+            .enumerate()
+            .map(|(i, o)| match *o {
+                CallOutcome::Action(r) if r.r3 == outcome::OK => Ok(r.r4),
+                CallOutcome::Hcall { result, .. } => Ok(result.r3),
+                ref other => Err(fail(alloc::format!("LPID {} call {i}: {other:?}", p.lpid))),
+            })
+            .collect()
+    };
+    // LPID 2 maps IOVA 0x5000 (only it), and its destination at 0x2000.
+    let dst2_hpa = p2.host_phys(dst).ok_or_else(|| fail("LPID 2's page"))?.0;
+    let v2 = values(
+        p2,
+        &[
+            act(guest_op::STORE, &[src, 0x2222]),
+            act(guest_op::STORE, &[other, 0x2_0000]),
+            call(H_PUT_TCE, &[LIOBN_4K, 0x1000, src | 1]),
+            call(H_PUT_TCE, &[LIOBN_4K, 0x2000, dst | 2]),
+            call(H_PUT_TCE, &[LIOBN_4K, 0x5000, other | 2]),
+            act(guest_op::DMA_TO_DEVICE, &[0x1000]),
+            act(guest_op::DMA_TO_RAM, &[0x2000]),
+            act(guest_op::LOAD, &[dst]),
+        ],
+    )?;
+    kassert_eq!(v2[7], 0x2222, "LPID 2's device DMA landed in LPID 2's page");
+    // LPID 1: the same IOVAs, its own pages; the other guest's host page and the hypervisor's
+    // image are not guest memory it may name; its device writing at 0x5000 (mapped only by
+    // LPID 2) reaches nothing.
+    let v1 = values(
+        p1,
+        &[
+            act(guest_op::STORE, &[src, 0x1111]),
+            call(H_PUT_TCE, &[LIOBN_4K, 0x1000, src | 1]),
+            call(H_PUT_TCE, &[LIOBN_4K, 0x2000, dst | 2]),
+            call(H_PUT_TCE, &[LIOBN_4K, 0x3000, dst2_hpa | 3]),
+            call(H_PUT_TCE, &[LIOBN_4K, 0x4000, 0x2000_0000 | 3]),
+            act(guest_op::DMA_TO_DEVICE, &[0x1000]),
+            act(guest_op::DMA_TO_RAM, &[0x2000]),
+            act(guest_op::DMA_TO_RAM, &[0x5000]),
+            act(guest_op::LOAD, &[dst]),
+        ],
+    )?;
+    let param = HcallResult::Parameter.code() as u64;
+    kassert_eq!(
+        v1[3],
+        param,
+        "a TCE naming LPID 2's host page {dst2_hpa:#x}"
+    );
+    kassert_eq!(v1[4], param, "a TCE naming the hypervisor's image");
+    kassert_eq!(v1[8], 0x1111, "LPID 1's device DMA landed in LPID 1's page");
+    after_blocked_dma(
+        &d1.rig,
+        d1.phb(),
+        PE,
+        "LPID 1's device writing an IOVA it never mapped",
+    )?;
+    // Nothing of LPID 1's reached LPID 2.
+    let v2 = values(
+        p2,
+        &[act(guest_op::LOAD, &[dst]), act(guest_op::LOAD, &[other])],
+    )?;
+    kassert_eq!(v2[0], 0x2222, "LPID 2's page after LPID 1's transfers");
+    kassert_eq!(
+        v2[1],
+        0x2_0000,
+        "LPID 2's page at IOVA 0x5000 of its own space"
+    );
+    let _ = d2;
+    Ok(())
+}

@@ -439,8 +439,8 @@ ktest!(
 fn the_partition_has_state_of_its_own() -> TestResult {
     let mut p = partition().map_err(|e| fail(e.0))?;
     let before = host_state();
-    let (dw0, dw1) = mmu::partition_entry(crate::kernel::guests::LPID)
-        .ok_or_else(|| fail("no partition-table entry"))?;
+    let (dw0, dw1) =
+        mmu::partition_entry(p.lpid).ok_or_else(|| fail("no partition-table entry"))?;
     kassert!(dw0 >> 63 == 1, "entry 1 is not a radix partition: {dw0:#x}");
     kassert!(
         dw1 == 0 || dw1 & 0x0fff_ffff_ffff_f000 < GUEST_RAM,
@@ -501,8 +501,7 @@ fn problem_state_sc_gets_a_program_interrupt() -> TestResult {
         r.r4
     );
     // The registered table is a guest real address, GR set; nothing of the host's.
-    let (_, dw1) = mmu::partition_entry(crate::kernel::guests::LPID)
-        .ok_or_else(|| fail("no partition-table entry"))?;
+    let (_, dw1) = mmu::partition_entry(p.lpid).ok_or_else(|| fail("no partition-table entry"))?;
     kassert_eq!(
         dw1,
         (1 << 63) | table,
@@ -511,7 +510,7 @@ fn problem_state_sc_gets_a_program_interrupt() -> TestResult {
     // The problem-state call reached no handler: only the registrations are in the trace.
     kassert_eq!(p.trace.len(), 5, "hypercalls seen: {:?}", p.trace);
     hypervisor_intact(&mut p, &before)?;
-    let (_, dw1) = mmu::partition_entry(crate::kernel::guests::LPID).unwrap_or((0, 1));
+    let (_, dw1) = mmu::partition_entry(p.lpid).unwrap_or((0, 1));
     kassert_eq!(dw1, 0, "a fresh vCPU still had the old process table");
     Ok(())
 }
