@@ -186,3 +186,53 @@ fn group_setup_clears_freeze_and_joins_own_peltv() {
     assert!(mem.peltv(512, 6, 6));
     assert!(!mem.peltv(512, 6, 7) && !mem.peltv(512, 7, 6));
 }
+
+/// The seed's SAS adapter: a device that DMAs through the kernel's 32-bit table *and* a 64-bit
+/// window. An owner's tables replace both; on release the device's 32-bit record points at the
+/// fresh default table (the seed's fix) and the kernel's 64-bit table is mapped again, the
+/// same one it had.
+fn run_both_windows_cycle(phb: &dyn PhbDma, tve: &dyn Fn(u32) -> Tve) {
+    let factory = FakeFactory::new();
+    let mut g = PeGroup::new(phb, 0, DEFAULT32, &factory, &[(EDU, PeNum(5))]).unwrap();
+    let k64 = Arc::new(owner_table(0x7200_0000, 1));
+    g.set_kernel_window1::<()>(phb, k64.clone()).unwrap();
+    assert_eq!(tve(tve_index(5, 1)).table_addr(), 0x7200_0000);
+    assert!(Arc::ptr_eq(g.window_table(WindowId::DMA64).unwrap(), &k64));
+    assert!(dma32_works(tve(tve_index(5, 0)), &g, EDU));
+
+    g.take_ownership::<()>(phb).unwrap();
+    assert!(!tve(tve_index(5, 0)).is_enabled() && !tve(tve_index(5, 1)).is_enabled());
+    assert_eq!(
+        g.set_kernel_window1::<()>(phb, k64.clone()),
+        Err(PeError::WrongOwner)
+    );
+    let t1 = Arc::new(owner_table(0x7300_0000, 1));
+    g.attach_table::<()>(phb, WindowId::DMA64, t1.clone())
+        .unwrap();
+    assert_eq!(tve(tve_index(5, 1)).table_addr(), 0x7300_0000);
+
+    g.release_ownership(phb, &factory).unwrap();
+    assert_eq!(
+        tve(tve_index(5, 1)).table_addr(),
+        0x7200_0000,
+        "the kernel's 64-bit table is back"
+    );
+    assert!(Arc::ptr_eq(g.window_table(WindowId::DMA64).unwrap(), &k64));
+    assert!(dma32_works(tve(tve_index(5, 0)), &g, EDU));
+    assert_eq!(Arc::strong_count(&t1), 1, "the owner's table released");
+}
+
+#[test]
+fn both_kernel_windows_survive_an_ownership_round_trip() {
+    let (phb, mem) = (FakePhb::new(), FakeMem::default());
+    let d = DirectBackend::new(&phb, &mem, 512, 100);
+    run_both_windows_cycle(&d, &|i| phb.tve(i));
+    let opal = FakeOpal::new(0, 512);
+    let o = OpalBackend::new(&opal, PhbId(0), 512);
+    run_both_windows_cycle(&o, &|i| opal.tve(i));
+    assert!(
+        opal.violations.borrow().is_empty(),
+        "{:?}",
+        opal.violations.borrow()
+    );
+}

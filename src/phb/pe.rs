@@ -84,6 +84,9 @@ pub struct PeGroup<T> {
     node: u32,
     default_window: DefaultWindow,
     owner: Owner<T>,
+    /// The kernel's own 64-bit window table (window 1 of every PE), if it set one: unmapped
+    /// while an external owner holds the group, mapped again on release.
+    kernel_window1: Option<Arc<T>>,
 }
 
 impl<T: DmaWindowTable> PeGroup<T> {
@@ -123,6 +126,7 @@ impl<T: DmaWindowTable> PeGroup<T> {
             owner: Owner::External {
                 windows: [None, None],
             },
+            kernel_window1: None,
         };
         group.install_default(phb, factory)?;
         Ok(group)
@@ -165,7 +169,7 @@ impl<T: DmaWindowTable> PeGroup<T> {
     pub fn window_table(&self, window: WindowId) -> Option<&Arc<T>> {
         match (&self.owner, window) {
             (Owner::Kernel { default }, WindowId::DMA32) => Some(default),
-            (Owner::Kernel { .. }, _) => None,
+            (Owner::Kernel { .. }, _) => self.kernel_window1.as_ref(),
             (Owner::External { windows }, w) => windows[usize::from(w.number())].as_ref(),
         }
     }
@@ -176,14 +180,35 @@ impl<T: DmaWindowTable> PeGroup<T> {
         self.members.iter().find(|m| m.bdfn == bdfn)?.table.as_ref()
     }
 
-    /// Gives the group to an external owner: unmaps the default window of every PE, drops
-    /// the default table and clears every device's recorded table.
+    /// While the kernel owns the group, maps `table` as window 1 (the 64-bit window) of
+    /// every PE, for devices that DMA through both windows (the seed's SAS adapter). The group
+    /// keeps it across an external owner's tenure and maps it again on release.
+    pub fn set_kernel_window1<E>(
+        &mut self,
+        phb: &dyn PhbDma,
+        table: Arc<T>,
+    ) -> Result<(), PeError<E>> {
+        if !self.is_kernel_owned() {
+            return Err(PeError::WrongOwner);
+        }
+        self.kernel_window1 = None;
+        self.map_everywhere(phb, WindowId::DMA64, &table)?;
+        self.kernel_window1 = Some(table);
+        Ok(())
+    }
+
+    /// Gives the group to an external owner: unmaps the kernel's windows of every PE, drops
+    /// the default table and clears every device's recorded table (the kernel's 64-bit table,
+    /// if any, is kept for the release).
     pub fn take_ownership<E>(&mut self, phb: &dyn PhbDma) -> Result<(), PeError<E>> {
         if !self.is_kernel_owned() {
             return Err(PeError::WrongOwner);
         }
         for &pe in &self.pes {
             phb.unmap_window(pe, WindowId::DMA32)?;
+            if self.kernel_window1.is_some() {
+                phb.unmap_window(pe, WindowId::DMA64)?;
+            }
         }
         for m in &mut self.members {
             m.table = None;
@@ -239,9 +264,10 @@ impl<T: DmaWindowTable> PeGroup<T> {
     }
 
     /// Returns the group to the kernel: unmaps the owner's windows, creates a fresh default
-    /// table on the group's node, maps it as window 0 of every PE, and updates the recorded
-    /// table of every device. If the table cannot be created the group stays externally
-    /// owned with no windows, and the call can be retried.
+    /// table on the group's node, maps it as window 0 of every PE, updates the recorded
+    /// table of every device, and maps the kernel's 64-bit table again if it had one. If the
+    /// default table cannot be created the group stays externally owned with no windows, and
+    /// the call can be retried.
     pub fn release_ownership<F: TableFactory<Table = T>>(
         &mut self,
         phb: &dyn PhbDma,
@@ -253,7 +279,30 @@ impl<T: DmaWindowTable> PeGroup<T> {
         for window in [WindowId::DMA32, WindowId::DMA64] {
             self.detach_table(phb, window)?;
         }
-        self.install_default(phb, factory)
+        self.install_default(phb, factory)?;
+        if let Some(t) = self.kernel_window1.clone() {
+            self.map_everywhere(phb, WindowId::DMA64, &t)?;
+        }
+        Ok(())
+    }
+
+    /// Maps `table` as `window` of every PE; on failure, unmaps it from all of them.
+    fn map_everywhere(
+        &self,
+        phb: &dyn PhbDma,
+        window: WindowId,
+        table: &T,
+    ) -> Result<(), PhbError> {
+        for &pe in &self.pes {
+            if let Err(e) = phb.map_window(pe, window, table) {
+                for &done in &self.pes {
+                    // Best effort: the caller learns of the first error.
+                    let _ = phb.unmap_window(done, window);
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     /// Invalidates `kill` in every PE of the group (a table shared by the PEs must be

@@ -428,3 +428,104 @@ fn isolated(d1: &Device, d2: &Device, p1: &mut Partition, p2: &mut Partition) ->
     let _ = d2;
     Ok(())
 }
+
+/// The seed's SAS case in full (seed 003): before the guest takes the PE the device DMAs
+/// through the kernel's 32-bit table *and* its 64-bit window; while the guest owns it, the
+/// guest's windows replace both; after release both kernel windows work again, the 32-bit one
+/// through the fresh default table the device's record now names, the 64-bit one through the
+/// table it had.
+fn seed_003_ownership_round_trip() -> TestResult {
+    let Some(mut dev) = device::kernel_owned(0).map_err(fail)? else {
+        return no_edu(0);
+    };
+    let r = round_trip(&mut dev);
+    let c = dev.release().map_err(fail);
+    r.and(c)
+}
+ktest!(
+    "e2e.seed_003_ownership_round_trip",
+    seed_003_ownership_round_trip
+);
+
+fn round_trip(dev: &mut Device) -> TestResult {
+    use crate::kernel::pci::{new_table, PciError, PAGE_SHIFT, WINDOW1_BUS};
+    let pe_err = |e| fail(format_args!("{e:?}"));
+    let k64 = Arc::new(new_table(
+        dev.rig.info.node,
+        WINDOW1_BUS,
+        PAGE_SHIFT,
+        1 << 30,
+        3,
+    )?);
+    let phb = dev.phb.clone();
+    dev.group
+        .set_kernel_window1::<PciError>(&*phb, k64.clone())
+        .map_err(pe_err)?;
+    let entries = (0x21, 0x321);
+    let k32 = dev
+        .group
+        .device_table(dev.rig.bdfn)
+        .ok_or_else(|| fail("no 32-bit table while kernel-owned"))?
+        .clone();
+    within(
+        "kernel, 32-bit",
+        driver_copy(&dev.rig, dev.phb(), &k32, entries, seed(Backend::Opal, 11)),
+    )?;
+    within(
+        "kernel, 64-bit",
+        driver_copy(&dev.rig, dev.phb(), &k64, entries, seed(Backend::Opal, 12)),
+    )?;
+    let mut p = partition().map_err(|e| fail(e.0))?;
+    let v = mmu::virt_mode().ok_or_else(|| fail("MMU off"))?;
+    dev.give(&mut p, v).map_err(fail)?;
+    let r = drives(dev, &mut p);
+    // The kernel's tables are out of the path while the guest owns the PE.
+    let stray = within(
+        "kernel, 64-bit, while the guest owns the PE",
+        driver_copy(&dev.rig, dev.phb(), &k64, entries, seed(Backend::Opal, 13)),
+    );
+    let blocked = after_blocked_dma(
+        &dev.rig,
+        dev.phb(),
+        PE,
+        "the kernel's 64-bit table, unmapped",
+    );
+    let back = dev.take_back(&mut p, v).map_err(fail);
+    drop(p);
+    r?;
+    kassert!(
+        stray.is_err(),
+        "DMA through the kernel's 64-bit table landed while the guest owned the PE"
+    );
+    blocked?;
+    back?;
+    let fresh = dev
+        .group
+        .device_table(dev.rig.bdfn)
+        .ok_or_else(|| fail("no 32-bit table after release"))?
+        .clone();
+    kassert!(
+        !Arc::ptr_eq(&fresh, &k32),
+        "release made a fresh default table"
+    );
+    kassert!(
+        dev.group
+            .window_table(crate::phb::WindowId::DMA64)
+            .is_some_and(|t| Arc::ptr_eq(t, &k64)),
+        "the kernel's 64-bit table is not the one it had"
+    );
+    within(
+        "kernel again, 32-bit",
+        driver_copy(
+            &dev.rig,
+            dev.phb(),
+            &fresh,
+            entries,
+            seed(Backend::Opal, 14),
+        ),
+    )?;
+    within(
+        "kernel again, 64-bit",
+        driver_copy(&dev.rig, dev.phb(), &k64, entries, seed(Backend::Opal, 15)),
+    )
+}
