@@ -39,6 +39,10 @@ pub const SLICE_TICKS: u64 = spr::TIMEBASE_HZ / 100;
 /// the longest legitimate run here (a benchmark) takes a fraction of it.
 pub const DEFAULT_RUN_LIMIT_TICKS: u64 = spr::TIMEBASE_HZ;
 
+/// A partition's locked-memory budget: 4 MiB, eight times what its two windows' guest views
+/// take (640 KiB), far less than a window of 4 KiB pages over all of a 64-bit bus would.
+pub const LOCKED_LIMIT: u64 = 4 << 20;
+
 /// The first guest's LPID ([`partition`]); the second ([`partition2`]) is `LPID + 1`.
 pub const LPID: u64 = 1;
 /// Guest RAM.
@@ -153,6 +157,9 @@ pub struct Partition {
     pub regs: GuestRegs,
     /// Its LPID.
     pub lpid: u64,
+    /// Its locked-memory budget ([`LOCKED_LIMIT`]): every window's guest view is charged
+    /// to it in full when the window is created (a window that would exceed it is refused).
+    pub budget: Arc<LockedVm>,
     pub guest: Guest,
     pub mem: KernelMem,
     pub kills: Arc<KillCounter>,
@@ -245,6 +252,8 @@ impl Partition {
         }
         let ua = mmu::vmap(v, &vmap).map_err(|_| BuildError("vmap"))?;
         let mut guest = Guest::new();
+        let budget = Arc::new(LockedVm::new(LOCKED_LIMIT));
+        guest.set_view_budget(crate::hcall::ViewBudget(budget.clone()));
         guest
             .mem
             .add_memslot(Memslot {
@@ -282,6 +291,7 @@ impl Partition {
         let mut p = Box::new(Partition {
             regs: GuestRegs::default(),
             lpid,
+            budget,
             guest,
             mem: KernelMem {
                 tree,

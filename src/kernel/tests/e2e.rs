@@ -331,6 +331,32 @@ fn two_guests_are_isolated() -> TestResult {
     let mut p2 = crate::kernel::guests::partition2().map_err(|e| fail(e.0))?;
     let v = mmu::virt_mode().ok_or_else(|| fail("MMU off"))?;
     kassert!(p1.lpid != p2.lpid, "two partitions");
+    // Each partition's locked-memory budget is set and enforced: its windows' guest views are
+    // charged to it, and a window whose view would exceed it is refused, charging nothing.
+    for p in [&mut p1, &mut p2] {
+        let views: u64 = WINDOWS
+            .iter()
+            .map(|w| crate::hcall::Guest::view_bytes(w.3 >> w.2))
+            .sum();
+        kassert_eq!(
+            p.budget.used(),
+            views,
+            "LPID {}: locked memory charged",
+            p.lpid
+        );
+        let huge = p.guest.create_window(0x8000_0099, 1 << 40, 12, 1 << 36);
+        kassert!(
+            matches!(huge, Err(crate::hcall::WindowError::OverBudget)),
+            "LPID {}: a 64 GiB window of 4 KiB pages was not refused: {huge:?}",
+            p.lpid
+        );
+        kassert_eq!(
+            p.budget.used(),
+            views,
+            "LPID {}: a refused window charged",
+            p.lpid
+        );
+    }
     let r = d1
         .give(&mut p1, v)
         .and_then(|()| d2.give(&mut p2, v))
