@@ -144,6 +144,18 @@ impl Device {
     /// unmapped, the PE the kernel's again with a fresh default table.
     pub fn take_back(&mut self, p: &mut Partition, v: VirtMode) -> Result<(), String> {
         p.unmap_device_bar();
+        // A DMA the guest sent through an IOVA it had cleared freezes the PE on PHB4: report
+        // it, and clear it before the kernel uses the device again.
+        match crate::phb::dma::recover_freeze(&*self.phb, PE) {
+            Ok(None) => {}
+            Ok(Some(st)) => crate::kprintln!(
+                "p9iommu: {PE} of the device LPID {} had was frozen ({:?}, {:?}): cleared",
+                p.lpid,
+                st.state,
+                st.error
+            ),
+            Err(e) => return Err(format!("the PE's freeze did not clear: {e:?}")),
+        }
         if !p.detach_device(v) {
             return Err("the guest's windows could not be cleared".into());
         }
