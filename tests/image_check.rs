@@ -3,38 +3,12 @@
 //! lock), checks `target/ppc64le-kernel/release/kernel` and prints what it found. Then plants a
 //! relocation of another type into a copy of the image, as a linker change could, and requires
 //! the check to name it: on a machine boot/entry.S would stop there silently.
-use std::path::PathBuf;
-use std::process::Command;
-use std::sync::OnceLock;
 
 use p9iommu::harness::image::{check_kernel_image, ImageError, ImageFacts, RELA_ENTRY_SIZE};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Build the kernel once per test binary (as tests/qemu_boot.rs does).
-fn build_kernel() {
-    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
-    let built = BUILT.get_or_init(|| {
-        let out = Command::new("cargo")
-            .arg("kernel")
-            .current_dir(root())
-            .output()
-            .map_err(|e| format!("cannot run cargo: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "`cargo kernel` failed:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
-    });
-    if let Err(e) = built {
-        panic!("{e}");
-    }
-}
+#[path = "support/kernel_build.rs"]
+mod kernel_build;
+use kernel_build::{build_kernel, root};
 
 /// The freshly built kernel's bytes.
 fn kernel() -> Vec<u8> {

@@ -1,38 +1,13 @@
 //! The QEMU suite: builds the kernel, boots it on powernv9 through `qemu-run.sh`, and judges the
 //! console with the same report format the kernel prints (`p9iommu::harness`). Each boot takes
 //! about 7 s of wall time; the kernel is built once for all of them.
-use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
 
 use p9iommu::harness::Report;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Build the kernel once per test binary; every boot below uses `--no-build`.
-fn build_kernel() {
-    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
-    let built = BUILT.get_or_init(|| {
-        let out = Command::new("cargo")
-            .arg("kernel")
-            .current_dir(root())
-            .output()
-            .map_err(|e| format!("cannot run cargo: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "`cargo kernel` failed:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
-    });
-    if let Err(e) = built {
-        panic!("{e}");
-    }
-}
+#[path = "support/kernel_build.rs"]
+mod kernel_build;
+use kernel_build::{build_kernel, root};
 
 /// Boot with a kernel command line, after any qemu-run.sh options; returns (qemu-run.sh
 /// succeeded, console, stderr).
