@@ -250,70 +250,45 @@ pub trait PhbDma {
     fn kill(&self, kill: Kill) -> Result<(), PhbError>;
 }
 
-impl<T: PhbDma + ?Sized> PhbDma for &T {
-    fn num_pes(&self) -> u32 {
-        (**self).num_pes()
-    }
-    fn set_pe(&self, bdfn: Bdfn, pe: PeNum) -> Result<(), PhbError> {
-        (**self).set_pe(bdfn, pe)
-    }
-    fn set_peltv(&self, parent: PeNum, child: PeNum, action: PeltvAction) -> Result<(), PhbError> {
-        (**self).set_peltv(parent, child, action)
-    }
-    fn freeze_status(&self, pe: PeNum) -> Result<FreezeStatus, PhbError> {
-        (**self).freeze_status(pe)
-    }
-    fn clear_freeze(&self, pe: PeNum) -> Result<(), PhbError> {
-        (**self).clear_freeze(pe)
-    }
-    fn map_window(
-        &self,
-        pe: PeNum,
-        window: WindowId,
-        table: &dyn DmaWindowTable,
-    ) -> Result<(), PhbError> {
-        (**self).map_window(pe, window, table)
-    }
-    fn unmap_window(&self, pe: PeNum, window: WindowId) -> Result<(), PhbError> {
-        (**self).unmap_window(pe, window)
-    }
-    fn kill(&self, kill: Kill) -> Result<(), PhbError> {
-        (**self).kill(kill)
-    }
+/// `PhbDma` for a pointer to a back end: every method forwarded.
+macro_rules! forward_phb_dma {
+    ($($ptr:ty),*) => {$(
+        impl<T: PhbDma + ?Sized> PhbDma for $ptr {
+            fn num_pes(&self) -> u32 {
+                (**self).num_pes()
+            }
+            fn set_pe(&self, bdfn: Bdfn, pe: PeNum) -> Result<(), PhbError> {
+                (**self).set_pe(bdfn, pe)
+            }
+            fn set_peltv(&self, parent: PeNum, child: PeNum, action: PeltvAction) -> Result<(), PhbError> {
+                (**self).set_peltv(parent, child, action)
+            }
+            fn freeze_status(&self, pe: PeNum) -> Result<FreezeStatus, PhbError> {
+                (**self).freeze_status(pe)
+            }
+            fn clear_freeze(&self, pe: PeNum) -> Result<(), PhbError> {
+                (**self).clear_freeze(pe)
+            }
+            fn map_window(
+                &self,
+                pe: PeNum,
+                window: WindowId,
+                table: &dyn DmaWindowTable,
+            ) -> Result<(), PhbError> {
+                (**self).map_window(pe, window, table)
+            }
+            fn unmap_window(&self, pe: PeNum, window: WindowId) -> Result<(), PhbError> {
+                (**self).unmap_window(pe, window)
+            }
+            fn kill(&self, kill: Kill) -> Result<(), PhbError> {
+                (**self).kill(kill)
+            }
+        }
+    )*};
 }
 
-/// A shared back end (a kill kept by several tables, for as long as any of them is attached).
-impl<T: PhbDma + ?Sized> PhbDma for alloc::sync::Arc<T> {
-    fn num_pes(&self) -> u32 {
-        (**self).num_pes()
-    }
-    fn set_pe(&self, bdfn: Bdfn, pe: PeNum) -> Result<(), PhbError> {
-        (**self).set_pe(bdfn, pe)
-    }
-    fn set_peltv(&self, parent: PeNum, child: PeNum, action: PeltvAction) -> Result<(), PhbError> {
-        (**self).set_peltv(parent, child, action)
-    }
-    fn freeze_status(&self, pe: PeNum) -> Result<FreezeStatus, PhbError> {
-        (**self).freeze_status(pe)
-    }
-    fn clear_freeze(&self, pe: PeNum) -> Result<(), PhbError> {
-        (**self).clear_freeze(pe)
-    }
-    fn map_window(
-        &self,
-        pe: PeNum,
-        window: WindowId,
-        table: &dyn DmaWindowTable,
-    ) -> Result<(), PhbError> {
-        (**self).map_window(pe, window, table)
-    }
-    fn unmap_window(&self, pe: PeNum, window: WindowId) -> Result<(), PhbError> {
-        (**self).unmap_window(pe, window)
-    }
-    fn kill(&self, kill: Kill) -> Result<(), PhbError> {
-        (**self).kill(kill)
-    }
-}
+// A shared back end (`Arc`): a kill kept by several tables, for as long as any is attached.
+forward_phb_dma!(&T, alloc::sync::Arc<T>);
 
 /// Sets a PE up as Linux's `pnv_ioda_configure_pe` does for a PE of its own: maps `bdfn` to
 /// `pe`, clears any freeze left on the PE, and adds the PE to its own PELT-V (so an error in
