@@ -1,6 +1,7 @@
 //! What the kernel learns from the flattened device tree at boot: where OPAL is, which memory
 //! exists and which of it firmware reserved, and the command line. Everything comes from the FDT
 //! (nothing QEMU-only), so the same image boots by kexec on POWER9 hardware.
+#![forbid(unsafe_code)]
 use fdt::Fdt;
 
 /// A physical address range `[start, end)`.

@@ -11,6 +11,7 @@
 //! p9iommu: exit 1
 //! ```
 //! A bench run prints one `bench <dotted.name> <integer> <unit>` line per figure.
+#![forbid(unsafe_code)]
 pub mod image;
 use alloc::string::String;
 use alloc::vec::Vec;

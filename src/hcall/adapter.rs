@@ -3,6 +3,7 @@
 //! The hypercalls need "read both views" and "exchange both views" per entry or run of
 //! entries; `TceTable` offers those (one walk per view and leaf), and this adapter maps its
 //! errors to the hypercalls' ([`HwError`], [`PutError`]). Indices are table entry indices.
+#![forbid(unsafe_code)]
 
 use super::window::{HwError, HwTable, PutError};
 use crate::tce::{LockedMemoryBudget, MayAlloc, Tce, TceError, TceMemory, TceTable};

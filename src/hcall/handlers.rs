@@ -21,6 +21,7 @@
 //!    mapped; or, after a roll-back, the new ones' counts): a device may reach a page through
 //!    a cached TCE until the kill completes. A failed kill answers H_HARDWARE and keeps every
 //!    such count, for good (the region stays busy, its pages pinned).
+#![forbid(unsafe_code)]
 
 use super::window::{HwError, PutError, Window};
 use super::{Env, Guest, HcallResult};

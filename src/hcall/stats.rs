@@ -1,5 +1,6 @@
 //! Per-hypercall counters: real-mode completions, H_TOO_HARD fallbacks, virtual-mode
 //! completions, errors by code. Atomics only: real mode updates them too.
+#![forbid(unsafe_code)]
 
 use super::{HcallResult, H_GET_TCE, H_PUT_TCE, H_PUT_TCE_INDIRECT, H_STUFF_TCE};
 use crate::mm::Mode;

@@ -1,5 +1,6 @@
 //! Host tests of the handlers. The lib's test binary runs under the allocation guard, so any
 //! allocation inside a real-mode handler aborts it.
+#![forbid(unsafe_code)]
 
 use super::sim::{vm, FaultyTable, World, H_TOO_HARD};
 use super::*;

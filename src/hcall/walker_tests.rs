@@ -1,5 +1,6 @@
 //! Real mode reading a TCE list outside preregistered memory through the guest's page table
 //! and a page reference taken through the descriptors' real-mode path.
+#![forbid(unsafe_code)]
 
 use super::sim::{self, vm, World};
 use super::*;

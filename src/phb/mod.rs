@@ -13,6 +13,7 @@
 //! - [`bars`]: enumeration behind the root port, BAR sizing and assignment, bridge window.
 //! - [`glue`]: `tce::TceTable` as a window table, PHB kills as `hcall::TceInvalidate`.
 //! - [`edu`]: QEMU's `edu` device, to generate DMA.
+#![forbid(unsafe_code)]
 
 pub mod bars;
 pub mod claim;
