@@ -118,6 +118,20 @@ pub trait MemAccess: Sync {
     /// Real mode: the 8 bytes at host physical address `pa` (inside a pinned page).
     fn phys_read_be64(&self, rm: RealMode, pa: HostPhys) -> Be64;
     /// Virtual mode: the 8 bytes at `ua`, if mapped.
+    ///
+    /// Real mode cannot read by `ua`: a [`RealMode`] token is not a [`VirtMode`].
+    /// ```compile_fail,E0308
+    /// # use p9iommu::{hcall::MemAccess, mm::{RealMode, Ua}, tce::Be64};
+    /// fn rm_read(mem: &dyn MemAccess, rm: RealMode, ua: Ua) -> Option<Be64> {
+    ///     mem.ua_read_be64(rm, ua) // expected `VirtMode`, found `RealMode`
+    /// }
+    /// ```
+    /// ```
+    /// # use p9iommu::{hcall::MemAccess, mm::{VirtMode, Ua}, tce::Be64};
+    /// fn vm_read(mem: &dyn MemAccess, v: VirtMode, ua: Ua) -> Option<Be64> {
+    ///     mem.ua_read_be64(v, ua)
+    /// }
+    /// ```
     fn ua_read_be64(&self, v: VirtMode, ua: Ua) -> Option<Be64>;
     /// Real mode: the host physical address of guest physical `gpa`, by walking the guest's
     /// partition-scoped page table (which lives in the linear map), if the host can do that

@@ -99,6 +99,22 @@ address!(
 );
 address!(
     /// A host physical address.
+    ///
+    /// Its own type: a [`Ua`] (or any other kind) is not one, without an explicit conversion.
+    /// ```compile_fail,E0308
+    /// # use p9iommu::mm::{HostPhys, Ua};
+    /// fn frame_of(pa: HostPhys) -> u64 {
+    ///     pa.pfn().get()
+    /// }
+    /// frame_of(Ua(0x1000)); // expected `HostPhys`, found `Ua`
+    /// ```
+    /// ```
+    /// # use p9iommu::mm::HostPhys;
+    /// # fn frame_of(pa: HostPhys) -> u64 {
+    /// #     pa.pfn().get()
+    /// # }
+    /// assert_eq!(frame_of(HostPhys(0x1000)), 1);
+    /// ```
     HostPhys,
     "hpa"
 );
@@ -115,6 +131,24 @@ address!(
 
 impl HostPhys {
     /// The linear-map address of this physical address: valid with the MMU on and off.
+    ///
+    /// The only address kind that becomes a pointer: [`GuestPhys`] and [`Ua`] have no such
+    /// method (nor any other that gives a pointer).
+    /// ```compile_fail,E0599
+    /// # use p9iommu::mm::GuestPhys;
+    /// let p = GuestPhys(0x1000).linear() as *const u64; // no method `linear` on `GuestPhys`
+    /// # let _ = p;
+    /// ```
+    /// ```compile_fail,E0599
+    /// # use p9iommu::mm::Ua;
+    /// let p = Ua(0x1000).linear() as *const u64; // no method `linear` on `Ua`
+    /// # let _ = p;
+    /// ```
+    /// ```
+    /// # use p9iommu::mm::HostPhys;
+    /// let p = HostPhys(0x1000).linear() as *const u64;
+    /// # let _ = p;
+    /// ```
     #[inline(always)]
     pub const fn linear(self) -> usize {
         (self.0 | LINEAR_BASE) as usize

@@ -25,6 +25,26 @@ impl TooHard {
 
 /// Proof that this CPU runs in hypervisor real mode on a hypercall's real-mode path. Not `Send`:
 /// it speaks for the CPU that made it.
+///
+/// Neither token can be sent to another thread (nor shared: it is not `Sync` either):
+/// ```compile_fail,E0277
+/// # use p9iommu::mm::RealMode;
+/// // SAFETY: a test standing for a real-mode entry path.
+/// let rm = unsafe { RealMode::new_unchecked() };
+/// std::thread::spawn(move || drop(rm)); // `*const ()` cannot be sent between threads
+/// ```
+/// while the mode's label, a plain value, can:
+/// ```
+/// # use p9iommu::mm::{ExecMode, RealMode};
+/// # use p9iommu::mm::Mode;
+/// // SAFETY: a test standing for a real-mode entry path.
+/// let rm = unsafe { RealMode::new_unchecked() };
+/// fn label<M: ExecMode>(_: M) -> Mode {
+///     M::MODE
+/// }
+/// let label = label(rm);
+/// std::thread::spawn(move || drop(label)).join().unwrap();
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct RealMode {
     _not_send: PhantomData<*const ()>,
@@ -40,6 +60,19 @@ pub struct VirtMode {
 impl RealMode {
     /// Mints the token.
     ///
+    /// Only in `unsafe` (the struct's field is private, so this is the only way):
+    /// ```compile_fail,E0133
+    /// # use p9iommu::mm::RealMode;
+    /// let rm = RealMode::new_unchecked(); // call to unsafe function
+    /// # let _ = rm;
+    /// ```
+    /// ```
+    /// # use p9iommu::mm::RealMode;
+    /// // SAFETY: a test standing for a real-mode entry path.
+    /// let rm = unsafe { RealMode::new_unchecked() };
+    /// # let _ = rm;
+    /// ```
+    ///
     /// # Safety
     /// The caller is a real-mode entry path: the CPU runs with MSR[IR|DR] = 0 (or, on the host,
     /// a test standing for it) and stays so while the token is used, and a
@@ -53,7 +86,12 @@ impl RealMode {
 }
 
 impl VirtMode {
-    /// Mints the token.
+    /// Mints the token; `unsafe` as [`RealMode::new_unchecked`] is:
+    /// ```compile_fail,E0133
+    /// # use p9iommu::mm::VirtMode;
+    /// let v = VirtMode::new_unchecked(); // call to unsafe function
+    /// # let _ = v;
+    /// ```
     ///
     /// # Safety
     /// The CPU runs with the hypervisor's translation on (MSR[IR|DR] = 1) while the token is
@@ -73,6 +111,24 @@ mod sealed {
 }
 
 /// Either mode: what code that runs in both needs to know of the one it runs in.
+///
+/// Sealed: [`RealMode`] and [`VirtMode`] are the only modes. A third, outside this crate, does
+/// not compile, though it is `Copy` and gives every item (the missing bound is `Sealed`):
+/// ```compile_fail,E0277
+/// use p9iommu::mm::{ExecMode, Mode, Token, TooHard};
+/// #[derive(Clone, Copy)]
+/// struct HalfReal;
+/// impl ExecMode for HalfReal {
+///     type Decline = TooHard;
+///     const MODE: Mode = Mode::Real;
+///     fn decline(self) -> Option<TooHard> {
+///         Some(TooHard)
+///     }
+///     fn token(self) -> Token {
+///         unimplemented!()
+///     }
+/// }
+/// ```
 pub trait ExecMode: sealed::Sealed + Copy {
     /// Why this mode may give up: [`TooHard`] in real mode, nothing in virtual mode.
     type Decline: Copy + core::fmt::Debug;
