@@ -187,6 +187,9 @@ pub struct Partition {
     pub device_bar: u64,
 }
 
+// `hcall_handler` and `record_fault` cast the entry path's `*mut GuestRegs` to `*mut Partition`.
+const _: () = assert!(core::mem::offset_of!(Partition, regs) == 0);
+
 /// The page descriptors: the kernel's vmemmap.
 fn pages() -> &'static crate::kernel::vmemmap::KernelVmemmap {
     crate::kernel::vmemmap::get()

@@ -26,7 +26,8 @@
 //!   path loads the guest's value after its last one, so a guest never finds the address of a
 //!   hypervisor branch there.
 //!
-//! Offsets come from the Rust structures as `const` operands, never mirrored by hand.
+//! Offsets come from the Rust structures as `const` operands, never mirrored by hand, except
+//! the GPR slots (`r * 8` from the start of [`GuestRegs`]), which are asserted at compile time.
 use core::mem::offset_of;
 
 use super::exception::{this_cpu, PerCpu};
@@ -110,6 +111,11 @@ pub struct GuestRegs {
 }
 
 const FRAME: usize = 256;
+
+// The assembly addresses `GuestRegs::gpr[r]` as `r * 8` from the start of the registers
+// (`0(3)`, `8(3)`, `16(3)`, `24(3)`, `96(12)`, `104(12)`, `(\r * 8)`): first, and 32 doublewords.
+const _: () = assert!(offset_of!(GuestRegs, gpr) == 0);
+const _: fn(&GuestRegs) -> &[u64; 32] = |r| &r.gpr;
 
 core::arch::global_asm!(
     r#"
