@@ -150,3 +150,35 @@ opal_return:
 __boot_stack_bottom:
     .space  0x40000
 __boot_stack_top:
+
+/*
+ * A secondary thread, started by OPAL_START_CPU (arch::ppc64::smp): big-endian, MMU off,
+ * r3 = its PIR. Continue at the linear-map alias, take the TOC, the stack and per-CPU area the
+ * boot CPU left in p9_smp_slot, and call p9_secondary_rust(pir) (which never returns).
+ */
+    .text
+    .globl p9_secondary_entry
+p9_secondary_entry:
+    FIXUP_ENDIAN
+    bcl     20, 31, 1f
+1:  mflr    10
+    lis     11, 0xc000
+    sldi    11, 11, 32
+    or      10, 10, 11
+    addi    12, 10, (2f - 1b)
+    mtctr   12
+    bctr
+2:  addis   2, 10, (.TOC. - 1b)@ha
+    addi    2, 2, (.TOC. - 1b)@l
+    addis   4, 2, p9_smp_slot@toc@ha
+    addi    4, 4, p9_smp_slot@toc@l
+    ld      1, 0(4)
+    li      0, 0
+    stdu    0, -64(1)
+    ld      5, 8(4)
+    mtspr   SPRN_HSPRG0, 5
+    addis   12, 2, p9_secondary_rust@toc@ha
+    addi    12, 12, p9_secondary_rust@toc@l
+    mtctr   12
+    bctrl
+3:  b       3b

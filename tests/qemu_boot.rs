@@ -71,6 +71,26 @@ fn two_chips_boot_and_pass_every_test() {
     }
 }
 
+/// Secondary threads: three cores, the boot thread and two secondaries started through
+/// OPAL_START_CPU, mapping into one shared table at once; the `smp.*` tests must run (not skip)
+/// and pass.
+#[test]
+fn secondaries_run_the_smp_tests() {
+    let (ok, console, stderr) = boot(&["--smp", "3", "test", "smp."]);
+    let report = Report::parse(&console);
+    if let Some(why) = report.test_run_problem() {
+        panic!("smp: the in-kernel test run failed:\n{why}\n---- console ----\n{console}\n---- qemu-run.sh ----\n{stderr}");
+    }
+    assert!(
+        ok,
+        "qemu-run.sh failed although the report is clean:\n{stderr}"
+    );
+    assert!(
+        report.results.len() >= 2 && report.results.iter().all(|t| t.passed && !t.skipped),
+        "{console}"
+    );
+}
+
 #[test]
 fn demo_boots_and_exits_cleanly() {
     let (ok, console, stderr) = boot(&[]);

@@ -7,6 +7,7 @@ pub mod guests;
 pub mod heap;
 pub mod pci;
 mod script;
+pub mod smp;
 pub mod testing;
 mod tests;
 pub mod vmemmap;

@@ -107,9 +107,59 @@ extern "C" {
     static p9_exception_common: u8;
 }
 
-/// The boot CPU's area.
+/// This CPU's area: HSPRG0 names it from [`install`] (boot CPU) or the secondary entry on.
 pub fn this_cpu() -> *mut PerCpu {
-    BOOT_CPU.percpu.get()
+    spr::mfspr::<{ spr::HSPRG0 }>() as *mut PerCpu
+}
+
+/// A new CPU's area, set up as the boot CPU's is (same handler, hypercall entry, vector block),
+/// with an exception stack of its own; it lives as long as the kernel.
+pub fn new_cpu_area() -> *mut PerCpu {
+    let boot = BOOT_CPU.percpu.get();
+    let stack = alloc::vec![0u8; EXCEPTION_STACK_SIZE].leak();
+    let top = (stack.as_ptr() as u64 + EXCEPTION_STACK_SIZE as u64) & !0xf;
+    // SAFETY: the boot CPU's area is fully set up by `install` and only its per-call fields
+    // change later; these are the fields every CPU shares.
+    let (handler, hcall_entry, hcall_fn, exception_common) = unsafe {
+        (
+            (*boot).handler,
+            (*boot).hcall_entry,
+            (*boot).hcall_fn,
+            (*boot).exception_common,
+        )
+    };
+    let area = alloc::boxed::Box::new(PerCpu {
+        frame: TrapFrame {
+            gpr: [0; 32],
+            srr0: 0,
+            srr1: 0,
+            hsrr0: 0,
+            hsrr1: 0,
+            dar: 0,
+            dsisr: 0,
+            lr: 0,
+            ctr: 0,
+            cr: 0,
+            xer: 0,
+            vector: 0,
+            cfar: 0,
+        },
+        scratch: 0,
+        exception_stack_top: top,
+        handler,
+        hcall_entry,
+        scratch_ctr: 0,
+        scratch_cr: 0,
+        guest: 0,
+        in_guest: 0,
+        host_sp: 0,
+        host_msr: 0,
+        hcall_fn,
+        exception_common,
+        host_sprs: [0; super::guest::SWITCHED_SPRS.len()],
+        host_lpcr: 0,
+    });
+    alloc::boxed::Box::leak(area)
 }
 
 /// Copy the vector block to real address 0 and point HSPRG0 at the boot CPU's area.

@@ -127,9 +127,35 @@ pub unsafe fn init(ram: &[PhysRange], io: &[PhysRange]) -> Result<VirtMode, MmuE
         let lpcr = (lpcr | LPCR_HR | LPCR_UPRT | LPCR_ILE)
             & !(LPCR_AIL | LPCR_HDICE | LPCR_VPM0 | LPCR_VPM1);
         mtspr::<{ spr::LPCR }>(lpcr);
+        HOST_LPCR.store(lpcr, core::sync::atomic::Ordering::Relaxed);
         core::arch::asm!("isync", options(nostack));
         invalidate_all();
         spr::set_msr(spr::msr() | Msr::IR | Msr::DR);
+        Ok(VirtMode::new_unchecked())
+    }
+}
+
+/// The host's LPCR as `init` set it, for the secondary threads.
+static HOST_LPCR: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Points a secondary thread's MMU at the tables `init` built (PTCR, PIDR, LPIDR 0, the host's
+/// LPCR) and turns translation on: from here it runs as the boot CPU does.
+///
+/// # Safety
+/// Call once per secondary thread, in hypervisor real mode, after `init` ran on the boot CPU;
+/// every address the thread uses is a linear-map address.
+pub unsafe fn init_secondary() -> Result<VirtMode, MmuError> {
+    let pt = MMU.get().ok_or(MmuError::State)?.lock().partition_table;
+    // SAFETY: the boot CPU's tables map everything the kernel uses; the sequence is `init`'s.
+    unsafe {
+        core::arch::asm!("ptesync", options(nostack));
+        mtspr::<PTCR>(pt.0);
+        mtspr::<PIDR>(HOST_PIDR);
+        mtspr::<LPIDR>(0);
+        mtspr::<{ spr::LPCR }>(HOST_LPCR.load(core::sync::atomic::Ordering::Relaxed));
+        core::arch::asm!("isync", options(nostack));
+        invalidate_all();
+        spr::set_msr(spr::msr() | Msr::IR | Msr::DR | Msr::ME);
         Ok(VirtMode::new_unchecked())
     }
 }

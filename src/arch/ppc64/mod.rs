@@ -9,6 +9,7 @@ pub mod mmu;
 pub mod opal;
 pub mod phb;
 pub mod probe;
+pub mod smp;
 pub mod spr;
 
 use core::mem::offset_of;

@@ -7,5 +7,6 @@ mod hv;
 mod icount;
 mod phb;
 mod selftest;
+mod smp;
 mod tce;
 mod vmemmap;
