@@ -87,6 +87,8 @@ extern "C" fn kernel_entry(fdt_addr: usize, r8_opal_base: u64, r9_opal_entry: u6
     // SAFETY: boot CPU, real mode, no interrupt pending; low memory below VECTORS_END is kept
     // out of the heap.
     unsafe { exception::install(report_exception) };
+    // The real-mode allocation guard's flag is per CPU from here on.
+    crate::mm::alloc_guard::set_cpu_flag(exception::alloc_guard_flag);
     // skiboot hands over with MSR[ME] = 0: take machine checks as interrupts from now on.
     // SAFETY: setting ME only enables machine-check interrupts, whose vector is installed.
     unsafe { spr::set_msr(spr::msr() | Msr::ME) };

@@ -53,6 +53,16 @@ pub struct PerCpu {
     /// The host's values of `guest::SWITCHED_SPRS` and LPCR while a guest runs.
     pub(super) host_sprs: [u64; super::guest::SWITCHED_SPRS.len()],
     pub(super) host_lpcr: u64,
+    /// This CPU's "in a real-mode scope" flag for the allocation guard (`mm::alloc_guard`):
+    /// one CPU's real mode never refuses another's allocation.
+    pub alloc_guard: core::sync::atomic::AtomicBool,
+}
+
+/// The calling CPU's allocation-guard flag (installed with `alloc_guard::set_cpu_flag`).
+pub fn alloc_guard_flag() -> &'static core::sync::atomic::AtomicBool {
+    // SAFETY: HSPRG0 names this CPU's area, which lives as long as the kernel; the flag is an
+    // atomic, shared access is fine.
+    unsafe { &(*this_cpu()).alloc_guard }
 }
 
 const EXCEPTION_STACK_SIZE: usize = 64 * 1024;
@@ -97,6 +107,7 @@ static BOOT_CPU: BootCpu = BootCpu {
         exception_common: 0,
         host_sprs: [0; super::guest::SWITCHED_SPRS.len()],
         host_lpcr: 0,
+        alloc_guard: core::sync::atomic::AtomicBool::new(false),
     }),
     stack: UnsafeCell::new([0; EXCEPTION_STACK_SIZE]),
 };
@@ -158,6 +169,7 @@ pub fn new_cpu_area() -> *mut PerCpu {
         exception_common,
         host_sprs: [0; super::guest::SWITCHED_SPRS.len()],
         host_lpcr: 0,
+        alloc_guard: core::sync::atomic::AtomicBool::new(false),
     });
     alloc::boxed::Box::leak(area)
 }

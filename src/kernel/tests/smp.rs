@@ -190,3 +190,51 @@ ktest!(
     "smp.concurrent_maps_equal_a_serial_replay",
     concurrent_maps_equal_a_serial_replay
 );
+
+/// Holds a real-mode scope (the allocation guard active) on the calling thread for `ticks`.
+fn hold_real_mode_scope(ticks: u64) -> u64 {
+    let _scope = crate::mm::alloc_guard::RealModeScope::enter();
+    let t0 = spr::timebase();
+    while spr::timebase().wrapping_sub(t0) < ticks {
+        core::hint::spin_loop();
+    }
+    crate::mm::alloc_guard::in_real_mode() as u64
+}
+
+/// The allocation guard's flag is per CPU: a secondary inside a real-mode scope does not make
+/// the boot CPU's allocations fail, and the boot CPU is not in real mode because it is.
+fn one_cpus_real_mode_refuses_no_other_cpus_allocation() -> TestResult {
+    if tree_pirs().len() < 2 {
+        return skip("one hardware thread (qemu-run.sh --smp N)");
+    }
+    online()?;
+    let before = crate::mm::alloc_guard::violations();
+    kassert!(
+        run_on(0, hold_real_mode_scope, spr::TIMEBASE_HZ / 5),
+        "secondary 0 busy"
+    );
+    // While the secondary holds its scope: allocate here, and check this CPU's flag.
+    let t0 = spr::timebase();
+    let mut allocated = 0usize;
+    while spr::timebase().wrapping_sub(t0) < spr::TIMEBASE_HZ / 10 {
+        kassert!(
+            !crate::mm::alloc_guard::in_real_mode(),
+            "the boot CPU reads another CPU's real-mode scope as its own"
+        );
+        let v: Vec<u64> = (0..64).collect();
+        allocated += v.len();
+    }
+    let inside = wait(0, JOB_TIMEOUT).ok_or_else(|| fail("secondary 0 did not finish"))?;
+    kassert_eq!(inside, 1, "the secondary's own scope was not active on it");
+    kassert_eq!(
+        crate::mm::alloc_guard::violations(),
+        before,
+        "allocations refused while another CPU held a real-mode scope"
+    );
+    kassert!(allocated > 0);
+    Ok(())
+}
+ktest!(
+    "smp.one_cpus_real_mode_refuses_no_other_cpus_allocation",
+    one_cpus_real_mode_refuses_no_other_cpus_allocation
+);
